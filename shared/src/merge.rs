@@ -1,0 +1,163 @@
+//! The merge: how leaves from another replica join local state.
+//!
+//! A replica sends, for every path where it holds a leaf the peer has not
+//! seen, that path's whole register, plus its own version vector (its
+//! *causal context*). The receiver joins each such path:
+//!
+//! 1. a remote leaf whose dot the local vector already covers is skipped:
+//!    it is here, or something that saw it replaced it (idempotence, and
+//!    why a delete never comes back from a stale replica);
+//! 2. a local leaf whose dot the sender's vector covers, but which the
+//!    sender no longer holds, was written over by the sender: dropped;
+//! 3. what remains on both sides was written without knowledge of the
+//!    other: concurrent. All of it is kept in the register; the section's
+//!    [`Policy`](crate::document::Policy) picks which one is shown and the
+//!    rest are the recorded conflicts, until a write that has seen them all
+//!    replaces the register.
+//!
+//! This is the join of a multi-value register under a dotted causal
+//! context (Almeida, Shoker, Baquero, "Delta state replicated data types",
+//! 2018): commutative, associative and idempotent, so sync messages may be
+//! lost, repeated or reordered and replicas still converge once all arrive.
+//!
+//! Tombstones are dropped by [`Shadow::collect_tombstones`] once a *stable*
+//! vector, the pointwise minimum of every replica's vector, covers them:
+//! then no replica can still hold a value the delete has not seen.
+
+use serde::{Deserialize, Serialize};
+
+use crate::document::{Leaf, Path, Register, Section, Shadow};
+use crate::version::VersionVector;
+
+/// The register of one path, as shipped between replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathLeaves {
+    pub section: Section,
+    pub path: Path,
+    pub leaves: Register,
+}
+
+/// What one replica ships to another: every register holding a leaf the
+/// peer lacks, and the sender's vector.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Changes {
+    pub vv: VersionVector,
+    pub paths: Vec<PathLeaves>,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// Paths whose register changed.
+    pub changed: Vec<(Section, Path)>,
+}
+
+impl MergeOutcome {
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty()
+    }
+}
+
+impl Shadow {
+    /// Everything a peer whose vector is `peer` has not seen, with our vector.
+    ///
+    /// Uses the dot index: cost grows with what is new to the peer, not
+    /// with the size of the document.
+    pub fn changes_since(&self, peer: &VersionVector) -> Changes {
+        let mut wanted: std::collections::BTreeSet<&(Section, Path)> = Default::default();
+        for (replica, by_counter) in &self.index {
+            let seen = peer.get(replica);
+            for (_, paths) in by_counter.range(seen.saturating_add(1)..) {
+                wanted.extend(paths.iter());
+            }
+        }
+        let paths = wanted
+            .into_iter()
+            .filter_map(|(section, path)| {
+                self.section(*section).get(path).map(|leaves| PathLeaves {
+                    section: *section,
+                    path: path.clone(),
+                    leaves: leaves.clone(),
+                })
+            })
+            .collect();
+        Changes {
+            vv: self.vv.clone(),
+            paths,
+        }
+    }
+
+    /// Joins `remote` into this replica. See the module docs for the rules.
+    pub fn merge(&mut self, remote: &Changes) -> MergeOutcome {
+        let mut outcome = MergeOutcome::default();
+        for pl in &remote.paths {
+            let local: Register = self
+                .section(pl.section)
+                .get(&pl.path)
+                .cloned()
+                .unwrap_or_default();
+            let mut joined: Register = local
+                .iter()
+                .filter(|l| pl.leaves.contains(l) || !remote.vv.covers(&l.dot))
+                .cloned()
+                .collect();
+            for r in &pl.leaves {
+                if !self.vv.covers(&r.dot) && !joined.iter().any(|l| l.dot == r.dot) {
+                    joined.push(r.clone());
+                }
+            }
+            joined.sort_by(|a, b| a.dot.cmp(&b.dot));
+            for leaf in &pl.leaves {
+                self.clock.observe(leaf.ts);
+            }
+            if joined != local {
+                if joined.iter().any(|l: &Leaf| !l.is_tombstone()) {
+                    self.exists = true;
+                }
+                self.set_register(pl.section, &pl.path, joined);
+                outcome.changed.push((pl.section, pl.path.clone()));
+            }
+        }
+        self.vv.join(&remote.vv);
+        outcome
+    }
+
+    /// Drops registers that hold a single tombstone every replica has seen.
+    /// `stable` must be the pointwise minimum of the vectors of all replicas
+    /// of this shadow. Returns how many were dropped.
+    pub fn collect_tombstones(&mut self, stable: &VersionVector) -> usize {
+        let mut dropped = 0;
+        for section in Section::ALL {
+            let dead: Vec<Path> = self
+                .section(section)
+                .iter()
+                .filter(|(_, reg)| {
+                    reg.len() == 1 && reg[0].is_tombstone() && stable.covers(&reg[0].dot)
+                })
+                .map(|(p, _)| p.clone())
+                .collect();
+            for path in dead {
+                self.set_register(section, &path, Vec::new());
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
+
+/// Pointwise minimum of vectors: what every one of them has seen.
+pub fn stable_vector<'a>(vectors: impl IntoIterator<Item = &'a VersionVector>) -> VersionVector {
+    let mut iter = vectors.into_iter();
+    let Some(first) = iter.next() else {
+        return VersionVector::new();
+    };
+    let mut stable = first.clone();
+    for vv in iter {
+        stable = stable
+            .iter()
+            .map(|(r, c)| (r.clone(), c.min(vv.get(r))))
+            .filter(|(_, c)| *c > 0)
+            .collect();
+    }
+    stable
+}

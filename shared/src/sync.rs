@@ -1,0 +1,184 @@
+//! The agent's sync protocol: `SyncUp` (agent -> broker) and `SyncDown`
+//! (broker -> agent), carried as CBOR on `.../sync/up` and `.../sync/down`.
+//!
+//! Each side sends the registers the other has not seen, judged by the last
+//! vector it heard from it, with its own vector. Messages are idempotent:
+//! a lost one costs a resend, a repeated one changes nothing.
+//!
+//! ```text
+//! agent                                   broker
+//!   | SyncUp { vv_a, changes since vv_b' }   |   (on connect, and on each local write)
+//!   |--------------------------------------->|   merge; commit to redb
+//!   |  SyncDown { vv_b, version, changes     |
+//!   |            since vv_a, stable }        |   sent after the commit:
+//!   |<---------------------------------------|   vv_b covering a dot acknowledges it
+//! ```
+//!
+//! CBOR is decoded with a nesting limit and a trailing-bytes check, so a
+//! hostile or corrupt payload is an error value, never a stack overflow.
+
+use serde::{Deserialize, Serialize};
+
+use crate::merge::Changes;
+use crate::name::ReplicaId;
+use crate::version::VersionVector;
+
+/// Agent -> broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncUp {
+    /// The sending agent's replica id.
+    pub replica: ReplicaId,
+    /// The agent's registers the broker has not seen, and the agent's vector.
+    pub changes: Changes,
+}
+
+/// Broker -> agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncDown {
+    /// The broker's replica id.
+    pub replica: ReplicaId,
+    /// AWS `version` of the shadow after this state.
+    pub version: u64,
+    /// The broker's registers the agent has not seen, and the broker's vector.
+    /// Any of the agent's dots this vector covers are durable on the broker.
+    pub changes: Changes,
+    /// What every known replica of the shadow has seen: tombstones it covers
+    /// may be dropped (see [`crate::merge`]).
+    pub stable: VersionVector,
+}
+
+/// Why a sync payload could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("invalid CBOR sync message: {0}")]
+    Decode(String),
+    #[error("CBOR sync message nests deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("{0} trailing bytes after the CBOR sync message")]
+    Trailing(usize),
+    #[error("could not encode sync message: {0}")]
+    Encode(String),
+}
+
+/// Nesting the envelope itself needs (message, changes, paths, register,
+/// leaf, dot...) on top of the values' own depth.
+pub const ENVELOPE_DEPTH: usize = 8;
+
+/// Encodes a sync message as CBOR.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, SyncError> {
+    cbor4ii::serde::to_vec(Vec::with_capacity(256), msg)
+        .map_err(|e| SyncError::Encode(e.to_string()))
+}
+
+/// Decodes a sync message, refusing values nested deeper than
+/// `max_value_depth` (the document depth limit) plus the envelope.
+pub fn decode<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    max_value_depth: usize,
+) -> Result<T, SyncError> {
+    let limit = ENVELOPE_DEPTH + max_value_depth;
+    let mut de = cbor4ii::serde::Deserializer::new(LimitedReader {
+        buf: bytes,
+        depth_left: limit,
+    });
+    let value = T::deserialize(&mut de).map_err(|e| {
+        let text = e.to_string();
+        if text.to_ascii_lowercase().contains("depth") {
+            SyncError::TooDeep(limit)
+        } else {
+            SyncError::Decode(text)
+        }
+    })?;
+    let rest = de.into_inner().buf.len();
+    if rest != 0 {
+        return Err(SyncError::Trailing(rest));
+    }
+    Ok(value)
+}
+
+/// A slice reader with a nesting limit of our choosing (cbor4ii's own
+/// `SliceReader` fixes it at 256).
+struct LimitedReader<'a> {
+    buf: &'a [u8],
+    depth_left: usize,
+}
+
+impl<'de> cbor4ii::core::dec::Read<'de> for LimitedReader<'de> {
+    type Error = std::convert::Infallible;
+
+    fn fill<'b>(
+        &'b mut self,
+        want: usize,
+    ) -> Result<cbor4ii::core::dec::Reference<'de, 'b>, Self::Error> {
+        let len = want.min(self.buf.len());
+        Ok(cbor4ii::core::dec::Reference::Long(&self.buf[..len]))
+    }
+
+    fn advance(&mut self, n: usize) {
+        let len = n.min(self.buf.len());
+        self.buf = &self.buf[len..];
+    }
+
+    fn step_in(&mut self) -> bool {
+        match self.depth_left.checked_sub(1) {
+            Some(left) => {
+                self.depth_left = left;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn step_out(&mut self) {
+        self.depth_left += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{Patch, Section, Shadow};
+
+    fn replica(s: &str) -> ReplicaId {
+        ReplicaId::new(s).expect("valid replica id")
+    }
+
+    #[test]
+    fn sync_up_round_trips_through_cbor() {
+        let mut s = Shadow::new();
+        let a = replica("a:dev");
+        let patch = serde_json::json!({"light": {"on": true, "level": 80}, "tags": ["x", 1, null]});
+        let Some(map) = patch.as_object().cloned() else {
+            panic!("object literal")
+        };
+        s.write(&a, Section::Reported, &Patch::Merge(map), 1_700_000_000_000);
+        let up = SyncUp {
+            replica: a,
+            changes: s.changes_since(&VersionVector::new()),
+        };
+        let bytes = encode(&up).expect("encodes");
+        let back: SyncUp = decode(&bytes, 8).expect("decodes");
+        assert_eq!(back, up);
+    }
+
+    #[test]
+    fn garbage_and_deep_nesting_are_errors() {
+        assert!(decode::<SyncUp>(&[0xff, 0x00, 0x13], 8).is_err());
+        assert!(decode::<SyncUp>(&[], 8).is_err());
+        let deep = vec![0x81u8; 10_000]; // arrays of one element, nested 10,000 deep
+        assert!(matches!(
+            decode::<serde_json::Value>(&deep, 8),
+            Err(SyncError::TooDeep(_))
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode(&1u32).expect("encodes");
+        bytes.push(0);
+        assert!(matches!(
+            decode::<u32>(&bytes, 8),
+            Err(SyncError::Trailing(1))
+        ));
+    }
+}
