@@ -4,20 +4,64 @@
 //! every function here is deterministic, so the merge can be tested with
 //! property tests and shared by the broker and the agent unchanged.
 //!
+//! # Two replicas edit one shadow offline and converge
+//!
+//! ```
+//! use serde_json::json;
+//! use shade_shared::{Patch, Policy, ReplicaId, Section, Shadow, VersionVector};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let patch = |v: serde_json::Value| Patch::Merge(v.as_object().cloned().unwrap_or_default());
+//! let broker = ReplicaId::broker("local")?;
+//! let device = ReplicaId::agent("lamp-1")?;
+//!
+//! // Both start from the same state...
+//! let mut b = Shadow::new();
+//! b.write(&broker, Section::Desired, &patch(json!({"color": "red", "level": 1})), 1_000);
+//! let mut d = Shadow::new();
+//! d.merge(&b.changes_since(&VersionVector::new()));
+//!
+//! // ...then edit while disconnected: both change `color`, each changes one more key.
+//! b.write(&broker, Section::Desired, &patch(json!({"color": "green", "level": 2})), 2_000);
+//! d.write(&device, Section::Desired, &patch(json!({"color": "blue", "mode": "eco"})), 3_000);
+//!
+//! // On reconnect each sends what the other has not seen.
+//! let to_device = b.changes_since(d.vv());
+//! let to_broker = d.changes_since(b.vv());
+//! b.merge(&to_broker);
+//! d.merge(&to_device);
+//!
+//! assert_eq!(b, d);
+//! let view = b.render(Section::Desired, Policy::Lww);
+//! assert_eq!(view.state, json!({"color": "blue", "level": 2, "mode": "eco"}));
+//! assert_eq!(view.conflicts.len(), 1, "one real conflict: color");
+//! assert_eq!(view.conflicts[0].path, "color");
+//! assert_eq!(view.conflicts[0].lost.value, json!("green"));
+//! assert_eq!(d.render(Section::Desired, Policy::Lww), view);
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //!
 //! - [`name`]: validated thing, shadow and replica names.
 //! - [`version`]: dots, version vectors, the hybrid logical clock.
 //! - [`document`]: a shadow's sections of leaves, local writes, rendering, delta.
 //! - [`merge`]: joining remote leaves, what to send a peer, tombstone collection.
+//! - [`sync`]: the `SyncUp` / `SyncDown` messages and their CBOR encoding.
+//! - [`aws`]: the AWS IoT Device Shadow JSON API: requests, errors, replies.
+//! - [`limits`]: document size, depth and token limits.
 
+pub mod aws;
 pub mod document;
+pub mod limits;
 pub mod merge;
 pub mod name;
 pub mod sync;
 pub mod version;
 
+pub use aws::{Rejection, UpdateRequest};
 pub use document::{Conflict, Leaf, Patch, Policies, Policy, Rendered, Section, Shadow};
+pub use limits::Limits;
 pub use merge::{Changes, MergeOutcome, PathLeaves};
 pub use name::{NameError, ReplicaId, ShadowId, ShadowName, ThingName};
 pub use sync::{SyncDown, SyncError, SyncUp};
