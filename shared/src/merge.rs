@@ -20,6 +20,13 @@
 //! 2018): commutative, associative and idempotent, so sync messages may be
 //! lost, repeated or reordered and replicas still converge once all arrive.
 //!
+//! A message is computed against the vector the sender last heard from the
+//! receiver (`since`); after merging it, the receiver's vector includes the
+//! sender's. That is only sound if the receiver has seen all of `since`:
+//! otherwise registers the sender left out (because it believed the
+//! receiver had them) would be covered by the joined vector yet missing.
+//! Such a message is refused as a *gap*.
+//!
 //! Tombstones are dropped by [`Shadow::collect_tombstones`] once a *stable*
 //! vector, the pointwise minimum of every replica's vector, covers them:
 //! then no replica can still hold a value the delete has not seen.
@@ -41,7 +48,15 @@ pub struct PathLeaves {
 /// peer lacks, and the sender's vector.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Changes {
+    /// The sender's vector: the causal context of `paths`.
     pub vv: VersionVector,
+    /// The peer vector these changes were computed against. A receiver
+    /// that has not seen all of it would miss registers the sender left out,
+    /// so [`Shadow::merge`] refuses such a message (see [`MergeOutcome::gap`]).
+    /// This matters where messages are broadcast (`sync/down` reaches every
+    /// agent of a shadow) or a replica lost its state.
+    #[serde(default)]
+    pub since: VersionVector,
     pub paths: Vec<PathLeaves>,
 }
 
@@ -50,6 +65,10 @@ pub struct Changes {
 pub struct MergeOutcome {
     /// Paths whose register changed.
     pub changed: Vec<(Section, Path)>,
+    /// The message was computed for a peer that had seen more than we have
+    /// (`since` is not covered by our vector): nothing was merged, and the
+    /// sender should be told our real vector.
+    pub gap: bool,
 }
 
 impl MergeOutcome {
@@ -83,6 +102,7 @@ impl Shadow {
             .collect();
         Changes {
             vv: self.vv.clone(),
+            since: peer.clone(),
             paths,
         }
     }
@@ -90,6 +110,10 @@ impl Shadow {
     /// Joins `remote` into this replica. See the module docs for the rules.
     pub fn merge(&mut self, remote: &Changes) -> MergeOutcome {
         let mut outcome = MergeOutcome::default();
+        if !self.vv.dominates(&remote.since) {
+            outcome.gap = true;
+            return outcome;
+        }
         for pl in &remote.paths {
             let local: Register = self
                 .section(pl.section)
