@@ -1,1 +1,95 @@
-fn main() {}
+//! The `shade` binary: `shade serve` and the operator commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shade_broker::config::{Config, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "shade", version, about = "Device shadows over MQTT that merge instead of rejecting.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the shadow service with its embedded MQTT broker.
+    #[command(after_help = "Example:\n  shade serve                       # 127.0.0.1:1883, data in ./shade-data\n  shade serve --config config/broker.toml --listen 127.0.0.1:18830")]
+    Serve {
+        /// TOML config file (see config/broker.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// MQTT TCP listener address, overriding the config.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Data directory, overriding the config.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Accept clients without authentication on a non-loopback listener.
+        #[arg(long)]
+        allow_anonymous: bool,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, listen, data, allow_anonymous } => {
+            init_tracing();
+            let overrides = Overrides { listen, data_dir: data, allow_anonymous };
+            let config = match Config::load(config.as_deref(), &overrides) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("shade serve: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("shade serve: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(shade_broker::serve::serve(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("shade serve: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -50,6 +50,7 @@
 //! - [`sync`]: the `SyncUp` / `SyncDown` messages and their CBOR encoding.
 //! - [`aws`]: the AWS IoT Device Shadow JSON API: requests, errors, replies.
 //! - [`limits`]: document size, depth and token limits.
+//! - [`topic`]: the MQTT topic grammar, AWS and native, parsed and formatted.
 
 pub mod aws;
 pub mod document;
@@ -57,6 +58,7 @@ pub mod limits;
 pub mod merge;
 pub mod name;
 pub mod sync;
+pub mod topic;
 pub mod version;
 
 pub use aws::{Rejection, UpdateRequest};
@@ -65,4 +67,5 @@ pub use limits::Limits;
 pub use merge::{Changes, MergeOutcome, PathLeaves};
 pub use name::{NameError, ReplicaId, ShadowId, ShadowName, ThingName};
 pub use sync::{SyncDown, SyncError, SyncUp};
+pub use topic::{Operation, Reply, Topic, TopicError};
 pub use version::{Dot, Hlc, Timestamp, VersionVector};

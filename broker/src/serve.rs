@@ -1,0 +1,126 @@
+//! `shade serve`: wires the embedded broker, the service and the store.
+//!
+//! ```text
+//!  clients --MQTT--> rumqttd + gateway --Inbound--> dispatch --Request--> store thread
+//!                         ^                                      (bounded)   | commit, then
+//!                         +------------------- publisher <--Vec<Outbound>----+ replies
+//! ```
+//!
+//! Shutdown (SIGINT, SIGTERM): stop taking requests, let the store thread
+//! commit what it holds, publish those replies, then return. rumqttd has no
+//! shutdown of its own; its threads end with the process.
+
+use std::time::Duration;
+
+use shade_shared::aws::Rejection;
+use shade_shared::topic::{bad_request, Topic};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::embedded::{self, BrokerHandle, BrokerSettings, Inbound, LogSize};
+use crate::engine::{now_ms, Engine};
+use crate::service::{Outbound, Request, Service};
+use crate::store::{Store, StoreError};
+
+/// Why `shade serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the MQTT broker: {0}")]
+    Broker(#[from] embedded::EmbeddedError),
+    #[error("cannot start the store thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Broker settings from the config.
+pub fn broker_settings(config: &Config) -> BrokerSettings {
+    let defaults = BrokerSettings::default();
+    BrokerSettings {
+        tcp: std::iter::once(config.listen.tcp).chain(config.listen.tcp_v5).collect(),
+        ws: config.listen.websocket,
+        max_connections: config.broker.max_connections,
+        // Room for the topic and MQTT 5 properties on top of the largest request.
+        max_payload: config.limits.max_payload_bytes + 4096,
+        service_log: LogSize { segment_bytes: config.broker.segment_bytes, segments: config.broker.segment_count },
+        ..defaults
+    }
+}
+
+/// Runs the service until `shutdown` resolves.
+pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+    let store = Store::open(&config.data_dir)?;
+    let (broker, mut inbound) = embedded::start(broker_settings(&config))?;
+    let service = Service {
+        node: config.node.clone(),
+        limits: config.limits,
+        policies: config.policies,
+        history_per_shadow: config.history_per_shadow,
+    };
+    let (req_tx, req_rx) = mpsc::channel::<Request>(config.store.queue);
+    let (out_tx, out_rx) = mpsc::channel::<Vec<Outbound>>(64);
+    let engine = Engine::start(store, service, config.store.max_batch, req_rx, out_tx)?;
+    let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx));
+    tracing::info!(
+        listen = %config.listen.tcp,
+        websocket = ?config.listen.websocket,
+        data = %config.data_dir.display(),
+        node = %config.node,
+        "shade serve is ready"
+    );
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            msg = inbound.recv() => match msg {
+                Some(msg) => dispatch(msg, &req_tx, &broker).await,
+                None => break,
+            },
+        }
+    }
+    tracing::info!("shutting down: finishing the commits in flight");
+    drop(req_tx);
+    let joined = tokio::task::spawn_blocking(move || engine.join()).await;
+    if joined.is_err() {
+        tracing::error!("the store thread could not be joined");
+    }
+    // The engine dropped its sender: the publisher drains and ends.
+    if tokio::time::timeout(Duration::from_secs(10), publisher).await.is_err() {
+        tracing::warn!("gave up publishing the last replies after 10 s");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Routes one client publish to the store thread, or answers or drops it.
+async fn dispatch(msg: Inbound, requests: &mpsc::Sender<Request>, broker: &BrokerHandle) {
+    let request = match Topic::parse(&msg.topic) {
+        Ok(Topic::AwsRequest { id, op }) => Request::Aws { id, op, payload: msg.payload, client: msg.client_id },
+        Ok(Topic::SyncUp { id }) => Request::SyncUp { id, payload: msg.payload, client: msg.client_id },
+        _ => {
+            if let Some(bad) = bad_request(&msg.topic) {
+                let reply = Rejection::new(400, bad.error.to_string()).to_json(now_ms());
+                if let Err(e) = broker.publish(&bad.reply_topic, reply.to_string().into_bytes(), false).await {
+                    tracing::warn!(error = %e, "cannot answer a bad request");
+                }
+            } else {
+                tracing::debug!(client = %msg.client_id, topic = %msg.topic, "dropping a publish no operation answers");
+            }
+            return;
+        }
+    };
+    if requests.send(request).await.is_err() {
+        tracing::warn!("store thread gone; request dropped");
+    }
+}
+
+async fn publish_loop(broker: BrokerHandle, mut out: mpsc::Receiver<Vec<Outbound>>) {
+    while let Some(batch) = out.recv().await {
+        for msg in batch {
+            if let Err(e) = broker.publish(&msg.topic, msg.payload, msg.retain).await {
+                tracing::warn!(topic = %msg.topic, error = %e, "publish failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The shadow service: what each request does to a stored shadow, and the
+//! messages it produces.
+//!
+//! [`Service::handle`] runs on the store thread inside a write transaction
+//! ([`crate::engine`]): it loads the shadow, applies the request with the
+//! pure functions of `shade-shared`, saves it, appends history and returns
+//! the replies. The replies are published only after the transaction
+//! commits; if the commit fails, the request's `on_failure` replies (a 500)
+//! go out instead.
+
+use serde_json::{Map, Value};
+use shade_shared::aws::{self, Rejection};
+use shade_shared::merge::stable_vector;
+use shade_shared::sync::{self, SyncDown, SyncUp};
+use shade_shared::topic::{Operation, Reply, Topic};
+use shade_shared::{Limits, Policies, ReplicaId, Section, Shadow, ShadowId, VersionVector};
+
+use crate::store::{HistoryEntry, StoreError, StoredShadow, Tables};
+
+/// A request for the service, with the MQTT client id that sent it.
+#[derive(Debug, Clone)]
+pub enum Request {
+    Aws { id: ShadowId, op: Operation, payload: Vec<u8>, client: String },
+    SyncUp { id: ShadowId, payload: Vec<u8>, client: String },
+}
+
+/// A message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Outbound {
+    fn json(topic: String, value: &Value) -> Self {
+        Self { topic, payload: value.to_string().into_bytes(), retain: false }
+    }
+}
+
+/// What handling one request produced.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// Published after the commit.
+    pub out: Vec<Outbound>,
+    /// Published instead of `out` when the commit fails.
+    pub on_failure: Vec<Outbound>,
+}
+
+/// The service's settings.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub node: ReplicaId,
+    pub limits: Limits,
+    pub policies: Policies,
+    pub history_per_shadow: u64,
+}
+
+fn rejected(id: &ShadowId, op: Operation, r: &Rejection, now: u64) -> Outbound {
+    Outbound::json(Topic::aws_reply(id, op, Reply::Rejected), &r.to_json(now))
+}
+
+impl Service {
+    /// Handles one request inside the open transaction `t`.
+    pub fn handle(&self, t: &mut Tables<'_>, req: &Request, now: u64) -> Result<Handled, StoreError> {
+        let mut h = Handled::default();
+        match req {
+            Request::Aws { id, op: Operation::Get, payload, .. } => self.get(t, id, payload, now, &mut h)?,
+            Request::Aws { id, op: Operation::Update, payload, client } => {
+                self.update(t, id, payload, client, now, &mut h)?
+            }
+            Request::Aws { id, op: Operation::Delete, payload, client } => {
+                self.delete(t, id, payload, client, now, &mut h)?
+            }
+            Request::SyncUp { id, payload, client } => self.sync_up(t, id, payload, client, now, &mut h)?,
+        }
+        Ok(h)
+    }
+
+    fn get(&self, t: &Tables<'_>, id: &ShadowId, payload: &[u8], now: u64, h: &mut Handled) -> Result<(), StoreError> {
+        let token = match aws::parse_get_or_delete(payload, &self.limits) {
+            Ok(token) => token,
+            Err(r) => {
+                h.out.push(rejected(id, Operation::Get, &r, now));
+                return Ok(());
+            }
+        };
+        match t.load(id)? {
+            Some(stored) if stored.shadow.exists => {
+                let doc = aws::render_get(&stored.shadow, &self.policies, token.as_deref(), now);
+                h.out.push(Outbound::json(Topic::aws_reply(id, Operation::Get, Reply::Accepted), &doc));
+            }
+            _ => h.out.push(rejected(id, Operation::Get, &Rejection::not_found(id).with_token(token), now)),
+        }
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        t: &mut Tables<'_>,
+        id: &ShadowId,
+        payload: &[u8],
+        client: &str,
+        now: u64,
+        h: &mut Handled,
+    ) -> Result<(), StoreError> {
+        let req = match aws::parse_update(payload, &self.limits) {
+            Ok(req) => req,
+            Err(r) => {
+                h.out.push(rejected(id, Operation::Update, &r, now));
+                return Ok(());
+            }
+        };
+        let mut stored = t.load(id)?.unwrap_or_default();
+        let applied = match aws::apply_update(&mut stored.shadow, &self.node, &req, now, &self.limits) {
+            Ok(applied) => applied,
+            Err(r) => {
+                h.out.push(rejected(id, Operation::Update, &r, now));
+                return Ok(());
+            }
+        };
+        self.collect_tombstones(&mut stored);
+        t.save(id, &stored)?;
+        let entry = HistoryEntry {
+            time: now,
+            author: client.to_owned(),
+            replica: self.node.to_string(),
+            version: stored.shadow.version,
+            kind: "update".into(),
+            change: req.state.clone(),
+        };
+        t.append_history(id, &entry, self.history_per_shadow)?;
+
+        let token = req.client_token.as_deref();
+        let accepted = aws::render_update_accepted(&req, stored.shadow.version, now);
+        h.out.push(Outbound::json(Topic::aws_reply(id, Operation::Update, Reply::Accepted), &accepted));
+        self.announce(id, &stored, &applied.previous, token, None, now, h);
+        h.on_failure.push(rejected(id, Operation::Update, &Rejection::internal().with_token(req.client_token), now));
+        Ok(())
+    }
+
+    fn delete(
+        &self,
+        t: &mut Tables<'_>,
+        id: &ShadowId,
+        payload: &[u8],
+        client: &str,
+        now: u64,
+        h: &mut Handled,
+    ) -> Result<(), StoreError> {
+        let token = match aws::parse_get_or_delete(payload, &self.limits) {
+            Ok(token) => token,
+            Err(r) => {
+                h.out.push(rejected(id, Operation::Delete, &r, now));
+                return Ok(());
+            }
+        };
+        let Some(mut stored) = t.load(id)?.filter(|s| s.shadow.exists) else {
+            h.out.push(rejected(id, Operation::Delete, &Rejection::not_found(id).with_token(token), now));
+            return Ok(());
+        };
+        let version = aws::apply_delete(&mut stored.shadow, &self.node, now);
+        self.collect_tombstones(&mut stored);
+        t.save(id, &stored)?;
+        let entry = HistoryEntry {
+            time: now,
+            author: client.to_owned(),
+            replica: self.node.to_string(),
+            version: stored.shadow.version,
+            kind: "delete".into(),
+            change: Value::Null,
+        };
+        t.append_history(id, &entry, self.history_per_shadow)?;
+        let accepted = aws::render_delete_accepted(version, token.as_deref(), now);
+        h.out.push(Outbound::json(Topic::aws_reply(id, Operation::Delete, Reply::Accepted), &accepted));
+        // An empty retained payload removes the retained state message.
+        h.out.push(Outbound { topic: Topic::state(id), payload: Vec::new(), retain: true });
+        self.push_to_agents(id, &stored, None, h);
+        h.on_failure.push(rejected(id, Operation::Delete, &Rejection::internal().with_token(token), now));
+        Ok(())
+    }
+
+    fn sync_up(
+        &self,
+        t: &mut Tables<'_>,
+        id: &ShadowId,
+        payload: &[u8],
+        client: &str,
+        now: u64,
+        h: &mut Handled,
+    ) -> Result<(), StoreError> {
+        let up: SyncUp = match sync::decode(payload, self.limits.max_depth) {
+            Ok(up) => up,
+            Err(e) => {
+                tracing::warn!(client, shadow = %id, error = %e, "dropping an unreadable sync/up");
+                return Ok(());
+            }
+        };
+        match ReplicaId::agent(client) {
+            Ok(expected) if expected == up.replica => {}
+            _ => {
+                tracing::warn!(client, replica = %up.replica, shadow = %id,
+                    "dropping a sync/up whose replica id is not a:<client id>");
+                return Ok(());
+            }
+        }
+        let mut stored = t.load(id)?.unwrap_or_default();
+        let previous = stored.shadow.clone();
+        let outcome = stored.shadow.merge(&up.changes);
+        if outcome.gap {
+            tracing::info!(client, shadow = %id, "sync/up was computed against a vector this broker has not seen; answering with ours");
+        }
+        if !outcome.is_empty() && stored.shadow.state_size() > self.limits.max_document_bytes {
+            // Refuse the merge as a whole: the agent keeps its changes pending
+            // and the operator sees why in the log.
+            tracing::warn!(client, shadow = %id, "sync/up would grow the document over max_document_bytes; not merged");
+            stored.shadow = previous.clone();
+        } else {
+            stored.peers.entry(up.replica.clone()).or_default().join(&up.changes.vv);
+        }
+        let changed = !outcome.is_empty() && stored.shadow != previous;
+        if changed {
+            stored.shadow.version += 1;
+        }
+        self.collect_tombstones(&mut stored);
+        t.save(id, &stored)?;
+        if changed {
+            let entry = HistoryEntry {
+                time: now,
+                author: client.to_owned(),
+                replica: up.replica.to_string(),
+                version: stored.shadow.version,
+                kind: "sync".into(),
+                change: self.changed_leaves(&stored.shadow, &outcome.changed),
+            };
+            t.append_history(id, &entry, self.history_per_shadow)?;
+        }
+        // The reply: everything the agent lacks, with our vector, which now
+        // covers (acknowledges) the agent's merged changes.
+        let agent_vv = stored.peers.get(&up.replica).cloned().unwrap_or_else(|| up.changes.vv.clone());
+        if let Some(reply) = self.sync_down(id, &stored, &agent_vv) {
+            h.out.push(reply);
+        }
+        if changed {
+            self.announce(id, &stored, &previous, None, Some(&up.replica), now, h);
+        }
+        Ok(())
+    }
+
+    /// After an accepted change: `update/documents`, `update/delta`, the
+    /// retained state, and a push to the shadow's agents (but `skip`).
+    #[allow(clippy::too_many_arguments)]
+    fn announce(
+        &self,
+        id: &ShadowId,
+        stored: &StoredShadow,
+        previous: &Shadow,
+        token: Option<&str>,
+        skip: Option<&ReplicaId>,
+        now: u64,
+        h: &mut Handled,
+    ) {
+        let docs = aws::render_documents(previous, &stored.shadow, &self.policies, token, now);
+        h.out.push(Outbound::json(Topic::aws_reply(id, Operation::Update, Reply::Documents), &docs));
+        if let Some(delta) = aws::render_delta(&stored.shadow, &self.policies, token, now) {
+            h.out.push(Outbound::json(Topic::aws_reply(id, Operation::Update, Reply::Delta), &delta));
+        }
+        h.out.push(self.state_message(id, &stored.shadow, now));
+        self.push_to_agents(id, stored, skip, h);
+    }
+
+    /// The retained `shade/things/.../state` message of a shadow.
+    pub fn state_message(&self, id: &ShadowId, shadow: &Shadow, now: u64) -> Outbound {
+        if !shadow.exists {
+            return Outbound { topic: Topic::state(id), payload: Vec::new(), retain: true };
+        }
+        let doc = aws::render_get(shadow, &self.policies, None, now);
+        Outbound { topic: Topic::state(id), payload: doc.to_string().into_bytes(), retain: true }
+    }
+
+    fn push_to_agents(&self, id: &ShadowId, stored: &StoredShadow, skip: Option<&ReplicaId>, h: &mut Handled) {
+        for (replica, vv) in &stored.peers {
+            if Some(replica) != skip {
+                if let Some(msg) = self.sync_down(id, stored, vv).filter(|_| has_news(&stored.shadow, vv)) {
+                    h.out.push(msg);
+                }
+            }
+        }
+    }
+
+    fn sync_down(&self, id: &ShadowId, stored: &StoredShadow, agent_vv: &VersionVector) -> Option<Outbound> {
+        let down = SyncDown {
+            replica: self.node.clone(),
+            version: stored.shadow.version,
+            changes: stored.shadow.changes_since(agent_vv),
+            stable: self.stable(stored),
+        };
+        match sync::encode(&down) {
+            Ok(payload) => Some(Outbound { topic: Topic::sync_down(id), payload, retain: false }),
+            Err(e) => {
+                tracing::error!(shadow = %id, error = %e, "cannot encode sync/down");
+                None
+            }
+        }
+    }
+
+    /// What every replica of the shadow (this broker and each agent it
+    /// has heard from) has seen.
+    fn stable(&self, stored: &StoredShadow) -> VersionVector {
+        stable_vector(std::iter::once(stored.shadow.vv()).chain(stored.peers.values()))
+    }
+
+    fn collect_tombstones(&self, stored: &mut StoredShadow) {
+        let stable = self.stable(stored);
+        stored.shadow.collect_tombstones(&stable);
+    }
+
+    /// `{"desired": {"a.b": value}, "reported": {..}}` of the changed paths,
+    /// showing each path's winning value (`null` for a delete).
+    fn changed_leaves(&self, shadow: &Shadow, changed: &[(Section, Vec<String>)]) -> Value {
+        let mut out = Map::new();
+        for (section, path) in changed {
+            let value = shadow
+                .section(*section)
+                .get(path)
+                .filter(|reg| !reg.is_empty())
+                .and_then(|reg| reg[self.policies.of(*section).winner(reg)].value.clone())
+                .unwrap_or(Value::Null);
+            let entry = out.entry(section.as_str()).or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(m) = entry {
+                m.insert(path.join("."), value);
+            }
+        }
+        Value::Object(out)
+    }
+}
+
+/// Does the shadow hold a leaf the vector has not seen?
+fn has_news(shadow: &Shadow, vv: &VersionVector) -> bool {
+    !vv.dominates(shadow.vv())
+}

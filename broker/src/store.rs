@@ -1,0 +1,280 @@
+//! The redb store: shadows, their history, and the vectors of their agents.
+//!
+//! This module only reads and writes; it never decides. The store thread
+//! ([`crate::engine`]) owns the one [`Store`] of a running broker and
+//! commits many requests per transaction. The operator CLI opens a stopped
+//! broker's data read-only through [`ReadStore`].
+//!
+//! Tables:
+//! - `shadows`: key `thing` or `thing/shadow` -> CBOR [`StoredShadow`].
+//! - `history`: key `(shadow key, version)` -> JSON [`HistoryEntry`],
+//!   trimmed to the newest N per shadow.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use shade_shared::{ReplicaId, Shadow, ShadowId, ShadowName, ThingName, VersionVector};
+
+const SHADOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("shadows");
+const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "shade.redb";
+
+/// Nesting allowed when decoding stored CBOR; stored documents were
+/// checked against the configured depth when they came in.
+const STORED_DEPTH: usize = 64;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("{path} is in use by a running shade serve; stop it, or ask it over MQTT with --broker")]
+    InUse { path: PathBuf },
+    #[error("no shade data at {0}")]
+    Missing(PathBuf),
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("stored record {key:?} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl<E: Into<redb::Error>> From<Wrap<E>> for StoreError {
+    fn from(e: Wrap<E>) -> Self {
+        StoreError::Db(e.0.into())
+    }
+}
+
+/// Lets `?` turn any redb error type into a [`StoreError`].
+struct Wrap<E>(E);
+
+trait Ctx<T> {
+    fn db(self) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<redb::Error>> Ctx<T> for Result<T, E> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::from(Wrap(e)))
+    }
+}
+
+/// A shadow as stored: the merged document and what the broker knows of
+/// each agent replica (the last vector it sent), used to compute what to
+/// push it and which tombstones everyone has seen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredShadow {
+    pub shadow: Shadow,
+    pub peers: BTreeMap<ReplicaId, VersionVector>,
+}
+
+/// One accepted change, as `shade history` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Milliseconds since the Unix epoch.
+    pub time: u64,
+    /// The MQTT client id that sent the change.
+    pub author: String,
+    /// The replica whose write it was (`b:<node>` for AWS-topic clients).
+    pub replica: String,
+    /// The AWS version after the change.
+    pub version: u64,
+    /// `update`, `delete` or `sync`.
+    pub kind: String,
+    /// What changed: the update's `state`, or the merged leaves of a sync.
+    pub change: serde_json::Value,
+}
+
+/// The storage key of a shadow: names cannot hold `/`, so this is unambiguous.
+pub fn key(id: &ShadowId) -> String {
+    match &id.shadow {
+        Some(s) => format!("{}/{}", id.thing, s),
+        None => id.thing.to_string(),
+    }
+}
+
+/// The inverse of [`key`].
+pub fn parse_key(key: &str) -> Option<ShadowId> {
+    let mut parts = key.splitn(2, '/');
+    let thing = ThingName::new(parts.next()?).ok()?;
+    match parts.next() {
+        None => Some(ShadowId::classic(thing)),
+        Some(s) => Some(ShadowId::named(thing, ShadowName::new(s).ok()?)),
+    }
+}
+
+fn decode_shadow(key: &str, bytes: &[u8]) -> Result<StoredShadow, StoreError> {
+    shade_shared::sync::decode(bytes, STORED_DEPTH)
+        .map_err(|e| StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() })
+}
+
+/// The open database of a running broker.
+#[derive(Debug)]
+pub struct Store {
+    db: redb::Database,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        let path = dir.join(DB_FILE);
+        let db = match redb::Database::create(&path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse { path }),
+            other => other.db()?,
+        };
+        let txn = db.begin_write().db()?;
+        txn.open_table(SHADOWS).db()?;
+        txn.open_table(HISTORY).db()?;
+        txn.commit().db()?;
+        Ok(Store { db })
+    }
+
+    /// Runs `f` in one write transaction and commits it (one fsync) when
+    /// `f` returns `Ok`. Nothing of it is visible or durable before.
+    pub fn write<R>(&self, f: impl FnOnce(&mut Tables<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let txn = self.db.begin_write().db()?;
+        let result = {
+            let mut tables = Tables { shadows: txn.open_table(SHADOWS).db()?, history: txn.open_table(HISTORY).db()? };
+            f(&mut tables)?
+        };
+        txn.commit().db()?;
+        Ok(result)
+    }
+
+    /// Every stored shadow in key order, for republishing state at start.
+    pub fn for_each(&self, mut f: impl FnMut(ShadowId, StoredShadow)) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(SHADOWS).db()?;
+        for row in table.iter().db()? {
+            let (k, v) = row.db()?;
+            let key = k.value();
+            match parse_key(key) {
+                Some(id) => f(id, decode_shadow(key, v.value())?),
+                None => tracing::warn!(key, "skipping a stored shadow with an invalid key"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tables of one write transaction.
+pub struct Tables<'t> {
+    shadows: redb::Table<'t, &'static str, &'static [u8]>,
+    history: redb::Table<'t, (&'static str, u64), &'static [u8]>,
+}
+
+impl std::fmt::Debug for Tables<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tables")
+    }
+}
+
+impl Tables<'_> {
+    pub fn load(&self, id: &ShadowId) -> Result<Option<StoredShadow>, StoreError> {
+        let k = key(id);
+        match self.shadows.get(k.as_str()).db()? {
+            None => Ok(None),
+            Some(v) => decode_shadow(&k, v.value()).map(Some),
+        }
+    }
+
+    pub fn save(&mut self, id: &ShadowId, stored: &StoredShadow) -> Result<(), StoreError> {
+        let k = key(id);
+        let bytes = shade_shared::sync::encode(stored)
+            .map_err(|e| StoreError::Corrupt { key: k.clone(), reason: e.to_string() })?;
+        self.shadows.insert(k.as_str(), bytes.as_slice()).db()?;
+        Ok(())
+    }
+
+    /// Appends a history entry and drops entries older than the newest `keep`.
+    pub fn append_history(&mut self, id: &ShadowId, entry: &HistoryEntry, keep: u64) -> Result<(), StoreError> {
+        let k = key(id);
+        let bytes = serde_json::to_vec(entry).map_err(|e| StoreError::Corrupt { key: k.clone(), reason: e.to_string() })?;
+        self.history.insert((k.as_str(), entry.version), bytes.as_slice()).db()?;
+        if entry.version > keep {
+            let cutoff = entry.version - keep;
+            self.history.retain_in((k.as_str(), 0)..(k.as_str(), cutoff + 1), |_, _| false).db()?;
+        }
+        Ok(())
+    }
+}
+
+/// A stopped broker's data, opened read-only by the operator CLI.
+pub struct ReadStore {
+    db: redb::ReadOnlyDatabase,
+}
+
+impl std::fmt::Debug for ReadStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadStore")
+    }
+}
+
+/// One row of `shade list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListRow {
+    pub thing: String,
+    pub shadow: Option<String>,
+    pub version: u64,
+}
+
+impl ReadStore {
+    pub fn open(dir: &Path) -> Result<ReadStore, StoreError> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::Missing(dir.to_owned()));
+        }
+        match redb::ReadOnlyDatabase::open(&path) {
+            Ok(db) => Ok(ReadStore { db }),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::InUse { path: dir.to_owned() }),
+            Err(e) => Err(StoreError::Db(e.into())),
+        }
+    }
+
+    pub fn get(&self, id: &ShadowId) -> Result<Option<StoredShadow>, StoreError> {
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(SHADOWS).db()?;
+        let k = key(id);
+        match table.get(k.as_str()).db()? {
+            None => Ok(None),
+            Some(v) => decode_shadow(&k, v.value()).map(Some),
+        }
+    }
+
+    /// Walks shadows whose key starts with `prefix`, in key order, one at a
+    /// time: memory stays flat however many there are.
+    pub fn for_each(&self, prefix: &str, mut f: impl FnMut(ShadowId, StoredShadow)) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(SHADOWS).db()?;
+        for row in table.range(prefix..).db()? {
+            let (k, v) = row.db()?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if let Some(id) = parse_key(key) {
+                f(id, decode_shadow(key, v.value())?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` history entries of a shadow, oldest first.
+    pub fn history(&self, id: &ShadowId, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(HISTORY).db()?;
+        let k = key(id);
+        let mut out = Vec::new();
+        for row in table.range((k.as_str(), 0)..=(k.as_str(), u64::MAX)).db()?.rev().take(limit) {
+            let (_, v) = row.db()?;
+            let entry = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt { key: k.clone(), reason: e.to_string() })?;
+            out.push(entry);
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
