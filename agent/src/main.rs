@@ -1,1 +1,228 @@
-fn main() {}
+//! The `shade-agent` binary: `run`, `report`, `desire`, `state`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shade_agent::config::{AgentConfig, Overrides};
+use shade_agent::local::{self, LocalError, Request};
+use shade_agent::replica::{self, Replica, ReplicaError};
+use shade_agent::{kv, now_ms, Agent};
+use shade_shared::{Patch, Policies, Section};
+
+#[derive(Debug, Parser)]
+#[command(name = "shade-agent", version, about = "The shade device agent: an offline-first replica of a device shadow.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const DEFAULT_DATA: &str = "./shade-agent-data";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Keep the local replica in sync with the broker.
+    #[command(after_help = "Example:\n  shade-agent run --broker mqtt://127.0.0.1:1883 --thing lamp-1 --on-desired ./apply.sh")]
+    Run {
+        /// The broker, as mqtt://HOST:PORT.
+        #[arg(long)]
+        broker: Option<String>,
+        /// The thing whose shadow this agent keeps.
+        #[arg(long)]
+        thing: Option<String>,
+        /// A named shadow (default: the classic shadow).
+        #[arg(long)]
+        shadow: Option<String>,
+        /// Directory of the local replica.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Command run (sh -c) with the delta on stdin when desired differs from reported.
+        #[arg(long, value_name = "CMD")]
+        on_desired: Option<String>,
+        /// TOML config file (see config/agent.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// MQTT client id (default shade-agent-THING[-SHADOW]); the replica id is a:<client id>.
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long, env = "SHADE_USERNAME")]
+        username: Option<String>,
+        #[arg(long, env = "SHADE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Write reported state (durable when it exits 0).
+    #[command(after_help = "Example:\n  shade-agent report --data ./shade-agent-data temperature=21.5 light.on=true")]
+    Report {
+        #[arg(long, default_value = DEFAULT_DATA)]
+        data: PathBuf,
+        /// KEY=VALUE: dotted keys nest; VALUE is JSON or a string; null deletes.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Write desired state from the device side (durable when it exits 0).
+    #[command(after_help = "Example:\n  shade-agent desire --data ./shade-agent-data color=\"blue\" level=3")]
+    Desire {
+        #[arg(long, default_value = DEFAULT_DATA)]
+        data: PathBuf,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Show the local replica: desired, reported, delta, pending, connected.
+    #[command(after_help = "Example:\n  shade-agent state --data ./shade-agent-data --json")]
+    State {
+        #[arg(long, default_value = DEFAULT_DATA)]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("shade-agent: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match cli.command {
+        Command::Run { broker, thing, shadow, data, on_desired, config, client_id, username, password } => {
+            init_tracing();
+            let o = Overrides { broker, thing, shadow, data_dir: data, on_desired, client_id, username, password };
+            let config = match AgentConfig::load(config.as_deref(), &o) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            runtime.block_on(run(config))
+        }
+        Command::Report { data, pairs } => runtime.block_on(write(&data, Section::Reported, &pairs)),
+        Command::Desire { data, pairs } => runtime.block_on(write(&data, Section::Desired, &pairs)),
+        Command::State { data, json } => runtime.block_on(state(&data, json)),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn run(config: AgentConfig) -> ExitCode {
+    let data = config.data_dir.clone();
+    let agent = match Agent::start(config) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn({
+        let (agent, cancel, data) = (agent.clone(), cancel.clone(), data.clone());
+        async move { local::serve(agent, &data, cancel).await }
+    });
+    tracing::info!(data = %data.display(), thing = %agent.config().shadow, "shade-agent running");
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    cancel.cancel();
+    let _ = server.await;
+    agent.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// The replica id of the replica in `data`, needed to open it for writing.
+fn replica_in(data: &Path) -> Result<Option<shade_shared::ReplicaId>, ReplicaError> {
+    Ok(Replica::peek(data)?.map(|s| s.replica))
+}
+
+async fn write(data: &Path, section: Section, pairs: &[String]) -> ExitCode {
+    let patch = match kv::parse_assignments(pairs) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let req = Request::Write { section, patch: patch.clone() };
+    match local::request(data, &req, Duration::from_secs(10)).await {
+        Ok(r) if r.ok => return ExitCode::SUCCESS,
+        Ok(r) => return fail(r.error.unwrap_or_else(|| "the running agent refused the write".into())),
+        Err(LocalError::NotRunning(_)) => {}
+        Err(e) => return fail(e),
+    }
+    // No agent running: write the replica directly.
+    let id = match replica_in(data) {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            return fail(format!(
+                "no replica in {}: start `shade-agent run --thing THING --data {}` once first",
+                data.display(),
+                data.display()
+            ))
+        }
+        Err(e) => return fail(e),
+    };
+    let result = tokio::task::spawn_blocking({
+        let data = data.to_owned();
+        move || -> Result<(), ReplicaError> {
+            let mut r = Replica::open(&data, id, usize::MAX)?;
+            r.write(section, &Patch::Merge(patch), now_ms())?;
+            Ok(())
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => fail(e),
+        Err(e) => fail(e),
+    }
+}
+
+async fn state(data: &Path, json: bool) -> ExitCode {
+    let doc = match local::request(data, &Request::State, Duration::from_secs(10)).await {
+        Ok(r) if r.ok => r.state.unwrap_or_default(),
+        Ok(r) => return fail(r.error.unwrap_or_else(|| "the running agent refused".into())),
+        Err(LocalError::NotRunning(_)) => match Replica::peek(data) {
+            Ok(Some(s)) => replica::state_json(&s, &Policies::default(), false, now_ms()),
+            Ok(None) => return fail(format!("no replica in {}", data.display())),
+            Err(e) => return fail(e),
+        },
+        Err(e) => return fail(e),
+    };
+    if json {
+        println!("{doc}");
+    } else {
+        print_human(&doc);
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_human(doc: &serde_json::Value) {
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    let empty = serde_json::json!({});
+    let state = &doc["state"];
+    println!("replica:   {}", doc["replica"].as_str().unwrap_or("?"));
+    println!("connected: {}", doc["connected"].as_bool().unwrap_or(false));
+    println!("version:   {}", doc["version"]);
+    println!("pending:   {}", doc["pending"]);
+    for name in ["desired", "reported", "delta"] {
+        let v = state.get(name).unwrap_or(&empty);
+        println!("{name}:\n{}", pretty(v));
+    }
+    if let Some(c) = doc["conflicts"].as_array().filter(|c| !c.is_empty()) {
+        println!("conflicts:\n{}", pretty(&serde_json::Value::Array(c.clone())));
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -107,6 +107,42 @@ impl Shadow {
         }
     }
 
+    /// Like [`Shadow::changes_since`], but stops after about `max_paths`
+    /// registers, so a replica that was offline for long can catch up in
+    /// messages of bounded size. The returned `vv` then covers only what
+    /// the message is complete for (dots in counter order per replica), so
+    /// the receiver will ask for, and the sender send, the rest next time.
+    /// A single write's paths are never split.
+    pub fn changes_since_limited(&self, peer: &VersionVector, max_paths: usize) -> Changes {
+        let mut wanted: std::collections::BTreeSet<&(Section, Path)> = Default::default();
+        let mut context = peer.clone();
+        let mut complete = true;
+        'replicas: for (replica, by_counter) in &self.index {
+            let seen = peer.get(replica);
+            for (&counter, paths) in by_counter.range(seen.saturating_add(1)..) {
+                if wanted.len() >= max_paths.max(1) {
+                    complete = false;
+                    break 'replicas;
+                }
+                wanted.extend(paths.iter());
+                context.add(&crate::version::Dot::new(replica.clone(), counter));
+            }
+            context.add(&crate::version::Dot::new(replica.clone(), self.vv.get(replica)));
+        }
+        let vv = if complete { self.vv.clone() } else { context };
+        let paths = wanted
+            .into_iter()
+            .filter_map(|(section, path)| {
+                self.section(*section).get(path).map(|leaves| PathLeaves {
+                    section: *section,
+                    path: path.clone(),
+                    leaves: leaves.clone(),
+                })
+            })
+            .collect();
+        Changes { vv, since: peer.clone(), paths }
+    }
+
     /// Joins `remote` into this replica. See the module docs for the rules.
     pub fn merge(&mut self, remote: &Changes) -> MergeOutcome {
         let mut outcome = MergeOutcome::default();

@@ -1,0 +1,132 @@
+//! `--on-desired CMD`: run a command when desired differs from reported.
+//!
+//! The command runs through `sh -c` with the delta as JSON on stdin. If it
+//! exits 0 and prints a JSON object, the agent reports that object: a hook
+//! that applies settings can answer with what it applied. One run at a
+//! time: changes that arrive meanwhile are coalesced into one more run
+//! with the delta as it is then. A failing or hanging hook (killed after
+//! the timeout) is logged and retried on the next change; it never stops
+//! the agent.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use shade_shared::{Patch, Section};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::{replica, Shared};
+
+/// Why a hook run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("cannot start the hook: {0}")]
+    Spawn(std::io::Error),
+    #[error("the hook ran longer than {0:?} and was killed")]
+    Timeout(Duration),
+    #[error("the hook exited with {status}: {stderr}")]
+    Failed { status: std::process::ExitStatus, stderr: String },
+    #[error("the hook's output could not be read: {0}")]
+    Io(std::io::Error),
+}
+
+/// Runs `cmd` with `input` on stdin. `Ok(Some(object))` when it exits 0
+/// and prints a JSON object; `Ok(None)` when it exits 0 and prints anything else.
+pub async fn run_hook(cmd: &str, input: &Value, timeout: Duration) -> Result<Option<Map<String, Value>>, HookError> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(HookError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let bytes = input.to_string().into_bytes();
+        // A hook that does not read its stdin is allowed.
+        let _ = stdin.write_all(&bytes).await;
+    }
+    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => return Err(HookError::Timeout(timeout)),
+        Ok(r) => r.map_err(HookError::Io)?,
+    };
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().chars().take(500).collect();
+        return Err(HookError::Failed { status: output.status, stderr });
+    }
+    match serde_json::from_slice::<Value>(&output.stdout) {
+        Ok(Value::Object(m)) => Ok(Some(m)),
+        _ => Ok(None),
+    }
+}
+
+/// Starts the hook task if the config has a hook.
+pub(crate) fn start(shared: Arc<Shared>, cancel: CancellationToken, tracker: &tokio_util::task::TaskTracker) {
+    let Some(cmd) = shared.config.on_desired.clone() else { return };
+    tracker.spawn(run(shared, cmd, cancel));
+}
+
+async fn run(shared: Arc<Shared>, cmd: String, cancel: CancellationToken) {
+    let mut events = shared.events.subscribe();
+    // A delta left from before a restart is handled at start.
+    let mut due = true;
+    loop {
+        if due {
+            let delta = {
+                let r = shared.replica();
+                replica::delta(r.state(), &shared.config.policies)
+            };
+            if let Some(delta) = delta {
+                tracing::info!(hook = %cmd, delta = %delta, "running on-desired hook");
+                match run_hook(&cmd, &delta, shared.config.hook_timeout).await {
+                    Ok(Some(report)) => {
+                        let shared2 = shared.clone();
+                        let written =
+                            tokio::task::spawn_blocking(move || shared2.write(Section::Reported, &Patch::Merge(report)))
+                                .await;
+                        match written {
+                            Ok(Ok(())) => tracing::info!("hook output reported"),
+                            Ok(Err(e)) => tracing::error!(error = %e, "cannot report the hook's output"),
+                            Err(e) => tracing::error!(error = %e, "hook report task failed"),
+                        }
+                    }
+                    Ok(None) => tracing::info!("hook done (no JSON object printed, nothing reported)"),
+                    Err(e) => tracing::warn!(error = %e, "on-desired hook failed; will retry on the next change"),
+                }
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            ev = events.recv() => match ev {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            },
+        }
+        due = true;
+        // Coalesce changes that arrived while the hook ran.
+        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) = events.try_recv() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hook_gets_delta_on_stdin_and_its_object_is_returned() {
+        let out = run_hook("cat", &serde_json::json!({"color": "red"}), Duration::from_secs(5)).await;
+        assert_eq!(out.ok().flatten(), serde_json::json!({"color": "red"}).as_object().cloned());
+    }
+
+    #[tokio::test]
+    async fn failing_and_hanging_hooks_are_errors() {
+        let v = Value::Null;
+        assert!(matches!(run_hook("exit 3", &v, Duration::from_secs(5)).await, Err(HookError::Failed { .. })));
+        assert!(matches!(run_hook("sleep 5", &v, Duration::from_millis(100)).await, Err(HookError::Timeout(_))));
+        assert!(matches!(run_hook("echo not-json", &v, Duration::from_secs(5)).await, Ok(None)));
+    }
+}

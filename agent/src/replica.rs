@@ -1,0 +1,219 @@
+//! The agent's local replica: its copy of the shadow, what it knows of the
+//! broker, persisted in redb under `--data`.
+//!
+//! A write is durable (committed, fsynced) before [`Replica::write`]
+//! returns, so `shade-agent report` can exit 0 only for changes that
+//! survive a crash. Pending changes need no queue of their own: they are
+//! the registers holding a dot the broker has not acknowledged, found with
+//! `Shadow::changes_since(broker_vv)`. Writing a key again replaces its
+//! register, so a device that changes ten keys once a second for a week
+//! while offline holds ten pending leaves, not six million messages.
+
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use shade_shared::aws::View;
+use shade_shared::sync::{SyncDown, SyncUp};
+use shade_shared::{MergeOutcome, Patch, Policies, ReplicaId, Section, Shadow, VersionVector};
+
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("replica");
+const KEY: &str = "state";
+/// File name of the replica inside the data directory.
+pub const DB_FILE: &str = "agent.redb";
+const STORED_DEPTH: usize = 64;
+
+/// Errors of the local replica.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("{0} is in use by a running shade-agent that does not answer on its socket")]
+    InUse(PathBuf),
+    #[error("local database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("the local replica is unreadable: {0}")]
+    Corrupt(String),
+    #[error("{pending} changes are waiting for the broker; the limit is {max} (max_pending_leaves). Reconnect the agent, or raise the limit")]
+    TooManyPending { pending: usize, max: usize },
+    #[error("the replica belongs to {found}, not {wanted}: use another --data directory")]
+    WrongReplica { found: ReplicaId, wanted: ReplicaId },
+}
+
+fn dbr<T, E: Into<redb::Error>>(r: Result<T, E>) -> Result<T, ReplicaError> {
+    r.map_err(|e| ReplicaError::Db(e.into()))
+}
+
+/// What is persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaState {
+    pub replica: ReplicaId,
+    pub shadow: Shadow,
+    /// The newest vector heard from the broker: what it has durably merged.
+    pub broker_vv: VersionVector,
+}
+
+/// The local replica, open for writing.
+#[derive(Debug)]
+pub struct Replica {
+    db: redb::Database,
+    state: ReplicaState,
+    max_pending: usize,
+}
+
+impl Replica {
+    /// Opens (or creates) the replica of `replica` in `dir`.
+    pub fn open(dir: &Path, replica: ReplicaId, max_pending: usize) -> Result<Replica, ReplicaError> {
+        std::fs::create_dir_all(dir).map_err(|source| ReplicaError::CreateDir { path: dir.to_owned(), source })?;
+        let path = dir.join(DB_FILE);
+        let database = match redb::Database::create(&path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(ReplicaError::InUse(dir.to_owned())),
+            other => dbr(other)?,
+        };
+        let loaded = {
+            let txn = dbr(database.begin_write())?;
+            let loaded: Option<Vec<u8>> = {
+                let table = dbr(txn.open_table(STATE))?;
+                let bytes = dbr(table.get(KEY))?.map(|v| v.value().to_vec());
+                bytes
+            };
+            dbr(txn.commit())?;
+            loaded
+        };
+        let state = match loaded {
+            Some(bytes) => {
+                let state: ReplicaState = shade_shared::sync::decode(&bytes, STORED_DEPTH)
+                    .map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+                if state.replica != replica {
+                    return Err(ReplicaError::WrongReplica { found: state.replica, wanted: replica });
+                }
+                state
+            }
+            None => ReplicaState { replica, shadow: Shadow::new(), broker_vv: VersionVector::new() },
+        };
+        Ok(Replica { db: database, state, max_pending })
+    }
+
+    /// Reads the replica in `dir` without a running agent, if it exists.
+    pub fn peek(dir: &Path) -> Result<Option<ReplicaState>, ReplicaError> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let database = match redb::ReadOnlyDatabase::open(&path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(ReplicaError::InUse(dir.to_owned())),
+            other => dbr(other)?,
+        };
+        let txn = dbr(database.begin_read())?;
+        let table = match txn.open_table(STATE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(ReplicaError::Db(e.into())),
+        };
+        let Some(bytes) = dbr(table.get(KEY))? else { return Ok(None) };
+        shade_shared::sync::decode(bytes.value(), STORED_DEPTH)
+            .map(Some)
+            .map_err(|e| ReplicaError::Corrupt(e.to_string()))
+    }
+
+    fn persist(&self) -> Result<(), ReplicaError> {
+        let bytes = shade_shared::sync::encode(&self.state).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+        let txn = dbr(self.db.begin_write())?;
+        {
+            let mut table = dbr(txn.open_table(STATE))?;
+            dbr(table.insert(KEY, bytes.as_slice()))?;
+        }
+        dbr(txn.commit())
+    }
+
+    pub fn state(&self) -> &ReplicaState {
+        &self.state
+    }
+
+    pub fn replica(&self) -> &ReplicaId {
+        &self.state.replica
+    }
+
+    /// Number of registers the broker has not acknowledged.
+    pub fn pending(&self) -> usize {
+        pending(&self.state)
+    }
+
+    /// A local write, durable when this returns `Ok`. Refused, changing
+    /// nothing, when it would push the pending count over the bound.
+    pub fn write(&mut self, section: Section, patch: &Patch, now_ms: u64) -> Result<bool, ReplicaError> {
+        let before = self.state.shadow.clone();
+        let replica = self.state.replica.clone();
+        if self.state.shadow.write(&replica, section, patch, now_ms).is_none() {
+            return Ok(false);
+        }
+        let pending = self.pending();
+        if pending > self.max_pending {
+            self.state.shadow = before;
+            return Err(ReplicaError::TooManyPending { pending, max: self.max_pending });
+        }
+        if let Err(e) = self.persist() {
+            self.state.shadow = before;
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// The `SyncUp` to send: everything the broker has not acknowledged.
+    pub fn sync_up(&self) -> SyncUp {
+        SyncUp { replica: self.state.replica.clone(), changes: self.state.shadow.changes_since(&self.state.broker_vv) }
+    }
+
+    /// Applies a `SyncDown`: merges it, learns the broker's vector (which
+    /// acknowledges our covered dots), drops tombstones everyone has seen.
+    pub fn apply(&mut self, down: &SyncDown) -> Result<MergeOutcome, ReplicaError> {
+        let before = self.state.clone();
+        let outcome = self.state.shadow.merge(&down.changes);
+        if outcome.gap {
+            return Ok(outcome);
+        }
+        self.state.broker_vv.join(&down.changes.vv);
+        self.state.shadow.version = self.state.shadow.version.max(down.version);
+        self.state.shadow.collect_tombstones(&down.stable);
+        if self.state != before {
+            if let Err(e) = self.persist() {
+                self.state = before;
+                return Err(e);
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Registers holding a dot the broker has not acknowledged.
+pub fn pending(state: &ReplicaState) -> usize {
+    state.shadow.changes_since(&state.broker_vv).paths.len()
+}
+
+/// The JSON of `shade-agent state --json`: the get/accepted shape plus
+/// `pending` and `connected`.
+pub fn state_json(state: &ReplicaState, policies: &Policies, connected: bool, now_ms: u64) -> Value {
+    let mut doc = shade_shared::aws::render_get(&state.shadow, policies, None, now_ms);
+    if let Value::Object(m) = &mut doc {
+        m.insert("pending".into(), Value::from(pending(state)));
+        m.insert("connected".into(), Value::Bool(connected));
+        m.insert("replica".into(), Value::String(state.replica.to_string()));
+    }
+    doc
+}
+
+/// The current delta (desired keys that reported does not match), if any.
+pub fn delta(state: &ReplicaState, policies: &Policies) -> Option<Value> {
+    View::of(&state.shadow, policies).delta
+}
+
+/// Desired and reported as rendered JSON objects.
+pub fn sections(state: &ReplicaState, policies: &Policies) -> (Map<String, Value>, Map<String, Value>) {
+    let view = View::of(&state.shadow, policies);
+    let obj = |v: Value| match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    (obj(view.desired.state), obj(view.reported.state))
+}
