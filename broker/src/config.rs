@@ -12,7 +12,10 @@ use shade_shared::{Limits, Policies, Policy, ReplicaId};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {problem}")]
@@ -20,7 +23,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, problem: problem.into() }
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,7 +93,9 @@ pub struct Listen {
 
 impl Listen {
     pub fn all(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        std::iter::once(self.tcp).chain(self.tcp_v5).chain(self.websocket)
+        std::iter::once(self.tcp)
+            .chain(self.tcp_v5)
+            .chain(self.websocket)
     }
 }
 
@@ -134,7 +142,8 @@ pub struct Overrides {
 }
 
 fn addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse().map_err(|_| invalid(key, format!("{s:?} is not an address like 127.0.0.1:1883")))
+    s.parse()
+        .map_err(|_| invalid(key, format!("{s:?} is not an address like 127.0.0.1:1883")))
 }
 
 fn policy(key: &'static str, s: Option<String>) -> Result<Policy, ConfigError> {
@@ -142,7 +151,10 @@ fn policy(key: &'static str, s: Option<String>) -> Result<Policy, ConfigError> {
         None | Some("lww") => Ok(Policy::Lww),
         Some("broker-wins") => Ok(Policy::BrokerWins),
         Some("device-wins") => Ok(Policy::DeviceWins),
-        Some(other) => Err(invalid(key, format!("{other:?} is not one of lww, broker-wins, device-wins"))),
+        Some(other) => Err(invalid(
+            key,
+            format!("{other:?} is not one of lww, broker-wins, device-wins"),
+        )),
     }
 }
 
@@ -160,10 +172,14 @@ impl Config {
         let raw = match path {
             None => RawConfig::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                toml::from_str(&text)
-                    .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
             }
         };
         Self::validate(raw, overrides)
@@ -171,8 +187,10 @@ impl Config {
 
     /// Parses config text (for tests and `--config -`).
     pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
         Self::validate(raw, overrides)
     }
 
@@ -186,8 +204,18 @@ impl Config {
         };
         let listen = Listen {
             tcp,
-            tcp_v5: raw.listen.tcp_v5.as_deref().map(|s| addr("listen.tcp_v5", s)).transpose()?,
-            websocket: raw.listen.websocket.as_deref().map(|s| addr("listen.websocket", s)).transpose()?,
+            tcp_v5: raw
+                .listen
+                .tcp_v5
+                .as_deref()
+                .map(|s| addr("listen.tcp_v5", s))
+                .transpose()?,
+            websocket: raw
+                .listen
+                .websocket
+                .as_deref()
+                .map(|s| addr("listen.websocket", s))
+                .transpose()?,
         };
         let allow_anonymous = o.allow_anonymous || raw.allow_anonymous.unwrap_or(false);
         if !allow_anonymous {
@@ -214,12 +242,21 @@ impl Config {
             reported: policy("merge.reported", raw.merge.reported)?,
         };
         let history_per_shadow = match raw.history.max_entries_per_shadow {
-            Some(0) => return Err(invalid("history.max_entries_per_shadow", "must be at least 1")),
+            Some(0) => {
+                return Err(invalid(
+                    "history.max_entries_per_shadow",
+                    "must be at least 1",
+                ))
+            }
             Some(n) => n,
             None => 100,
         };
         let broker = BrokerSizing {
-            max_connections: positive("broker.max_connections", raw.broker.max_connections, 10_000)?,
+            max_connections: positive(
+                "broker.max_connections",
+                raw.broker.max_connections,
+                10_000,
+            )?,
             max_inflight: match raw.broker.max_inflight {
                 Some(0) => return Err(invalid("broker.max_inflight", "must be at least 1")),
                 Some(n) => n,
@@ -234,7 +271,11 @@ impl Config {
         };
         Ok(Config {
             node,
-            data_dir: o.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| PathBuf::from("./shade-data")),
+            data_dir: o
+                .data_dir
+                .clone()
+                .or(raw.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./shade-data")),
             allow_anonymous,
             listen,
             limits,
@@ -261,29 +302,45 @@ mod tests {
 
     #[test]
     fn open_listener_needs_allow_anonymous() {
-        let o = Overrides { listen: Some("0.0.0.0:1883".into()), ..Overrides::default() };
+        let o = Overrides {
+            listen: Some("0.0.0.0:1883".into()),
+            ..Overrides::default()
+        };
         let err = Config::load(None, &o).expect_err("refused");
         assert!(err.to_string().contains("--allow-anonymous"), "{err}");
-        let o = Overrides { allow_anonymous: true, ..o };
+        let o = Overrides {
+            allow_anonymous: true,
+            ..o
+        };
         assert!(Config::load(None, &o).is_ok());
     }
 
     #[test]
     fn errors_name_the_key() {
-        let e = Config::from_toml("[merge]\ndesired = \"newest\"", &Overrides::default()).expect_err("bad");
+        let e = Config::from_toml("[merge]\ndesired = \"newest\"", &Overrides::default())
+            .expect_err("bad");
         assert!(e.to_string().contains("merge.desired"), "{e}");
-        let e = Config::from_toml("[listen]\ntcp = \"nowhere\"", &Overrides::default()).expect_err("bad");
+        let e = Config::from_toml("[listen]\ntcp = \"nowhere\"", &Overrides::default())
+            .expect_err("bad");
         assert!(e.to_string().contains("listen.tcp"), "{e}");
         let e = Config::from_toml("colour = 1", &Overrides::default()).expect_err("bad");
         assert!(e.to_string().contains("colour"), "{e}");
-        let e = Config::from_toml("[history]\nmax_entries_per_shadow = 0", &Overrides::default()).expect_err("bad");
-        assert!(e.to_string().contains("history.max_entries_per_shadow"), "{e}");
+        let e = Config::from_toml(
+            "[history]\nmax_entries_per_shadow = 0",
+            &Overrides::default(),
+        )
+        .expect_err("bad");
+        assert!(
+            e.to_string().contains("history.max_entries_per_shadow"),
+            "{e}"
+        );
     }
 
     #[test]
     fn example_config_file_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/broker.toml");
-        let c = Config::load(Some(&path), &Overrides::default()).expect("config/broker.toml is valid");
+        let c =
+            Config::load(Some(&path), &Overrides::default()).expect("config/broker.toml is valid");
         assert_eq!(c.listen.tcp, "127.0.0.1:1883".parse().expect("addr"));
     }
 }

@@ -17,7 +17,10 @@ use crate::store::{Store, StoreError};
 /// Wall-clock milliseconds since the Unix epoch: the one clock read of the
 /// broker; the model gets time as an argument.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Handle to a running store thread.
@@ -52,7 +55,11 @@ impl Engine {
     }
 }
 
-fn republish(store: &Store, service: &Service, out: &mpsc::Sender<Vec<Outbound>>) -> Result<usize, StoreError> {
+fn republish(
+    store: &Store,
+    service: &Service,
+    out: &mpsc::Sender<Vec<Outbound>>,
+) -> Result<usize, StoreError> {
     let now = now_ms();
     let mut batch = Vec::new();
     let mut count = 0;
@@ -104,7 +111,9 @@ fn run(
                         failures.extend(handled.on_failure);
                     }
                     // One unreadable record must not fail everyone's commit.
-                    Err(e @ StoreError::Corrupt { .. }) => tracing::error!(error = %e, "request skipped"),
+                    Err(e @ StoreError::Corrupt { .. }) => {
+                        tracing::error!(error = %e, "request skipped")
+                    }
                     Err(e) => return Err(e),
                 }
             }

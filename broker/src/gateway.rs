@@ -251,12 +251,15 @@ fn route(topic: &str) -> Route {
         ["$aws", "things", _, "shadow", "get" | "update" | "delete"]
         | ["$aws", "things", _, "shadow", "name", _, "get" | "update" | "delete"]
         | ["shade", "things", _, "sync", "up"]
-        | ["shade", "things", _, "shadows", _, "sync", "up"] => Route::Service,
+        | ["shade", "things", _, "shadows", _, "sync", "up"]
+        | ["shade", "ops", "request"] => Route::Service,
         [first, ..] if first.starts_with('$') => {
             Route::Refused("only shadow requests may be published under `$`")
         }
         [first, ..] if first.starts_with('_') => Route::Refused("internal namespace"),
-        ["shade", ..] => Route::Refused("only `.../sync/up` may be published under `shade/`"),
+        ["shade", ..] => Route::Refused(
+            "only `.../sync/up` and `shade/ops/request` may be published under `shade/`",
+        ),
         _ => Route::Clients,
     }
 }

@@ -8,11 +8,21 @@
 //! - [`gateway`]: the per-connection wrapper around rumqttd's codecs that
 //!   stamps the publisher's identity and maps `$aws/...` in and out of the
 //!   router's internal namespace.
+//! - [`config`]: `shade serve` configuration, raw TOML validated into a typed `Config`.
+//! - [`store`]: the redb store of shadows, their history and agents' vectors.
+//! - [`service`]: what each request does to a stored shadow, and its replies.
+//! - [`engine`]: the store thread, committing requests in groups.
+//! - [`serve`]: `shade serve`, wiring broker, service and store together.
+//! - [`cli`]: the operator commands (`shade get`, `list`, `update`,
+//!   `delete`, `watch`, `history`, `conflicts`), online over MQTT or
+//!   offline over a stopped broker's data.
 
-pub mod embedded;
-pub mod gateway;
+pub mod cli;
 pub mod config;
-pub mod store;
-pub mod service;
+pub mod embedded;
 pub mod engine;
+pub mod gateway;
 pub mod serve;
+pub mod service;
+pub mod store;
+pub mod ops;

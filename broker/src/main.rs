@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use shade_broker::cli::{self, conflicts, get, history, list, update, watch};
 use shade_broker::config::{Config, Overrides};
 
 #[derive(Debug, Parser)]
@@ -31,6 +32,27 @@ enum Command {
         #[arg(long)]
         allow_anonymous: bool,
     },
+    /// Show one shadow: desired, reported, delta and conflicts.
+    #[command(after_help = get::EXAMPLES)]
+    Get(get::GetArgs),
+    /// List shadows with their versions.
+    #[command(after_help = list::EXAMPLES)]
+    List(list::ListArgs),
+    /// Change a shadow's desired or reported state.
+    #[command(after_help = update::UPDATE_EXAMPLES)]
+    Update(update::UpdateArgs),
+    /// Delete a shadow (its version lives on).
+    #[command(after_help = update::DELETE_EXAMPLES)]
+    Delete(update::DeleteArgs),
+    /// Print one line per change to any shadow (or one thing's) until Ctrl-C.
+    #[command(after_help = watch::EXAMPLES)]
+    Watch(watch::WatchArgs),
+    /// Show a shadow's latest changes and who made them.
+    #[command(after_help = history::EXAMPLES)]
+    History(history::HistoryArgs),
+    /// List concurrent writes: the value kept and the value set aside.
+    #[command(after_help = conflicts::EXAMPLES)]
+    Conflicts(conflicts::ConflictsArgs),
 }
 
 fn init_tracing() {
@@ -67,6 +89,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Get(args) => cli::execute(get::run(args)),
+        Command::List(args) => cli::execute(list::run(args)),
+        Command::Update(args) => cli::execute(update::update(args)),
+        Command::Delete(args) => cli::execute(update::delete(args)),
+        Command::Watch(args) => cli::execute(watch::run(args)),
+        Command::History(args) => cli::execute(history::run(args)),
+        Command::Conflicts(args) => cli::execute(conflicts::run(args)),
     }
 }
 

@@ -37,18 +37,26 @@ pub enum ServeError {
 pub fn broker_settings(config: &Config) -> BrokerSettings {
     let defaults = BrokerSettings::default();
     BrokerSettings {
-        tcp: std::iter::once(config.listen.tcp).chain(config.listen.tcp_v5).collect(),
+        tcp: std::iter::once(config.listen.tcp)
+            .chain(config.listen.tcp_v5)
+            .collect(),
         ws: config.listen.websocket,
         max_connections: config.broker.max_connections,
         // Room for the topic and MQTT 5 properties on top of the largest request.
         max_payload: config.limits.max_payload_bytes + 4096,
-        service_log: LogSize { segment_bytes: config.broker.segment_bytes, segments: config.broker.segment_count },
+        service_log: LogSize {
+            segment_bytes: config.broker.segment_bytes,
+            segments: config.broker.segment_count,
+        },
         ..defaults
     }
 }
 
 /// Runs the service until `shutdown` resolves.
-pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
     let store = Store::open(&config.data_dir)?;
     let (broker, mut inbound) = embedded::start(broker_settings(&config))?;
     let service = Service {
@@ -86,7 +94,10 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         tracing::error!("the store thread could not be joined");
     }
     // The engine dropped its sender: the publisher drains and ends.
-    if tokio::time::timeout(Duration::from_secs(10), publisher).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), publisher)
+        .await
+        .is_err()
+    {
         tracing::warn!("gave up publishing the last replies after 10 s");
     }
     tracing::info!("stopped");
@@ -95,13 +106,32 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
 
 /// Routes one client publish to the store thread, or answers or drops it.
 async fn dispatch(msg: Inbound, requests: &mpsc::Sender<Request>, broker: &BrokerHandle) {
+    if msg.topic == crate::ops::REQUEST_TOPIC {
+        let request = Request::Ops { payload: msg.payload, client: msg.client_id };
+        if requests.send(request).await.is_err() {
+            tracing::warn!("store thread gone; request dropped");
+        }
+        return;
+    }
     let request = match Topic::parse(&msg.topic) {
-        Ok(Topic::AwsRequest { id, op }) => Request::Aws { id, op, payload: msg.payload, client: msg.client_id },
-        Ok(Topic::SyncUp { id }) => Request::SyncUp { id, payload: msg.payload, client: msg.client_id },
+        Ok(Topic::AwsRequest { id, op }) => Request::Aws {
+            id,
+            op,
+            payload: msg.payload,
+            client: msg.client_id,
+        },
+        Ok(Topic::SyncUp { id }) => Request::SyncUp {
+            id,
+            payload: msg.payload,
+            client: msg.client_id,
+        },
         _ => {
             if let Some(bad) = bad_request(&msg.topic) {
                 let reply = Rejection::new(400, bad.error.to_string()).to_json(now_ms());
-                if let Err(e) = broker.publish(&bad.reply_topic, reply.to_string().into_bytes(), false).await {
+                if let Err(e) = broker
+                    .publish(&bad.reply_topic, reply.to_string().into_bytes(), false)
+                    .await
+                {
                     tracing::warn!(error = %e, "cannot answer a bad request");
                 }
             } else {

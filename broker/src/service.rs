@@ -15,13 +15,25 @@ use shade_shared::sync::{self, SyncDown, SyncUp};
 use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::{Limits, Policies, ReplicaId, Section, Shadow, ShadowId, VersionVector};
 
+use crate::ops::{self, Query};
 use crate::store::{HistoryEntry, StoreError, StoredShadow, Tables};
 
 /// A request for the service, with the MQTT client id that sent it.
 #[derive(Debug, Clone)]
 pub enum Request {
-    Aws { id: ShadowId, op: Operation, payload: Vec<u8>, client: String },
-    SyncUp { id: ShadowId, payload: Vec<u8>, client: String },
+    Aws {
+        id: ShadowId,
+        op: Operation,
+        payload: Vec<u8>,
+        client: String,
+    },
+    SyncUp {
+        id: ShadowId,
+        payload: Vec<u8>,
+        client: String,
+    },
+    /// An operator query on `shade/ops/request` (see [`crate::ops`]).
+    Ops { payload: Vec<u8>, client: String },
 }
 
 /// A message to publish.
@@ -34,7 +46,11 @@ pub struct Outbound {
 
 impl Outbound {
     fn json(topic: String, value: &Value) -> Self {
-        Self { topic, payload: value.to_string().into_bytes(), retain: false }
+        Self {
+            topic,
+            payload: value.to_string().into_bytes(),
+            retain: false,
+        }
     }
 }
 
@@ -62,22 +78,66 @@ fn rejected(id: &ShadowId, op: Operation, r: &Rejection, now: u64) -> Outbound {
 
 impl Service {
     /// Handles one request inside the open transaction `t`.
-    pub fn handle(&self, t: &mut Tables<'_>, req: &Request, now: u64) -> Result<Handled, StoreError> {
+    pub fn handle(
+        &self,
+        t: &mut Tables<'_>,
+        req: &Request,
+        now: u64,
+    ) -> Result<Handled, StoreError> {
         let mut h = Handled::default();
         match req {
-            Request::Aws { id, op: Operation::Get, payload, .. } => self.get(t, id, payload, now, &mut h)?,
-            Request::Aws { id, op: Operation::Update, payload, client } => {
-                self.update(t, id, payload, client, now, &mut h)?
-            }
-            Request::Aws { id, op: Operation::Delete, payload, client } => {
-                self.delete(t, id, payload, client, now, &mut h)?
-            }
-            Request::SyncUp { id, payload, client } => self.sync_up(t, id, payload, client, now, &mut h)?,
+            Request::Aws {
+                id,
+                op: Operation::Get,
+                payload,
+                ..
+            } => self.get(t, id, payload, now, &mut h)?,
+            Request::Aws {
+                id,
+                op: Operation::Update,
+                payload,
+                client,
+            } => self.update(t, id, payload, client, now, &mut h)?,
+            Request::Aws {
+                id,
+                op: Operation::Delete,
+                payload,
+                client,
+            } => self.delete(t, id, payload, client, now, &mut h)?,
+            Request::Ops { payload, client } => self.ops(t, payload, client, &mut h),
+            Request::SyncUp {
+                id,
+                payload,
+                client,
+            } => self.sync_up(t, id, payload, client, now, &mut h)?,
         }
         Ok(h)
     }
 
-    fn get(&self, t: &Tables<'_>, id: &ShadowId, payload: &[u8], now: u64, h: &mut Handled) -> Result<(), StoreError> {
+    fn ops(&self, t: &Tables<'_>, payload: &[u8], client: &str, h: &mut Handled) {
+        let query: Query = match serde_json::from_slice(payload) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(client, error = %e, "dropping an unreadable shade/ops/request");
+                return;
+            }
+        };
+        let Some(topic) = ops::reply_topic(query.client_token()) else {
+            tracing::warn!(client, "dropping a shade/ops/request whose clientToken cannot be a topic level");
+            return;
+        };
+        let reply = ops::reply(&query, ops::execute(t, &query, &self.policies));
+        h.out.push(Outbound::json(topic, &reply));
+    }
+
+    fn get(
+        &self,
+        t: &Tables<'_>,
+        id: &ShadowId,
+        payload: &[u8],
+        now: u64,
+        h: &mut Handled,
+    ) -> Result<(), StoreError> {
         let token = match aws::parse_get_or_delete(payload, &self.limits) {
             Ok(token) => token,
             Err(r) => {
@@ -88,9 +148,17 @@ impl Service {
         match t.load(id)? {
             Some(stored) if stored.shadow.exists => {
                 let doc = aws::render_get(&stored.shadow, &self.policies, token.as_deref(), now);
-                h.out.push(Outbound::json(Topic::aws_reply(id, Operation::Get, Reply::Accepted), &doc));
+                h.out.push(Outbound::json(
+                    Topic::aws_reply(id, Operation::Get, Reply::Accepted),
+                    &doc,
+                ));
             }
-            _ => h.out.push(rejected(id, Operation::Get, &Rejection::not_found(id).with_token(token), now)),
+            _ => h.out.push(rejected(
+                id,
+                Operation::Get,
+                &Rejection::not_found(id).with_token(token),
+                now,
+            )),
         }
         Ok(())
     }
@@ -112,13 +180,14 @@ impl Service {
             }
         };
         let mut stored = t.load(id)?.unwrap_or_default();
-        let applied = match aws::apply_update(&mut stored.shadow, &self.node, &req, now, &self.limits) {
-            Ok(applied) => applied,
-            Err(r) => {
-                h.out.push(rejected(id, Operation::Update, &r, now));
-                return Ok(());
-            }
-        };
+        let applied =
+            match aws::apply_update(&mut stored.shadow, &self.node, &req, now, &self.limits) {
+                Ok(applied) => applied,
+                Err(r) => {
+                    h.out.push(rejected(id, Operation::Update, &r, now));
+                    return Ok(());
+                }
+            };
         self.collect_tombstones(&mut stored);
         t.save(id, &stored)?;
         let entry = HistoryEntry {
@@ -133,9 +202,17 @@ impl Service {
 
         let token = req.client_token.as_deref();
         let accepted = aws::render_update_accepted(&req, stored.shadow.version, now);
-        h.out.push(Outbound::json(Topic::aws_reply(id, Operation::Update, Reply::Accepted), &accepted));
+        h.out.push(Outbound::json(
+            Topic::aws_reply(id, Operation::Update, Reply::Accepted),
+            &accepted,
+        ));
         self.announce(id, &stored, &applied.previous, token, None, now, h);
-        h.on_failure.push(rejected(id, Operation::Update, &Rejection::internal().with_token(req.client_token), now));
+        h.on_failure.push(rejected(
+            id,
+            Operation::Update,
+            &Rejection::internal().with_token(req.client_token),
+            now,
+        ));
         Ok(())
     }
 
@@ -156,7 +233,12 @@ impl Service {
             }
         };
         let Some(mut stored) = t.load(id)?.filter(|s| s.shadow.exists) else {
-            h.out.push(rejected(id, Operation::Delete, &Rejection::not_found(id).with_token(token), now));
+            h.out.push(rejected(
+                id,
+                Operation::Delete,
+                &Rejection::not_found(id).with_token(token),
+                now,
+            ));
             return Ok(());
         };
         let version = aws::apply_delete(&mut stored.shadow, &self.node, now);
@@ -172,11 +254,23 @@ impl Service {
         };
         t.append_history(id, &entry, self.history_per_shadow)?;
         let accepted = aws::render_delete_accepted(version, token.as_deref(), now);
-        h.out.push(Outbound::json(Topic::aws_reply(id, Operation::Delete, Reply::Accepted), &accepted));
+        h.out.push(Outbound::json(
+            Topic::aws_reply(id, Operation::Delete, Reply::Accepted),
+            &accepted,
+        ));
         // An empty retained payload removes the retained state message.
-        h.out.push(Outbound { topic: Topic::state(id), payload: Vec::new(), retain: true });
+        h.out.push(Outbound {
+            topic: Topic::state(id),
+            payload: Vec::new(),
+            retain: true,
+        });
         self.push_to_agents(id, &stored, None, h);
-        h.on_failure.push(rejected(id, Operation::Delete, &Rejection::internal().with_token(token), now));
+        h.on_failure.push(rejected(
+            id,
+            Operation::Delete,
+            &Rejection::internal().with_token(token),
+            now,
+        ));
         Ok(())
     }
 
@@ -216,7 +310,11 @@ impl Service {
             tracing::warn!(client, shadow = %id, "sync/up would grow the document over max_document_bytes; not merged");
             stored.shadow = previous.clone();
         } else {
-            stored.peers.entry(up.replica.clone()).or_default().join(&up.changes.vv);
+            stored
+                .peers
+                .entry(up.replica.clone())
+                .or_default()
+                .join(&up.changes.vv);
         }
         let changed = !outcome.is_empty() && stored.shadow != previous;
         if changed {
@@ -231,13 +329,17 @@ impl Service {
                 replica: up.replica.to_string(),
                 version: stored.shadow.version,
                 kind: "sync".into(),
-                change: self.changed_leaves(&stored.shadow, &outcome.changed),
+                change: self.sent_leaves(&up, &outcome.changed),
             };
             t.append_history(id, &entry, self.history_per_shadow)?;
         }
         // The reply: everything the agent lacks, with our vector, which now
         // covers (acknowledges) the agent's merged changes.
-        let agent_vv = stored.peers.get(&up.replica).cloned().unwrap_or_else(|| up.changes.vv.clone());
+        let agent_vv = stored
+            .peers
+            .get(&up.replica)
+            .cloned()
+            .unwrap_or_else(|| up.changes.vv.clone());
         if let Some(reply) = self.sync_down(id, &stored, &agent_vv) {
             h.out.push(reply);
         }
@@ -261,9 +363,15 @@ impl Service {
         h: &mut Handled,
     ) {
         let docs = aws::render_documents(previous, &stored.shadow, &self.policies, token, now);
-        h.out.push(Outbound::json(Topic::aws_reply(id, Operation::Update, Reply::Documents), &docs));
+        h.out.push(Outbound::json(
+            Topic::aws_reply(id, Operation::Update, Reply::Documents),
+            &docs,
+        ));
         if let Some(delta) = aws::render_delta(&stored.shadow, &self.policies, token, now) {
-            h.out.push(Outbound::json(Topic::aws_reply(id, Operation::Update, Reply::Delta), &delta));
+            h.out.push(Outbound::json(
+                Topic::aws_reply(id, Operation::Update, Reply::Delta),
+                &delta,
+            ));
         }
         h.out.push(self.state_message(id, &stored.shadow, now));
         self.push_to_agents(id, stored, skip, h);
@@ -272,23 +380,45 @@ impl Service {
     /// The retained `shade/things/.../state` message of a shadow.
     pub fn state_message(&self, id: &ShadowId, shadow: &Shadow, now: u64) -> Outbound {
         if !shadow.exists {
-            return Outbound { topic: Topic::state(id), payload: Vec::new(), retain: true };
+            return Outbound {
+                topic: Topic::state(id),
+                payload: Vec::new(),
+                retain: true,
+            };
         }
         let doc = aws::render_get(shadow, &self.policies, None, now);
-        Outbound { topic: Topic::state(id), payload: doc.to_string().into_bytes(), retain: true }
+        Outbound {
+            topic: Topic::state(id),
+            payload: doc.to_string().into_bytes(),
+            retain: true,
+        }
     }
 
-    fn push_to_agents(&self, id: &ShadowId, stored: &StoredShadow, skip: Option<&ReplicaId>, h: &mut Handled) {
+    fn push_to_agents(
+        &self,
+        id: &ShadowId,
+        stored: &StoredShadow,
+        skip: Option<&ReplicaId>,
+        h: &mut Handled,
+    ) {
         for (replica, vv) in &stored.peers {
             if Some(replica) != skip {
-                if let Some(msg) = self.sync_down(id, stored, vv).filter(|_| has_news(&stored.shadow, vv)) {
+                if let Some(msg) = self
+                    .sync_down(id, stored, vv)
+                    .filter(|_| has_news(&stored.shadow, vv))
+                {
                     h.out.push(msg);
                 }
             }
         }
     }
 
-    fn sync_down(&self, id: &ShadowId, stored: &StoredShadow, agent_vv: &VersionVector) -> Option<Outbound> {
+    fn sync_down(
+        &self,
+        id: &ShadowId,
+        stored: &StoredShadow,
+        agent_vv: &VersionVector,
+    ) -> Option<Outbound> {
         let down = SyncDown {
             replica: self.node.clone(),
             version: stored.shadow.version,
@@ -296,7 +426,11 @@ impl Service {
             stable: self.stable(stored),
         };
         match sync::encode(&down) {
-            Ok(payload) => Some(Outbound { topic: Topic::sync_down(id), payload, retain: false }),
+            Ok(payload) => Some(Outbound {
+                topic: Topic::sync_down(id),
+                payload,
+                retain: false,
+            }),
             Err(e) => {
                 tracing::error!(shadow = %id, error = %e, "cannot encode sync/down");
                 None
@@ -315,20 +449,23 @@ impl Service {
         stored.shadow.collect_tombstones(&stable);
     }
 
-    /// `{"desired": {"a.b": value}, "reported": {..}}` of the changed paths,
-    /// showing each path's winning value (`null` for a delete).
-    fn changed_leaves(&self, shadow: &Shadow, changed: &[(Section, Vec<String>)]) -> Value {
+    /// `{"desired": {"a.b": value}, "reported": {..}}`: what the agent sent
+    /// for the paths the merge changed (`null` for a delete).
+    fn sent_leaves(&self, up: &SyncUp, changed: &[(Section, Vec<String>)]) -> Value {
         let mut out = Map::new();
-        for (section, path) in changed {
-            let value = shadow
-                .section(*section)
-                .get(path)
-                .filter(|reg| !reg.is_empty())
-                .and_then(|reg| reg[self.policies.of(*section).winner(reg)].value.clone())
+        for pl in &up.changes.paths {
+            if pl.leaves.is_empty() || !changed.iter().any(|(s, p)| *s == pl.section && *p == pl.path) {
+                continue;
+            }
+            let value = pl.leaves[self.policies.of(pl.section).winner(&pl.leaves)]
+                .value
+                .clone()
                 .unwrap_or(Value::Null);
-            let entry = out.entry(section.as_str()).or_insert_with(|| Value::Object(Map::new()));
+            let entry = out
+                .entry(pl.section.as_str())
+                .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(m) = entry {
-                m.insert(path.join("."), value);
+                m.insert(pl.path.join("."), value);
             }
         }
         Value::Object(out)

@@ -31,8 +31,13 @@ const STORED_DEPTH: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create data directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
-    #[error("{path} is in use by a running shade serve; stop it, or ask it over MQTT with --broker")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is in use by a running shade serve; stop it, or ask it over MQTT with --broker"
+    )]
     InUse { path: PathBuf },
     #[error("no shade data at {0}")]
     Missing(PathBuf),
@@ -106,8 +111,10 @@ pub fn parse_key(key: &str) -> Option<ShadowId> {
 }
 
 fn decode_shadow(key: &str, bytes: &[u8]) -> Result<StoredShadow, StoreError> {
-    shade_shared::sync::decode(bytes, STORED_DEPTH)
-        .map_err(|e| StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() })
+    shade_shared::sync::decode(bytes, STORED_DEPTH).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// The open database of a running broker.
@@ -119,10 +126,15 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
         let path = dir.join(DB_FILE);
         let db = match redb::Database::create(&path) {
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse { path }),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse { path })
+            }
             other => other.db()?,
         };
         let txn = db.begin_write().db()?;
@@ -134,10 +146,16 @@ impl Store {
 
     /// Runs `f` in one write transaction and commits it (one fsync) when
     /// `f` returns `Ok`. Nothing of it is visible or durable before.
-    pub fn write<R>(&self, f: impl FnOnce(&mut Tables<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&mut Tables<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let txn = self.db.begin_write().db()?;
         let result = {
-            let mut tables = Tables { shadows: txn.open_table(SHADOWS).db()?, history: txn.open_table(HISTORY).db()? };
+            let mut tables = Tables {
+                shadows: txn.open_table(SHADOWS).db()?,
+                history: txn.open_table(HISTORY).db()?,
+            };
             f(&mut tables)?
         };
         txn.commit().db()?;
@@ -174,29 +192,39 @@ impl std::fmt::Debug for Tables<'_> {
 
 impl Tables<'_> {
     pub fn load(&self, id: &ShadowId) -> Result<Option<StoredShadow>, StoreError> {
-        let k = key(id);
-        match self.shadows.get(k.as_str()).db()? {
-            None => Ok(None),
-            Some(v) => decode_shadow(&k, v.value()).map(Some),
-        }
+        get_in(&self.shadows, id)
     }
 
     pub fn save(&mut self, id: &ShadowId, stored: &StoredShadow) -> Result<(), StoreError> {
         let k = key(id);
-        let bytes = shade_shared::sync::encode(stored)
-            .map_err(|e| StoreError::Corrupt { key: k.clone(), reason: e.to_string() })?;
+        let bytes = shade_shared::sync::encode(stored).map_err(|e| StoreError::Corrupt {
+            key: k.clone(),
+            reason: e.to_string(),
+        })?;
         self.shadows.insert(k.as_str(), bytes.as_slice()).db()?;
         Ok(())
     }
 
     /// Appends a history entry and drops entries older than the newest `keep`.
-    pub fn append_history(&mut self, id: &ShadowId, entry: &HistoryEntry, keep: u64) -> Result<(), StoreError> {
+    pub fn append_history(
+        &mut self,
+        id: &ShadowId,
+        entry: &HistoryEntry,
+        keep: u64,
+    ) -> Result<(), StoreError> {
         let k = key(id);
-        let bytes = serde_json::to_vec(entry).map_err(|e| StoreError::Corrupt { key: k.clone(), reason: e.to_string() })?;
-        self.history.insert((k.as_str(), entry.version), bytes.as_slice()).db()?;
+        let bytes = serde_json::to_vec(entry).map_err(|e| StoreError::Corrupt {
+            key: k.clone(),
+            reason: e.to_string(),
+        })?;
+        self.history
+            .insert((k.as_str(), entry.version), bytes.as_slice())
+            .db()?;
         if entry.version > keep {
             let cutoff = entry.version - keep;
-            self.history.retain_in((k.as_str(), 0)..(k.as_str(), cutoff + 1), |_, _| false).db()?;
+            self.history
+                .retain_in((k.as_str(), 0)..(k.as_str(), cutoff + 1), |_, _| false)
+                .db()?;
         }
         Ok(())
     }
@@ -229,52 +257,153 @@ impl ReadStore {
         }
         match redb::ReadOnlyDatabase::open(&path) {
             Ok(db) => Ok(ReadStore { db }),
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::InUse { path: dir.to_owned() }),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::InUse {
+                path: dir.to_owned(),
+            }),
             Err(e) => Err(StoreError::Db(e.into())),
         }
     }
 
     pub fn get(&self, id: &ShadowId) -> Result<Option<StoredShadow>, StoreError> {
         let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(SHADOWS).db()?;
-        let k = key(id);
-        match table.get(k.as_str()).db()? {
-            None => Ok(None),
-            Some(v) => decode_shadow(&k, v.value()).map(Some),
-        }
+        get_in(&txn.open_table(SHADOWS).db()?, id)
     }
 
     /// Walks shadows whose key starts with `prefix`, in key order, one at a
     /// time: memory stays flat however many there are.
-    pub fn for_each(&self, prefix: &str, mut f: impl FnMut(ShadowId, StoredShadow)) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(SHADOWS).db()?;
-        for row in table.range(prefix..).db()? {
-            let (k, v) = row.db()?;
-            let key = k.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if let Some(id) = parse_key(key) {
-                f(id, decode_shadow(key, v.value())?);
-            }
-        }
-        Ok(())
+    pub fn for_each(
+        &self,
+        prefix: &str,
+        mut f: impl FnMut(ShadowId, StoredShadow),
+    ) -> Result<(), StoreError> {
+        ShadowSource::scan(self, prefix, None, &mut |_, id, stored| {
+            f(id, stored);
+            true
+        })
     }
 
     /// The newest `limit` history entries of a shadow, oldest first.
     pub fn history(&self, id: &ShadowId, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(HISTORY).db()?;
-        let k = key(id);
-        let mut out = Vec::new();
-        for row in table.range((k.as_str(), 0)..=(k.as_str(), u64::MAX)).db()?.rev().take(limit) {
-            let (_, v) = row.db()?;
-            let entry = serde_json::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt { key: k.clone(), reason: e.to_string() })?;
-            out.push(entry);
-        }
-        out.reverse();
-        Ok(out)
+        ShadowSource::history(self, id, limit)
     }
+
+}
+
+/// Reading shadows and history, the same way from a running broker's write
+/// transaction ([`Tables`]) and from a stopped broker's data ([`ReadStore`]),
+/// so online and offline answers of the CLI cannot drift apart.
+pub trait ShadowSource {
+    fn get(&self, id: &ShadowId) -> Result<Option<StoredShadow>, StoreError>;
+    /// Visits shadows whose key starts with `prefix` and sorts after
+    /// `after`, in key order, one at a time, until `f` returns false.
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        f: &mut dyn FnMut(&str, ShadowId, StoredShadow) -> bool,
+    ) -> Result<(), StoreError>;
+    /// The newest `limit` history entries of a shadow, oldest first.
+    fn history(&self, id: &ShadowId, limit: usize) -> Result<Vec<HistoryEntry>, StoreError>;
+}
+
+impl ShadowSource for Tables<'_> {
+    fn get(&self, id: &ShadowId) -> Result<Option<StoredShadow>, StoreError> {
+        get_in(&self.shadows, id)
+    }
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        f: &mut dyn FnMut(&str, ShadowId, StoredShadow) -> bool,
+    ) -> Result<(), StoreError> {
+        scan_in(&self.shadows, prefix, after, f)
+    }
+    fn history(&self, id: &ShadowId, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        history_in(&self.history, id, limit)
+    }
+}
+
+impl ShadowSource for ReadStore {
+    fn get(&self, id: &ShadowId) -> Result<Option<StoredShadow>, StoreError> {
+        ReadStore::get(self, id)
+    }
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        f: &mut dyn FnMut(&str, ShadowId, StoredShadow) -> bool,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().db()?;
+        scan_in(&txn.open_table(SHADOWS).db()?, prefix, after, f)
+    }
+    fn history(&self, id: &ShadowId, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        let txn = self.db.begin_read().db()?;
+        history_in(&txn.open_table(HISTORY).db()?, id, limit)
+    }
+}
+
+fn get_in(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &ShadowId,
+) -> Result<Option<StoredShadow>, StoreError> {
+    let k = key(id);
+    match table.get(k.as_str()).db()? {
+        None => Ok(None),
+        Some(v) => decode_shadow(&k, v.value()).map(Some),
+    }
+}
+
+fn scan_in(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+    after: Option<&str>,
+    f: &mut dyn FnMut(&str, ShadowId, StoredShadow) -> bool,
+) -> Result<(), StoreError> {
+    let start = match after {
+        Some(a) if a >= prefix => a,
+        _ => prefix,
+    };
+    for row in table.range(start..).db()? {
+        let (k, v) = row.db()?;
+        let key = k.value();
+        if Some(key) == after {
+            continue;
+        }
+        if !key.starts_with(prefix) {
+            break;
+        }
+        match parse_key(key) {
+            Some(id) => {
+                if !f(key, id, decode_shadow(key, v.value())?) {
+                    break;
+                }
+            }
+            None => tracing::warn!(key, "skipping a stored shadow with an invalid key"),
+        }
+    }
+    Ok(())
+}
+
+fn history_in(
+    table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    id: &ShadowId,
+    limit: usize,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    let k = key(id);
+    let mut out = Vec::new();
+    for row in table
+        .range((k.as_str(), 0)..=(k.as_str(), u64::MAX))
+        .db()?
+        .rev()
+        .take(limit)
+    {
+        let (_, v) = row.db()?;
+        let entry = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+            key: k.clone(),
+            reason: e.to_string(),
+        })?;
+        out.push(entry);
+    }
+    out.reverse();
+    Ok(out)
 }

@@ -39,6 +39,11 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 fn start_broker() -> Broker {
+    // Errors only (RUST_LOG for more), shown with a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let (tcp, ws) = free_ports();
     let settings = BrokerSettings {
         tcp: vec![loopback(tcp)],
@@ -157,6 +162,27 @@ async fn aws_update_reaches_service_with_identity_and_reply_reaches_client() {
         let reply = next_publish(&mut packets).await;
         assert_eq!(reply.topic, "$aws/things/t1/shadow/update/accepted");
         assert_eq!(&reply.payload[..], b"device-1");
+    })
+    .await;
+}
+
+/// rumqttd names a client that sent no id; the gateway learns that name
+/// from the CONNACK it writes.
+#[tokio::test]
+async fn a_client_without_an_id_is_stamped_with_the_id_rumqttd_assigns() {
+    bounded(async {
+        let (port, mut seen) = spawn_echo(start_broker());
+        let (client, _packets) = connect(port, "").await;
+        client
+            .publish("shade/things/t1/sync/up", QoS::AtLeastOnce, false, vec![1])
+            .await
+            .expect("publish");
+        let request = seen.recv().await.expect("service sees the request");
+        assert!(
+            request.client_id.starts_with("rumqtt-"),
+            "{}",
+            request.client_id
+        );
     })
     .await;
 }

@@ -1,0 +1,323 @@
+//! The operator command line: `shade get`, `list`, `update`, `delete`,
+//! `watch`, `history` and `conflicts`.
+//!
+//! Online, every command is an MQTT client of a running `shade serve`:
+//! `get`, `update` and `delete` speak the AWS Device Shadow API like any
+//! device SDK would, `watch` subscribes to the AWS notices, and `list`,
+//! `history` and `conflicts`, which AWS has no API for, use shade's native
+//! request topic ([`ops`]). `get`, `list`, `history` and `conflicts` can also
+//! read a stopped broker's data directory (`--data DIR`) through the
+//! read-only [`crate::store::ReadStore`]; they print the same JSON either way.
+//!
+//! Exit codes: 0 success; 1 failure, with one line naming the cause on
+//! stderr ([`CliError`]); 2 a usage error (clap's).
+//!
+//! # Layout
+//!
+//! - this file: the arguments every command shares ([`BrokerArgs`],
+//!   [`Source`]), [`CliError`], and [`execute`], which runs a command and
+//!   turns its result into an exit code.
+//! - [`client`]: one MQTT session: connect, subscribe and wait for the
+//!   SUBACK, request and match the reply by its clientToken, all bounded.
+//! - [`ops`]: the native `shade/ops/request` protocol and its offline
+//!   equivalents over the store.
+//! - [`output`]: colours (terminals only), local times, tables, changes.
+//! - one file per command: [`get`], [`list`], [`update`] (with `delete`),
+//!   [`watch`], [`history`], [`conflicts`].
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use shade_shared::{Policies, ShadowId, ShadowName, ThingName};
+
+use crate::config::{Config, ConfigError, Overrides};
+use crate::store::{ReadStore, StoreError};
+
+pub mod client;
+pub mod conflicts;
+pub mod get;
+pub mod history;
+pub mod list;
+pub mod ops;
+pub mod output;
+pub mod update;
+pub mod watch;
+
+/// Where a broker listens: `mqtt://HOST:PORT` (the port defaults to 1883).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for BrokerUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = match s.split_once("://") {
+            Some(("mqtt" | "tcp", rest)) => rest,
+            Some((scheme, _)) => {
+                return Err(format!("{scheme}:// is not supported; use mqtt://HOST:PORT"));
+            }
+            None => s,
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            // [::1]:1883
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{s:?}: missing ] after an IPv6 address"))?;
+            match after {
+                "" => (host, None),
+                p => (host, Some(p.strip_prefix(':').unwrap_or(p))),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("{s:?} is not a broker address like mqtt://127.0.0.1:1883"));
+        }
+        let port = match port {
+            None => 1883,
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("{s:?}: {p:?} is not a port number"))?,
+        };
+        Ok(BrokerUrl { host: host.to_owned(), port })
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "mqtt://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!("{s} is not between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// How to reach a running broker.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// The broker to ask.
+    #[arg(long, value_name = "URL", default_value = "mqtt://127.0.0.1:1883")]
+    pub broker: BrokerUrl,
+    /// MQTT user name, sent in the CONNECT.
+    #[arg(long, env = "SHADE_USERNAME")]
+    pub username: Option<String>,
+    /// MQTT password, sent in the CONNECT.
+    #[arg(long, env = "SHADE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Seconds to wait for the broker to connect and to answer.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub timeout: Duration,
+}
+
+/// Where a reading command reads from: a running broker, or with `--data`
+/// a stopped broker's data directory.
+#[derive(Debug, Clone, Args)]
+pub struct Source {
+    #[command(flatten)]
+    pub online: BrokerArgs,
+    /// Read a stopped broker's data directory instead of asking a broker.
+    #[arg(long, value_name = "DIR", conflicts_with = "broker")]
+    pub data: Option<PathBuf>,
+    /// With --data: the broker's config file, whose merge policies decide
+    /// which side of a conflict is shown (default: lww for both sections).
+    #[arg(long, value_name = "FILE", requires = "data")]
+    pub config: Option<PathBuf>,
+}
+
+/// A stopped broker's data, open read-only.
+#[derive(Debug)]
+pub struct Offline {
+    pub store: ReadStore,
+    pub policies: Policies,
+}
+
+impl Source {
+    /// Opens `--data` when given; `None` means: ask the broker.
+    pub fn offline(&self) -> Result<Option<Offline>, CliError> {
+        let Some(dir) = &self.data else {
+            return Ok(None);
+        };
+        let policies = match &self.config {
+            Some(path) => Config::load(Some(path), &Overrides::default())?.policies,
+            None => Policies::default(),
+        };
+        let store = ReadStore::open(dir).map_err(|e| match e {
+            StoreError::InUse { .. } => CliError::InUse(dir.clone()),
+            other => CliError::Store(other),
+        })?;
+        Ok(Some(Offline { store, policies }))
+    }
+}
+
+/// The classic shadow of `thing`, or its shadow `name`.
+pub fn shadow_id(thing: ThingName, name: Option<ShadowName>) -> ShadowId {
+    match name {
+        Some(name) => ShadowId::named(thing, name),
+        None => ShadowId::classic(thing),
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Why a command failed: each prints as the one line after `shade: `.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot connect to {broker}: {reason}")]
+    Connect { broker: BrokerUrl, reason: String },
+    #[error("lost the connection to {broker}: {reason}")]
+    Lost { broker: BrokerUrl, reason: String },
+    #[error("timeout: no answer from {broker} within {secs} s while waiting for {waiting_for}")]
+    Timeout {
+        broker: BrokerUrl,
+        secs: String,
+        waiting_for: String,
+    },
+    /// An AWS `.../rejected` answer.
+    #[error("{}", rejection_line(.id, *.code, .message))]
+    Rejected {
+        id: ShadowId,
+        code: u16,
+        message: String,
+    },
+    /// An `"ok": false` answer of the native ops topic.
+    #[error("{}", refusal_line(.0))]
+    Refused(String),
+    #[error("no such shadow: {0}")]
+    NoSuchShadow(String),
+    #[error("invalid JSON argument: {0}")]
+    InvalidJson(String),
+    #[error("{broker} sent an answer shade cannot read: {reason}")]
+    BadReply { broker: BrokerUrl, reason: String },
+    #[error("{} is in use by a running shade serve; use --broker instead", .0.display())]
+    InUse(PathBuf),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot write the output: {0}")]
+    Output(#[from] io::Error),
+}
+
+fn rejection_line(id: &ShadowId, code: u16, message: &str) -> String {
+    let what = match code {
+        400 => "bad request",
+        401 | 403 => "not authorized",
+        404 => "no such shadow",
+        409 => "version conflict",
+        413 => "too large",
+        429 => "too many requests",
+        _ => "rejected",
+    };
+    format!("{what}: {id} ({code} {message})")
+}
+
+fn refusal_line(error: &str) -> String {
+    if error.starts_with("No shadow exists") {
+        format!("no such shadow ({error})")
+    } else {
+        format!("the broker refused the request: {error}")
+    }
+}
+
+/// Runs one command on a single-threaded runtime and turns its result into
+/// the exit code, printing a failure as one line on stderr.
+pub fn execute(command: impl Future<Output = Result<(), CliError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shade: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`shade list | head`) is not a failure.
+        Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let line = e.to_string().replace(['\n', '\r'], " ");
+            eprintln!("shade: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Result<BrokerUrl, String> {
+        s.parse()
+    }
+
+    #[test]
+    fn broker_urls_parse_and_print_back() {
+        let u = url("mqtt://127.0.0.1:18830").expect("valid");
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 18830));
+        assert_eq!(u.to_string(), "mqtt://127.0.0.1:18830");
+        assert_eq!(url("mqtt://broker.lan").expect("valid").port, 1883);
+        assert_eq!(url("localhost:1884").expect("valid").port, 1884);
+        let v6 = url("mqtt://[::1]:1885").expect("valid");
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 1885));
+        assert_eq!(v6.to_string(), "mqtt://[::1]:1885");
+    }
+
+    #[test]
+    fn broker_urls_refuse_what_cannot_be_reached() {
+        assert!(url("mqtts://host:8883").expect_err("tls").contains("not supported"));
+        assert!(url("mqtt://host:port").is_err());
+        assert!(url("mqtt://:1883").is_err());
+        assert!(url("mqtt://host:70000").is_err());
+    }
+
+    #[test]
+    fn rejections_name_the_cause_first() {
+        let id = ShadowId::classic(ThingName::new("lamp").expect("valid"));
+        let e = CliError::Rejected {
+            id: id.clone(),
+            code: 404,
+            message: "No shadow exists with name: lamp".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "no such shadow: lamp (404 No shadow exists with name: lamp)"
+        );
+        let e = CliError::Rejected {
+            id,
+            code: 409,
+            message: "Version conflict".into(),
+        };
+        assert!(e.to_string().starts_with("version conflict: lamp"));
+    }
+}

@@ -1,0 +1,153 @@
+//! `shade watch [THING]`: one line per accepted change until Ctrl-C.
+//!
+//! It subscribes to the AWS notices every SDK client can see,
+//! `update/documents` and `delete/accepted`, of classic and named shadows,
+//! and prints each as `TIME  THING[/SHADOW]  vVERSION  CHANGES`, where
+//! CHANGES are `path=value` words (`null` for what went away) or `deleted`.
+//! stdout carries those lines only, so a script can read them; the one
+//! `watching ...` line goes to stderr once the broker has acknowledged the
+//! subscriptions.
+
+use clap::Args;
+use serde_json::Value;
+use shade_shared::topic::{Operation, Reply, Topic};
+use shade_shared::ThingName;
+
+use super::client::Session;
+use super::output::{diff_words, local_time, Out, Paint};
+use super::{now_ms, BrokerArgs, CliError};
+
+pub const EXAMPLES: &str = "\
+Examples:
+  shade watch
+  shade watch lamp-1
+  shade watch | grep --line-buffered desired.color
+
+Each line: TIME  THING[/SHADOW]  vVERSION  CHANGES, e.g.
+  2026-11-26T12:03:04+01:00  lamp-1  v8  desired.color=\"red\" desired.mode=null";
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Only this thing's shadows (default: every thing).
+    pub thing: Option<ThingName>,
+    #[command(flatten)]
+    pub online: BrokerArgs,
+}
+
+/// The filters for `thing` (`+`: every thing).
+fn filters(thing: &str) -> Vec<String> {
+    let base = format!("$aws/things/{thing}/shadow");
+    vec![
+        format!("{base}/update/documents"),
+        format!("{base}/name/+/update/documents"),
+        format!("{base}/delete/accepted"),
+        format!("{base}/name/+/delete/accepted"),
+    ]
+}
+
+/// The line for one notice, or `None` for a message that is not one.
+fn line(out: &Out, topic: &str, payload: &[u8]) -> Option<String> {
+    let Ok(Topic::AwsReply { id, op, reply }) = Topic::parse(topic) else {
+        return None;
+    };
+    let doc: Value = serde_json::from_slice(payload).ok()?;
+    let secs = doc.get("timestamp").and_then(Value::as_u64);
+    let time = local_time(secs.map_or_else(now_ms, |s| s.saturating_mul(1000)));
+    let (version, change) = match (op, reply) {
+        (_, Reply::Documents) => {
+            let current = doc.get("current")?;
+            let version = current.get("version").and_then(Value::as_u64)?;
+            let before = doc.get("previous").and_then(|p| p.get("state")).unwrap_or(&Value::Null);
+            let after = current.get("state").unwrap_or(&Value::Null);
+            let words = diff_words(before, after);
+            (version, if words.is_empty() { "no change".to_owned() } else { words })
+        }
+        (Operation::Delete, Reply::Accepted) => {
+            (doc.get("version").and_then(Value::as_u64)?, "deleted".to_owned())
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "{}  {}  {}  {change}",
+        out.paint(Paint::Dim, &time),
+        out.paint(Paint::Bold, &id.to_string()),
+        out.paint(Paint::Cyan, &format!("v{version}"))
+    ))
+}
+
+/// Resolves on SIGINT, or SIGTERM on Unix.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub async fn run(args: WatchArgs) -> Result<(), CliError> {
+    let thing = args.thing.as_ref().map_or("+", ThingName::as_str);
+    let stop = interrupted();
+    tokio::pin!(stop);
+    let mut session = Session::connect(&args.online).await?;
+    session.subscribe(&filters(thing)).await?;
+    let what = args.thing.as_ref().map_or_else(|| "every shadow".to_owned(), |t| format!("the shadows of {t}"));
+    eprintln!("shade: watching {what} on {} (Ctrl-C to stop)", session.broker());
+    let mut out = Out::new();
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            msg = session.next_publish(None, "changes") => {
+                let msg = msg?;
+                if let Some(text) = line(&out, &msg.topic, &msg.payload) {
+                    out.line_now(&text)?;
+                }
+            }
+        }
+    }
+    session.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn filters_cover_classic_and_named_shadows() {
+        assert_eq!(
+            filters("lamp-1"),
+            [
+                "$aws/things/lamp-1/shadow/update/documents",
+                "$aws/things/lamp-1/shadow/name/+/update/documents",
+                "$aws/things/lamp-1/shadow/delete/accepted",
+                "$aws/things/lamp-1/shadow/name/+/delete/accepted",
+            ]
+        );
+    }
+
+    #[test]
+    fn notices_become_one_line_each() {
+        let out = Out::plain();
+        let docs = json!({
+            "previous": {"state": {"desired": {"color": "red", "mode": "eco"}}, "metadata": {}, "version": 7},
+            "current": {"state": {"desired": {"color": "blue"}}, "metadata": {}, "version": 8},
+            "timestamp": 1_764_158_584u64,
+        });
+        let text = line(&out, "$aws/things/lamp-1/shadow/name/cfg/update/documents", docs.to_string().as_bytes())
+            .expect("a line");
+        assert!(text.ends_with("  lamp-1/cfg  v8  desired.color=\"blue\" desired.mode=null"), "{text}");
+        let deleted = json!({"version": 8, "timestamp": 1_764_158_584u64});
+        let text = line(&out, "$aws/things/lamp-1/shadow/delete/accepted", deleted.to_string().as_bytes())
+            .expect("a line");
+        assert!(text.ends_with("  lamp-1  v8  deleted"), "{text}");
+        assert_eq!(line(&out, "$aws/things/lamp-1/shadow/update/accepted", b"{}"), None);
+    }
+}
