@@ -8,7 +8,11 @@ use shade_broker::cli::{self, conflicts, get, history, list, update, watch};
 use shade_broker::config::{Config, Overrides};
 
 #[derive(Debug, Parser)]
-#[command(name = "shade", version, about = "Device shadows over MQTT that merge instead of rejecting.")]
+#[command(
+    name = "shade",
+    version,
+    about = "Device shadows over MQTT that merge instead of rejecting."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,7 +21,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the shadow service with its embedded MQTT broker.
-    #[command(after_help = "Example:\n  shade serve                       # 127.0.0.1:1883, data in ./shade-data\n  shade serve --config config/broker.toml --listen 127.0.0.1:18830")]
+    #[command(
+        after_help = "Example:\n  shade serve                       # 127.0.0.1:1883, data in ./shade-data\n  shade serve --config config/broker.toml --listen 127.0.0.1:18830"
+    )]
     Serve {
         /// TOML config file (see config/broker.toml).
         #[arg(long)]
@@ -58,15 +64,27 @@ enum Command {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, listen, data, allow_anonymous } => {
+        Command::Serve {
+            config,
+            listen,
+            data,
+            allow_anonymous,
+        } => {
             init_tracing();
-            let overrides = Overrides { listen, data_dir: data, allow_anonymous };
+            let overrides = Overrides {
+                listen,
+                data_dir: data,
+                allow_anonymous,
+            };
             let config = match Config::load(config.as_deref(), &overrides) {
                 Ok(c) => c,
                 Err(e) => {
@@ -74,7 +92,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("shade serve: cannot start the runtime: {e}");

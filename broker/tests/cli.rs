@@ -127,10 +127,18 @@ impl Server {
         // Listeners bind on their own threads, a moment after `ready`.
         let deadline = Instant::now() + BOUND;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "shade serve is not listening on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "shade serve is not listening on {port}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
-        Server { guard: Some(guard), port, data, _dir: dir }
+        Server {
+            guard: Some(guard),
+            port,
+            data,
+            _dir: dir,
+        }
     }
 
     fn url(&self) -> String {
@@ -175,14 +183,22 @@ impl Run {
     /// Fails with exit 1 and one stderr line containing `needle`.
     fn fails_with(&self, needle: &str) {
         assert_eq!(self.code, Some(1), "expected exit 1: {self:#?}");
-        assert_eq!(self.stderr.lines().count(), 1, "expected one stderr line: {self:#?}");
+        assert_eq!(
+            self.stderr.lines().count(),
+            1,
+            "expected one stderr line: {self:#?}"
+        );
         assert!(self.stderr.starts_with("shade: "), "{self:#?}");
-        assert!(self.stderr.contains(needle), "expected {needle:?} in stderr: {self:#?}");
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?} in stderr: {self:#?}"
+        );
         assert!(!self.stderr.contains("panicked"), "{self:#?}");
     }
 
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
     }
 }
 
@@ -233,7 +249,10 @@ fn is_local_iso_time(s: &str) -> bool {
 
 /// Runs `f` on a runtime of its own, for the tests that speak MQTT themselves.
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async { tokio::time::timeout(BOUND, f).await.expect("bounded") })
 }
 
@@ -254,15 +273,26 @@ async fn mqtt(port: u16, client_id: &str) -> (AsyncClient, rumqttc::EventLoop) {
 fn agent_writes_concurrently(port: u16, thing: &str) {
     let device = ReplicaId::agent(thing).expect("replica id");
     let mut replica = Shadow::new();
-    let patch = Patch::Merge(json!({"color": "blue"}).as_object().cloned().unwrap_or_default());
+    let patch = Patch::Merge(
+        json!({"color": "blue"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
     // Later than the broker's write, so it wins under lww.
     let later = shade_broker::cli::now_ms() + 60_000;
     replica.write(&device, Section::Desired, &patch, later);
-    let up = SyncUp { replica: device, changes: replica.changes_since(&VersionVector::new()) };
+    let up = SyncUp {
+        replica: device,
+        changes: replica.changes_since(&VersionVector::new()),
+    };
     let payload = sync::encode(&up).expect("encode");
     block_on(async {
         let (client, mut events) = mqtt(port, thing).await;
-        client.subscribe(format!("shade/things/{thing}/sync/down"), QoS::AtLeastOnce).await.expect("subscribe");
+        client
+            .subscribe(format!("shade/things/{thing}/sync/down"), QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
         loop {
             match events.poll().await.expect("poll") {
                 Event::Incoming(Packet::SubAck(_)) => break,
@@ -270,7 +300,12 @@ fn agent_writes_concurrently(port: u16, thing: &str) {
             }
         }
         client
-            .publish(format!("shade/things/{thing}/sync/up"), QoS::AtLeastOnce, false, payload)
+            .publish(
+                format!("shade/things/{thing}/sync/up"),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
             .await
             .expect("publish");
         // The broker answers with sync/down once the merge is committed.
@@ -287,54 +322,125 @@ fn agent_writes_concurrently(port: u16, thing: &str) {
 #[test]
 fn update_get_and_delete_round_trip_through_the_broker() {
     let server = Server::start();
-    let run = server.shade(&["update", "lamp-1", "--desired", r#"{"color":"red","light":{"level":80}}"#]).ok();
+    let run = server
+        .shade(&[
+            "update",
+            "lamp-1",
+            "--desired",
+            r#"{"color":"red","light":{"level":80}}"#,
+        ])
+        .ok();
     assert_eq!(run.stdout.trim(), "lamp-1 version 1");
-    let run = server.shade(&["update", "lamp-1", "--reported", r#"{"color":"blue"}"#]).ok();
+    let run = server
+        .shade(&["update", "lamp-1", "--reported", r#"{"color":"blue"}"#])
+        .ok();
     assert_eq!(run.stdout.trim(), "lamp-1 version 2");
 
     let doc = server.shade(&["get", "lamp-1", "--json"]).ok().json();
-    assert_eq!(doc["state"]["desired"], json!({"color": "red", "light": {"level": 80}}));
+    assert_eq!(
+        doc["state"]["desired"],
+        json!({"color": "red", "light": {"level": 80}})
+    );
     assert_eq!(doc["state"]["reported"], json!({"color": "blue"}));
-    assert_eq!(doc["state"]["delta"], json!({"color": "red", "light": {"level": 80}}));
+    assert_eq!(
+        doc["state"]["delta"],
+        json!({"color": "red", "light": {"level": 80}})
+    );
     assert_eq!(doc["version"], 2);
-    assert!(doc["metadata"]["desired"]["light"]["level"]["timestamp"].is_u64(), "{doc}");
+    assert!(
+        doc["metadata"]["desired"]["light"]["level"]["timestamp"].is_u64(),
+        "{doc}"
+    );
     assert!(doc["timestamp"].is_u64());
     assert_eq!(doc["vv"], json!({"b:local": 2}));
     assert_eq!(doc["conflicts"], json!([]));
-    assert!(doc.get("clientToken").is_none(), "the CLI's token is its own business: {doc}");
+    assert!(
+        doc.get("clientToken").is_none(),
+        "the CLI's token is its own business: {doc}"
+    );
 
     let human = server.shade(&["get", "lamp-1"]).ok().stdout;
     let first = human.lines().next().expect("a title line");
     assert!(first.starts_with("lamp-1  version 2  updated "), "{human}");
-    assert!(is_local_iso_time(first.rsplit(' ').next().expect("time")), "{human}");
-    for part in ["desired:", "reported:", "delta:", "\"level\": 80", "\"color\": \"blue\""] {
+    assert!(
+        is_local_iso_time(first.rsplit(' ').next().expect("time")),
+        "{human}"
+    );
+    for part in [
+        "desired:",
+        "reported:",
+        "delta:",
+        "\"level\": 80",
+        "\"color\": \"blue\"",
+    ] {
         assert!(human.contains(part), "{part:?} missing from:\n{human}");
     }
     assert!(!human.contains('\x1b'), "no colour on a pipe:\n{human}");
 
-    let run = server.shade(&["update", "lamp-1", "--shadow", "cfg", "--reported", r#"{"fw":"1.2"}"#]).ok();
+    let run = server
+        .shade(&[
+            "update",
+            "lamp-1",
+            "--shadow",
+            "cfg",
+            "--reported",
+            r#"{"fw":"1.2"}"#,
+        ])
+        .ok();
     assert_eq!(run.stdout.trim(), "lamp-1/cfg version 1");
-    let cfg = server.shade(&["get", "lamp-1", "--shadow", "cfg", "--json"]).ok().json();
+    let cfg = server
+        .shade(&["get", "lamp-1", "--shadow", "cfg", "--json"])
+        .ok()
+        .json();
     assert_eq!(cfg["state"]["reported"], json!({"fw": "1.2"}));
 
     let run = server.shade(&["delete", "lamp-1", "--shadow", "cfg"]).ok();
     assert_eq!(run.stdout.trim(), "lamp-1/cfg deleted at version 1");
-    server.shade(&["get", "lamp-1", "--shadow", "cfg"]).fails_with("no such shadow");
-    server.shade(&["delete", "lamp-1", "--shadow", "cfg"]).fails_with("no such shadow");
+    server
+        .shade(&["get", "lamp-1", "--shadow", "cfg"])
+        .fails_with("no such shadow");
+    server
+        .shade(&["delete", "lamp-1", "--shadow", "cfg"])
+        .fails_with("no such shadow");
     // The classic shadow is untouched.
-    assert_eq!(server.shade(&["get", "lamp-1", "--json"]).ok().json()["version"], 2);
+    assert_eq!(
+        server.shade(&["get", "lamp-1", "--json"]).ok().json()["version"],
+        2
+    );
 }
 
 #[test]
 fn null_deletes_a_key_and_an_expected_version_guards_the_update() {
     let server = Server::start();
-    server.shade(&["update", "t1", "--desired", r#"{"a":1,"b":2}"#]).ok();
-    server.shade(&["update", "t1", "--desired", r#"{"b":null}"#]).ok();
+    server
+        .shade(&["update", "t1", "--desired", r#"{"a":1,"b":2}"#])
+        .ok();
+    server
+        .shade(&["update", "t1", "--desired", r#"{"b":null}"#])
+        .ok();
     let doc = server.shade(&["get", "t1", "--json"]).ok().json();
     assert_eq!(doc["state"]["desired"], json!({"a": 1}));
 
-    server.shade(&["update", "t1", "--desired", r#"{"a":3}"#, "--expect-version", "1"]).fails_with("version conflict");
-    let run = server.shade(&["update", "t1", "--desired", r#"{"a":3}"#, "--expect-version", "2"]).ok();
+    server
+        .shade(&[
+            "update",
+            "t1",
+            "--desired",
+            r#"{"a":3}"#,
+            "--expect-version",
+            "1",
+        ])
+        .fails_with("version conflict");
+    let run = server
+        .shade(&[
+            "update",
+            "t1",
+            "--desired",
+            r#"{"a":3}"#,
+            "--expect-version",
+            "2",
+        ])
+        .ok();
     assert_eq!(run.stdout.trim(), "t1 version 3");
 }
 
@@ -344,7 +450,9 @@ fn a_missing_shadow_is_one_line_and_exit_1() {
     let run = server.shade(&["get", "ghost"]);
     run.fails_with("no such shadow: ghost");
     assert_eq!(run.stdout, "");
-    server.shade(&["delete", "ghost"]).fails_with("no such shadow");
+    server
+        .shade(&["delete", "ghost"])
+        .fails_with("no such shadow");
 }
 
 #[test]
@@ -364,9 +472,12 @@ fn an_unreachable_broker_is_named_in_one_line() {
 fn invalid_json_arguments_fail_before_connecting() {
     // Nothing listens there: the argument must be refused first.
     let url = dead_broker();
-    shade(&["update", "t", "--desired", "{color: red}", "--broker", &url]).fails_with("invalid JSON argument");
-    shade(&["update", "t", "--reported", "[1,2]", "--broker", &url]).fails_with("invalid JSON argument");
-    shade(&["update", "t", "--desired", "42", "--broker", &url]).fails_with("must be a JSON object or null");
+    shade(&["update", "t", "--desired", "{color: red}", "--broker", &url])
+        .fails_with("invalid JSON argument");
+    shade(&["update", "t", "--reported", "[1,2]", "--broker", &url])
+        .fails_with("invalid JSON argument");
+    shade(&["update", "t", "--desired", "42", "--broker", &url])
+        .fails_with("must be a JSON object or null");
 }
 
 #[test]
@@ -391,17 +502,35 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for command in ["get", "list", "update", "delete", "watch", "history", "conflicts"] {
+    for command in [
+        "get",
+        "list",
+        "update",
+        "delete",
+        "watch",
+        "history",
+        "conflicts",
+    ] {
         let run = shade(&[command, "--help"]).ok();
-        assert!(run.stdout.contains("Examples:"), "{command} --help:\n{}", run.stdout);
-        assert!(run.stdout.contains(&format!("shade {command}")), "{command} --help:\n{}", run.stdout);
+        assert!(
+            run.stdout.contains("Examples:"),
+            "{command} --help:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains(&format!("shade {command}")),
+            "{command} --help:\n{}",
+            run.stdout
+        );
     }
 }
 
 #[test]
 fn a_running_brokers_data_is_refused_in_one_line() {
     let server = Server::start();
-    server.shade(&["update", "t1", "--desired", "{\"a\":1}"]).ok();
+    server
+        .shade(&["update", "t1", "--desired", "{\"a\":1}"])
+        .ok();
     let data = server.data();
     for args in [
         &["get", "t1", "--data", data][..],
@@ -416,17 +545,41 @@ fn a_running_brokers_data_is_refused_in_one_line() {
 #[test]
 fn a_stopped_brokers_data_reads_like_the_broker_answers() {
     let mut server = Server::start();
-    server.shade(&["update", "lamp-1", "--desired", r#"{"color":"red"}"#]).ok();
-    server.shade(&["update", "lamp-1", "--reported", r#"{"color":"red","mode":"eco"}"#]).ok();
-    server.shade(&["update", "lamp-1", "--shadow", "cfg", "--desired", r#"{"fw":"1.2"}"#]).ok();
-    server.shade(&["update", "lamp-2", "--desired", r#"{"on":true}"#]).ok();
+    server
+        .shade(&["update", "lamp-1", "--desired", r#"{"color":"red"}"#])
+        .ok();
+    server
+        .shade(&[
+            "update",
+            "lamp-1",
+            "--reported",
+            r#"{"color":"red","mode":"eco"}"#,
+        ])
+        .ok();
+    server
+        .shade(&[
+            "update",
+            "lamp-1",
+            "--shadow",
+            "cfg",
+            "--desired",
+            r#"{"fw":"1.2"}"#,
+        ])
+        .ok();
+    server
+        .shade(&["update", "lamp-2", "--desired", r#"{"on":true}"#])
+        .ok();
     server.shade(&["delete", "lamp-2"]).ok();
-    server.shade(&["update", "other", "--reported", r#"{"x":[1,2]}"#]).ok();
+    server
+        .shade(&["update", "other", "--reported", r#"{"x":[1,2]}"#])
+        .ok();
     let online = server.shade(&["get", "lamp-1", "--json"]).ok().json();
     server.stop();
     let data = server.data();
 
-    let mut offline = shade(&["get", "lamp-1", "--json", "--data", data]).ok().json();
+    let mut offline = shade(&["get", "lamp-1", "--json", "--data", data])
+        .ok()
+        .json();
     offline["timestamp"] = online["timestamp"].clone();
     assert_eq!(offline, online, "get --json offline and online");
     let human = shade(&["get", "lamp-1", "--data", data]).ok().stdout;
@@ -443,39 +596,75 @@ fn a_stopped_brokers_data_reads_like_the_broker_answers() {
         ]),
         "deleted shadows are not listed"
     );
-    let lamps = shade(&["list", "--prefix", "lamp", "--json", "--data", data]).ok().json();
+    let lamps = shade(&["list", "--prefix", "lamp", "--json", "--data", data])
+        .ok()
+        .json();
     assert_eq!(lamps.as_array().map(Vec::len), Some(2), "{lamps}");
-    let none = shade(&["list", "--prefix", "zzz", "--json", "--data", data]).ok().json();
+    let none = shade(&["list", "--prefix", "zzz", "--json", "--data", data])
+        .ok()
+        .json();
     assert_eq!(none, json!([]));
     let table = shade(&["list", "--data", data]).ok().stdout;
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows.len(), 4, "{table}");
-    assert_eq!(rows[0].split_whitespace().collect::<Vec<_>>(), ["THING", "SHADOW", "VERSION"]);
-    assert_eq!(rows[2].split_whitespace().collect::<Vec<_>>(), ["lamp-1", "cfg", "1"]);
+    assert_eq!(
+        rows[0].split_whitespace().collect::<Vec<_>>(),
+        ["THING", "SHADOW", "VERSION"]
+    );
+    assert_eq!(
+        rows[2].split_whitespace().collect::<Vec<_>>(),
+        ["lamp-1", "cfg", "1"]
+    );
     let column = rows[0].find("VERSION").expect("header");
-    assert!(rows.iter().all(|r| r.len() > column), "aligned columns:\n{table}");
+    assert!(
+        rows.iter().all(|r| r.len() > column),
+        "aligned columns:\n{table}"
+    );
     assert_eq!(rows[1].find('2'), Some(column), "aligned columns:\n{table}");
 
-    let history = shade(&["history", "lamp-1", "--json", "--data", data]).ok().json();
+    let history = shade(&["history", "lamp-1", "--json", "--data", data])
+        .ok()
+        .json();
     let entries = history.as_array().expect("an array");
     assert_eq!(entries.len(), 2, "{history}");
     assert_eq!(entries[0]["version"], 1);
     assert_eq!(entries[0]["kind"], "update");
     assert_eq!(entries[0]["change"], json!({"desired": {"color": "red"}}));
     assert_eq!(entries[0]["replica"], "b:local");
-    assert!(entries[0]["author"].as_str().is_some_and(|a| !a.is_empty()), "{history}");
+    assert!(
+        entries[0]["author"].as_str().is_some_and(|a| !a.is_empty()),
+        "{history}"
+    );
     assert!(entries[0]["time"].is_u64());
-    assert_eq!(entries[1]["change"], json!({"reported": {"color": "red", "mode": "eco"}}));
-    let last = shade(&["history", "lamp-1", "--limit", "1", "--json", "--data", data]).ok().json();
+    assert_eq!(
+        entries[1]["change"],
+        json!({"reported": {"color": "red", "mode": "eco"}})
+    );
+    let last = shade(&[
+        "history", "lamp-1", "--limit", "1", "--json", "--data", data,
+    ])
+    .ok()
+    .json();
     assert_eq!(last, json!([entries[1]]), "--limit keeps the newest");
-    let deleted = shade(&["history", "lamp-2", "--json", "--data", data]).ok().json();
-    assert_eq!(deleted[1]["kind"], "delete", "a deleted shadow keeps its history: {deleted}");
+    let deleted = shade(&["history", "lamp-2", "--json", "--data", data])
+        .ok()
+        .json();
+    assert_eq!(
+        deleted[1]["kind"], "delete",
+        "a deleted shadow keeps its history: {deleted}"
+    );
     let table = shade(&["history", "lamp-1", "--data", data]).ok().stdout;
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows.len(), 3, "{table}");
     assert!(rows[0].starts_with("TIME"), "{table}");
-    assert!(is_local_iso_time(rows[1].split_whitespace().next().expect("time")), "{table}");
-    assert!(rows[2].ends_with(r#"reported.color="red" reported.mode="eco""#), "{table}");
+    assert!(
+        is_local_iso_time(rows[1].split_whitespace().next().expect("time")),
+        "{table}"
+    );
+    assert!(
+        rows[2].ends_with(r#"reported.color="red" reported.mode="eco""#),
+        "{table}"
+    );
     shade(&["history", "ghost", "--data", data]).fails_with("no such shadow");
 
     let conflicts = shade(&["conflicts", "--json", "--data", data]).ok().json();
@@ -501,19 +690,48 @@ fn watch_prints_one_line_per_change_by_another_client() {
     let mut watch = Guard(child);
     wait_for_line(&err, "watching", "shade watch");
 
-    server.shade(&["update", "lamp-1", "--desired", r#"{"color":"red"}"#]).ok();
+    server
+        .shade(&["update", "lamp-1", "--desired", r#"{"color":"red"}"#])
+        .ok();
     let line = out.recv_timeout(BOUND).expect("a line for the update");
     let words: Vec<&str> = line.split_whitespace().collect();
     assert!(is_local_iso_time(words[0]), "{line}");
-    assert_eq!(words[1..], ["lamp-1", "v1", r#"desired.color="red""#], "{line}");
+    assert_eq!(
+        words[1..],
+        ["lamp-1", "v1", r#"desired.color="red""#],
+        "{line}"
+    );
 
-    server.shade(&["update", "lamp-1", "--shadow", "cfg", "--reported", r#"{"a":1}"#]).ok();
-    let line = out.recv_timeout(BOUND).expect("a line for the named shadow");
+    server
+        .shade(&[
+            "update",
+            "lamp-1",
+            "--shadow",
+            "cfg",
+            "--reported",
+            r#"{"a":1}"#,
+        ])
+        .ok();
+    let line = out
+        .recv_timeout(BOUND)
+        .expect("a line for the named shadow");
     assert!(line.ends_with("  lamp-1/cfg  v1  reported.a=1"), "{line}");
 
-    server.shade(&["update", "lamp-1", "--desired", r#"{"color":null,"on":true}"#]).ok();
-    let line = out.recv_timeout(BOUND).expect("a line for the second update");
-    assert!(line.ends_with(r#"  lamp-1  v2  desired.color=null desired.on=true"#), "{line}");
+    server
+        .shade(&[
+            "update",
+            "lamp-1",
+            "--desired",
+            r#"{"color":null,"on":true}"#,
+        ])
+        .ok();
+    let line = out
+        .recv_timeout(BOUND)
+        .expect("a line for the second update");
+    assert!(
+        line.ends_with(r#"  lamp-1  v2  desired.color=null desired.on=true"#),
+        "{line}"
+    );
 
     server.shade(&["delete", "lamp-1"]).ok();
     let line = out.recv_timeout(BOUND).expect("a line for the delete");
@@ -523,7 +741,10 @@ fn watch_prints_one_line_per_change_by_another_client() {
     signal(watch.0.id(), "INT");
     let status = wait_bounded(&mut watch.0, "shade watch after SIGINT");
     assert!(status.success(), "shade watch exited with {status}");
-    assert!(out.recv_timeout(Duration::from_millis(200)).is_err(), "nothing else on stdout");
+    assert!(
+        out.recv_timeout(Duration::from_millis(200)).is_err(),
+        "nothing else on stdout"
+    );
 }
 
 #[test]
@@ -541,8 +762,12 @@ fn watch_thing_sees_only_that_thing() {
     let err = lines(child.stderr.take().expect("stderr"));
     let _watch = Guard(child);
     wait_for_line(&err, "watching", "shade watch lamp-2");
-    server.shade(&["update", "lamp-1", "--desired", r#"{"x":1}"#]).ok();
-    server.shade(&["update", "lamp-2", "--desired", r#"{"x":2}"#]).ok();
+    server
+        .shade(&["update", "lamp-1", "--desired", r#"{"x":1}"#])
+        .ok();
+    server
+        .shade(&["update", "lamp-2", "--desired", r#"{"x":2}"#])
+        .ok();
     let line = out.recv_timeout(BOUND).expect("a line");
     assert!(line.ends_with("  lamp-2  v1  desired.x=2"), "{line}");
 }
@@ -552,15 +777,38 @@ fn watch_thing_sees_only_that_thing() {
 #[test]
 fn online_list_history_and_conflicts_print_what_the_offline_reads_print() {
     let mut server = Server::start();
-    server.shade(&["update", "lamp-1", "--desired", r#"{"color":"red","level":1}"#]).ok();
-    server.shade(&["update", "lamp-1", "--shadow", "cfg", "--reported", r#"{"fw":"1.2"}"#]).ok();
-    server.shade(&["update", "lamp-2", "--desired", r#"{"on":true}"#]).ok();
-    server.shade(&["update", "other", "--desired", r#"{"on":false}"#]).ok();
+    server
+        .shade(&[
+            "update",
+            "lamp-1",
+            "--desired",
+            r#"{"color":"red","level":1}"#,
+        ])
+        .ok();
+    server
+        .shade(&[
+            "update",
+            "lamp-1",
+            "--shadow",
+            "cfg",
+            "--reported",
+            r#"{"fw":"1.2"}"#,
+        ])
+        .ok();
+    server
+        .shade(&["update", "lamp-2", "--desired", r#"{"on":true}"#])
+        .ok();
+    server
+        .shade(&["update", "other", "--desired", r#"{"on":false}"#])
+        .ok();
     server.shade(&["delete", "other"]).ok();
     agent_writes_concurrently(server.port, "lamp-1");
     let t = ["--timeout", "5"];
 
-    let list = server.shade(&[&["list", "--json"][..], &t[..]].concat()).ok().json();
+    let list = server
+        .shade(&[&["list", "--json"][..], &t[..]].concat())
+        .ok()
+        .json();
     assert_eq!(
         list,
         json!([
@@ -569,42 +817,95 @@ fn online_list_history_and_conflicts_print_what_the_offline_reads_print() {
             {"thing": "lamp-2", "shadow": null, "version": 1},
         ])
     );
-    let prefixed = server.shade(&[&["list", "--prefix", "lamp-1", "--json"][..], &t[..]].concat()).ok().json();
+    let prefixed = server
+        .shade(&[&["list", "--prefix", "lamp-1", "--json"][..], &t[..]].concat())
+        .ok()
+        .json();
     assert_eq!(prefixed.as_array().map(Vec::len), Some(2), "{prefixed}");
     let table = server.shade(&[&["list"][..], &t[..]].concat()).ok().stdout;
     assert_eq!(table.lines().count(), 4, "{table}");
 
-    let history = server.shade(&[&["history", "lamp-1", "--json"][..], &t[..]].concat()).ok().json();
+    let history = server
+        .shade(&[&["history", "lamp-1", "--json"][..], &t[..]].concat())
+        .ok()
+        .json();
     let entries = history.as_array().expect("an array");
     assert_eq!(entries.len(), 2, "{history}");
     assert_eq!(entries[0]["kind"], "update");
     assert_eq!(entries[1]["kind"], "sync");
     assert_eq!(entries[1]["replica"], "a:lamp-1");
-    let newest = server.shade(&[&["history", "lamp-1", "--limit", "1", "--json"][..], &t[..]].concat()).ok().json();
+    let newest = server
+        .shade(&[&["history", "lamp-1", "--limit", "1", "--json"][..], &t[..]].concat())
+        .ok()
+        .json();
     assert_eq!(newest, json!([entries[1]]));
-    server.shade(&[&["history", "ghost"][..], &t[..]].concat()).fails_with("no such shadow");
+    server
+        .shade(&[&["history", "ghost"][..], &t[..]].concat())
+        .fails_with("no such shadow");
 
-    let conflicts = server.shade(&[&["conflicts", "--json"][..], &t[..]].concat()).ok().json();
+    let conflicts = server
+        .shade(&[&["conflicts", "--json"][..], &t[..]].concat())
+        .ok()
+        .json();
     assert_eq!(conflicts.as_array().map(Vec::len), Some(1), "{conflicts}");
     let c = &conflicts[0];
-    assert_eq!((&c["thing"], &c["shadow"], &c["section"], &c["path"]), (&json!("lamp-1"), &Value::Null, &json!("desired"), &json!("color")));
-    assert_eq!((&c["kept"]["value"], &c["kept"]["replica"]), (&json!("blue"), &json!("a:lamp-1")));
-    assert_eq!((&c["lost"]["value"], &c["lost"]["replica"]), (&json!("red"), &json!("b:local")));
-    let only_lamp_2 = server.shade(&[&["conflicts", "lamp-2", "--json"][..], &t[..]].concat()).ok().json();
+    assert_eq!(
+        (&c["thing"], &c["shadow"], &c["section"], &c["path"]),
+        (
+            &json!("lamp-1"),
+            &Value::Null,
+            &json!("desired"),
+            &json!("color")
+        )
+    );
+    assert_eq!(
+        (&c["kept"]["value"], &c["kept"]["replica"]),
+        (&json!("blue"), &json!("a:lamp-1"))
+    );
+    assert_eq!(
+        (&c["lost"]["value"], &c["lost"]["replica"]),
+        (&json!("red"), &json!("b:local"))
+    );
+    let only_lamp_2 = server
+        .shade(&[&["conflicts", "lamp-2", "--json"][..], &t[..]].concat())
+        .ok()
+        .json();
     assert_eq!(only_lamp_2, json!([]));
-    let table = server.shade(&[&["conflicts"][..], &t[..]].concat()).ok().stdout;
-    let row: Vec<&str> = table.lines().nth(1).map(|r| r.split_whitespace().collect()).unwrap_or_default();
+    let table = server
+        .shade(&[&["conflicts"][..], &t[..]].concat())
+        .ok()
+        .stdout;
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .map(|r| r.split_whitespace().collect())
+        .unwrap_or_default();
     assert_eq!(row.len(), 9, "{table}");
-    assert_eq!(row[..5], ["lamp-1", "-", "desired.color", "\"blue\"", "a:lamp-1"], "{table}");
+    assert_eq!(
+        row[..5],
+        ["lamp-1", "-", "desired.color", "\"blue\"", "a:lamp-1"],
+        "{table}"
+    );
     assert_eq!(row[6..8], ["\"red\"", "b:local"], "{table}");
     let human = server.shade(&["get", "lamp-1"]).ok().stdout;
-    assert!(human.contains("conflicts:") && human.contains(r#"desired.color  kept "blue""#), "{human}");
+    assert!(
+        human.contains("conflicts:") && human.contains(r#"desired.color  kept "blue""#),
+        "{human}"
+    );
 
     server.stop();
     let data = server.data();
     assert_eq!(shade(&["list", "--json", "--data", data]).ok().json(), list);
-    assert_eq!(shade(&["history", "lamp-1", "--json", "--data", data]).ok().json(), history);
-    assert_eq!(shade(&["conflicts", "--json", "--data", data]).ok().json(), conflicts);
+    assert_eq!(
+        shade(&["history", "lamp-1", "--json", "--data", data])
+            .ok()
+            .json(),
+        history
+    );
+    assert_eq!(
+        shade(&["conflicts", "--json", "--data", data]).ok().json(),
+        conflicts
+    );
 }
 
 #[test]
@@ -615,7 +916,10 @@ fn online_list_walks_every_page() {
     // Many shadows, fast: one client, QoS 1, counted by their accepted replies.
     block_on(async move {
         let (client, mut events) = mqtt(port, "bulk-writer").await;
-        client.subscribe("$aws/things/+/shadow/update/accepted", QoS::AtMostOnce).await.expect("subscribe");
+        client
+            .subscribe("$aws/things/+/shadow/update/accepted", QoS::AtMostOnce)
+            .await
+            .expect("subscribe");
         loop {
             if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.expect("poll") {
                 break;
@@ -626,7 +930,10 @@ fn online_list_walks_every_page() {
             for i in 0..SHADOWS {
                 let topic = format!("$aws/things/bulk-{i:05}/shadow/update");
                 let body = json!({"state": {"reported": {"i": i}}}).to_string();
-                writer.publish(topic, QoS::AtLeastOnce, false, body).await.expect("publish");
+                writer
+                    .publish(topic, QoS::AtLeastOnce, false, body)
+                    .await
+                    .expect("publish");
             }
         });
         let mut accepted = 0;
@@ -639,12 +946,29 @@ fn online_list_walks_every_page() {
     let check = |list: Value| {
         let items = list.as_array().expect("an array");
         assert_eq!(items.len(), SHADOWS);
-        assert!(items.windows(2).all(|w| w[0]["thing"].as_str() < w[1]["thing"].as_str()), "key order, no repeats");
-        assert_eq!(items[SHADOWS - 1], json!({"thing": format!("bulk-{:05}", SHADOWS - 1), "shadow": null, "version": 1}));
+        assert!(
+            items
+                .windows(2)
+                .all(|w| w[0]["thing"].as_str() < w[1]["thing"].as_str()),
+            "key order, no repeats"
+        );
+        assert_eq!(
+            items[SHADOWS - 1],
+            json!({"thing": format!("bulk-{:05}", SHADOWS - 1), "shadow": null, "version": 1})
+        );
     };
-    check(server.shade(&["list", "--json", "--timeout", "5"]).ok().json());
+    check(
+        server
+            .shade(&["list", "--json", "--timeout", "5"])
+            .ok()
+            .json(),
+    );
     server.stop();
-    check(shade(&["list", "--json", "--data", server.data()]).ok().json());
+    check(
+        shade(&["list", "--json", "--data", server.data()])
+            .ok()
+            .json(),
+    );
     let table = shade(&["list", "--data", server.data()]).ok().stdout;
     assert_eq!(table.lines().count(), SHADOWS + 1);
 }

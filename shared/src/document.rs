@@ -125,7 +125,7 @@ pub enum Policy {
 
 impl Policy {
     /// The sort key under this policy: the greatest key wins.
-    fn key<'a>(self, leaf: &'a Leaf) -> (bool, Timestamp, &'a ReplicaId, u64) {
+    fn key(self, leaf: &Leaf) -> (bool, Timestamp, &ReplicaId, u64) {
         let class = match self {
             Policy::Lww => false,
             Policy::BrokerWins => leaf.dot.replica.is_broker(),
@@ -216,12 +216,49 @@ pub struct Shadow {
 /// The stored form of a shadow: the index is rebuilt on load.
 #[derive(Serialize, Deserialize)]
 struct ShadowData {
+    #[serde(with = "section_entries")]
     desired: BTreeMap<Path, Register>,
+    #[serde(with = "section_entries")]
     reported: BTreeMap<Path, Register>,
     vv: VersionVector,
     clock: Hlc,
     version: u64,
     exists: bool,
+}
+
+/// A section through serde. Binary formats (CBOR, as stored and synced)
+/// keep the map keyed by path; human-readable ones get a list of
+/// `[path, register]` pairs, because JSON map keys must be strings and a
+/// path is a list of keys (joining them with `.` would be ambiguous).
+mod section_entries {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Path, Register};
+
+    pub(super) fn serialize<S: Serializer>(
+        section: &BTreeMap<Path, Register>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_seq(section.iter())
+        } else {
+            section.serialize(s)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Path, Register>, D::Error> {
+        if d.is_human_readable() {
+            Ok(Vec::<(Path, Register)>::deserialize(d)?
+                .into_iter()
+                .collect())
+        } else {
+            BTreeMap::deserialize(d)
+        }
+    }
 }
 
 impl From<ShadowData> for Shadow {

@@ -22,8 +22,8 @@ use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::ShadowId;
 use tokio::time::{timeout_at, Instant};
 
-use super::ops;
 use super::{BrokerArgs, BrokerUrl, CliError};
+use crate::ops;
 
 /// Largest packet accepted from the broker: a list page or a full document
 /// with metadata is far below this; the limit only bounds a broken peer.
@@ -69,14 +69,18 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("broker", &self.broker).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("broker", &self.broker)
+            .finish_non_exhaustive()
     }
 }
 
 fn reason(e: &ConnectionError) -> String {
     match e {
         ConnectionError::Io(io) => io.to_string(),
-        ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection ({code:?})"),
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection ({code:?})")
+        }
         other => other.to_string(),
     }
 }
@@ -84,7 +88,11 @@ fn reason(e: &ConnectionError) -> String {
 impl Session {
     /// Connects and waits for the CONNACK, for at most `--timeout`.
     pub async fn connect(args: &BrokerArgs) -> Result<Session, CliError> {
-        let mut options = MqttOptions::new(format!("shade-cli-{}", token()), args.broker.host.clone(), args.broker.port);
+        let mut options = MqttOptions::new(
+            format!("shade-cli-{}", token()),
+            args.broker.host.clone(),
+            args.broker.port,
+        );
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_session(true);
         options.set_max_packet_size(MAX_INCOMING, MAX_OUTGOING);
@@ -96,7 +104,10 @@ impl Session {
         }
         let (client, mut events) = AsyncClient::new(options, CHANNEL);
         let deadline = Instant::now() + args.timeout;
-        let connect_error = |reason: String| CliError::Connect { broker: args.broker.clone(), reason };
+        let connect_error = |reason: String| CliError::Connect {
+            broker: args.broker.clone(),
+            reason,
+        };
         loop {
             match timeout_at(deadline, events.poll()).await {
                 Err(_) => {
@@ -110,7 +121,13 @@ impl Session {
                 Ok(Ok(_)) => {}
             }
         }
-        Ok(Session { client, events, broker: args.broker.clone(), timeout: args.timeout, early: VecDeque::new() })
+        Ok(Session {
+            client,
+            events,
+            broker: args.broker.clone(),
+            timeout: args.timeout,
+            early: VecDeque::new(),
+        })
     }
 
     /// The broker this session talks to.
@@ -132,11 +149,18 @@ impl Session {
     }
 
     fn lost(&self, reason: String) -> CliError {
-        CliError::Lost { broker: self.broker.clone(), reason }
+        CliError::Lost {
+            broker: self.broker.clone(),
+            reason,
+        }
     }
 
     /// The next incoming packet, until `deadline` (`None`: no deadline).
-    async fn incoming(&mut self, deadline: Option<Instant>, waiting_for: &str) -> Result<Packet, CliError> {
+    async fn incoming(
+        &mut self,
+        deadline: Option<Instant>,
+        waiting_for: &str,
+    ) -> Result<Packet, CliError> {
         loop {
             let event = match deadline {
                 Some(deadline) => match timeout_at(deadline, self.events.poll()).await {
@@ -155,16 +179,25 @@ impl Session {
 
     /// Subscribes to `filters` and waits for the SUBACK; a refused filter is an error.
     pub async fn subscribe(&mut self, filters: &[String]) -> Result<(), CliError> {
-        let request = filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        let request = filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
         self.client
             .subscribe_many(request)
             .await
             .map_err(|e| self.lost(e.to_string()))?;
         let deadline = self.deadline();
         loop {
-            match self.incoming(Some(deadline), "the subscription to be acknowledged").await? {
+            match self
+                .incoming(Some(deadline), "the subscription to be acknowledged")
+                .await?
+            {
                 Packet::SubAck(ack) => {
-                    if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                    {
                         return Err(CliError::Refused(format!(
                             "subscribing to {} was refused",
                             filters.join(", ")
@@ -187,7 +220,11 @@ impl Session {
     }
 
     /// The next message on a subscribed topic, until `deadline` (`None`: wait forever).
-    pub async fn next_publish(&mut self, deadline: Option<Instant>, waiting_for: &str) -> Result<Publish, CliError> {
+    pub async fn next_publish(
+        &mut self,
+        deadline: Option<Instant>,
+        waiting_for: &str,
+    ) -> Result<Publish, CliError> {
         if let Some(p) = self.early.pop_front() {
             return Ok(p);
         }
@@ -199,7 +236,12 @@ impl Session {
     }
 
     /// Waits on `topics` for a JSON message whose clientToken is `token`.
-    async fn reply(&mut self, topics: &[String], token: &str, waiting_for: &str) -> Result<(String, Value), CliError> {
+    async fn reply(
+        &mut self,
+        topics: &[String],
+        token: &str,
+        waiting_for: &str,
+    ) -> Result<(String, Value), CliError> {
         let deadline = self.deadline();
         loop {
             let p = self.next_publish(Some(deadline), waiting_for).await?;
@@ -218,16 +260,26 @@ impl Session {
     /// An AWS shadow request: subscribes to `accepted` and `rejected`,
     /// publishes `body` with a fresh clientToken, and returns the accepted
     /// document or the rejection as [`CliError::Rejected`].
-    pub async fn aws(&mut self, id: &ShadowId, op: Operation, mut body: Map<String, Value>) -> Result<Value, CliError> {
+    pub async fn aws(
+        &mut self,
+        id: &ShadowId,
+        op: Operation,
+        mut body: Map<String, Value>,
+    ) -> Result<Value, CliError> {
         let token = token();
         body.insert("clientToken".into(), Value::String(token.clone()));
         let accepted = Topic::aws_reply(id, op, Reply::Accepted);
         let rejected = Topic::aws_reply(id, op, Reply::Rejected);
         let topics = [accepted, rejected.clone()];
         self.subscribe(&topics).await?;
-        self.publish(&Topic::aws_request(id, op), Value::Object(body).to_string().into_bytes())
+        self.publish(
+            &Topic::aws_request(id, op),
+            Value::Object(body).to_string().into_bytes(),
+        )
+        .await?;
+        let (topic, reply) = self
+            .reply(&topics, &token, &format!("the answer to {op} {id}"))
             .await?;
-        let (topic, reply) = self.reply(&topics, &token, &format!("the answer to {op} {id}")).await?;
         if topic == rejected {
             return Err(CliError::Rejected {
                 id: id.clone(),
@@ -236,39 +288,69 @@ impl Session {
                     .and_then(Value::as_u64)
                     .and_then(|c| u16::try_from(c).ok())
                     .unwrap_or(0),
-                message: reply.get("message").and_then(Value::as_str).unwrap_or("").to_owned(),
+                message: reply
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
             });
         }
         Ok(reply)
     }
 
-    /// A native request on `shade/ops/request` (see [`ops`]): returns its
+    /// A query on `shade/ops/request` (see [`crate::ops`]): returns its
     /// `result`, or the `error` as [`CliError::Refused`].
     pub async fn ops(&mut self, mut body: Map<String, Value>) -> Result<Value, CliError> {
         let token = token();
-        let what = body.get("op").and_then(Value::as_str).unwrap_or("request").to_owned();
+        let what = body
+            .get("op")
+            .and_then(Value::as_str)
+            .unwrap_or("request")
+            .to_owned();
         body.insert("clientToken".into(), Value::String(token.clone()));
-        let reply_topic = ops::reply_topic(&token);
+        let reply_topic = format!("{}{token}", ops::REPLY_PREFIX);
         let topics = [reply_topic.clone()];
         self.subscribe(&topics).await?;
-        self.publish(ops::REQUEST_TOPIC, Value::Object(body).to_string().into_bytes())
-            .await?;
-        let waiting_for = format!("the answer to {what} on {} (does this broker answer it?)", ops::REQUEST_TOPIC);
+        self.publish(
+            ops::REQUEST_TOPIC,
+            Value::Object(body).to_string().into_bytes(),
+        )
+        .await?;
+        let waiting_for = format!(
+            "the answer to {what} on {} (does this broker answer it?)",
+            ops::REQUEST_TOPIC
+        );
         let (_, mut reply) = self.reply(&topics, &token, &waiting_for).await?;
         // Best effort: the session ends soon anyway.
         let _ = self.client.try_unsubscribe(reply_topic);
         match reply.get("ok") {
-            Some(Value::Bool(true)) => Ok(reply.get_mut("result").map(Value::take).unwrap_or(Value::Null)),
-            Some(Value::Bool(false)) => Err(CliError::Refused(
-                reply.get("error").and_then(Value::as_str).unwrap_or("no reason given").to_owned(),
-            )),
+            Some(Value::Bool(true)) => Ok(reply
+                .get_mut("result")
+                .map(Value::take)
+                .unwrap_or(Value::Null)),
+            Some(Value::Bool(false)) => {
+                let error = reply
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given");
+                Err(CliError::Refused(
+                    if error.starts_with("No shadow exists") {
+                        error.to_owned()
+                    } else {
+                        format!("{} refused the {what} query: {error}", self.broker)
+                    },
+                ))
+            }
             _ => Err(self.bad_reply(format!("the answer to {what} has no \"ok\""))),
         }
     }
 
     /// A [`CliError::BadReply`] naming this broker.
     pub fn bad_reply(&self, reason: impl Into<String>) -> CliError {
-        CliError::BadReply { broker: self.broker.clone(), reason: reason.into() }
+        CliError::BadReply {
+            broker: self.broker.clone(),
+            reason: reason.into(),
+        }
     }
 
     /// Sends DISCONNECT and lets the event loop write it, for at most a second.

@@ -5,9 +5,8 @@
 use clap::Args;
 use shade_shared::ThingName;
 
-use super::client::Session;
-use super::ops::{self, ConflictRecord};
 use super::output::{local_time, pretty, Out, Paint, Table};
+use super::query::{self, ConflictRecord, Reader};
 use super::{CliError, Source};
 
 pub const EXAMPLES: &str = "\
@@ -29,26 +28,10 @@ pub struct ConflictsArgs {
 
 pub async fn run(args: ConflictsArgs) -> Result<(), CliError> {
     let thing = args.thing.as_ref().map(ThingName::as_str);
-    let records: Vec<ConflictRecord> = match args.source.offline()? {
-        Some(offline) => {
-            let mut records = Vec::new();
-            offline.store.for_each(thing.unwrap_or(""), |id, stored| {
-                // The prefix `lamp` also walks `lamp-2`: keep `lamp` and `lamp/...`.
-                if thing.is_none_or(|t| id.thing.as_str() == t) {
-                    records.extend(ops::conflict_records(&id, &stored.shadow, &offline.policies));
-                }
-            })?;
-            records
-        }
-        None => {
-            let mut session = Session::connect(&args.source.online).await?;
-            let result = session.ops(ops::conflicts_request(thing)).await?;
-            let records = serde_json::from_value(result)
-                .map_err(|e| session.bad_reply(format!("a conflict list: {e}")))?;
-            session.close().await;
-            records
-        }
-    };
+    let mut reader = Reader::open(&args.source).await?;
+    let result = reader.query(query::conflicts_request(thing)).await?;
+    let records: Vec<ConflictRecord> = reader.decode("a conflict list", result)?;
+    reader.close().await;
     let mut out = Out::new();
     if args.json {
         let v = serde_json::to_value(&records).map_err(std::io::Error::other)?;

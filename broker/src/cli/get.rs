@@ -71,14 +71,24 @@ fn newest(metadata: &Value) -> Option<u64> {
     match metadata {
         Value::Object(m) => m
             .iter()
-            .filter_map(|(k, v)| if k == "timestamp" { v.as_u64() } else { newest(v) })
+            .filter_map(|(k, v)| {
+                if k == "timestamp" {
+                    v.as_u64()
+                } else {
+                    newest(v)
+                }
+            })
             .max(),
         _ => None,
     }
 }
 
 fn indented(v: &Value) -> String {
-    pretty(v).lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    pretty(v)
+        .lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `  desired.color  kept "blue" (a:lamp-1, TIME)  lost "green" (b:local, TIME)`.
@@ -90,7 +100,10 @@ fn conflict_line(out: &Out, c: &Value) -> Option<String> {
         Some(format!(
             "{} {}",
             out.paint(paint, &s.value.to_string()),
-            out.paint(Paint::Dim, &format!("({}, {})", s.replica, local_time(s.ts)))
+            out.paint(
+                Paint::Dim,
+                &format!("({}, {})", s.replica, local_time(s.ts))
+            )
         ))
     };
     Some(format!(
@@ -106,21 +119,35 @@ fn print_document(out: &mut Out, name: &str, doc: &Value) -> Result<(), CliError
     let version = doc.get("version").and_then(Value::as_u64).unwrap_or(0);
     let mut title = format!("{}  version {version}", out.paint(Paint::Bold, name));
     if let Some(secs) = doc.get("metadata").and_then(newest) {
-        title.push_str(&out.paint(Paint::Dim, &format!("  updated {}", local_time(secs.saturating_mul(1000)))));
+        title.push_str(&out.paint(
+            Paint::Dim,
+            &format!("  updated {}", local_time(secs.saturating_mul(1000))),
+        ));
     }
     out.line(&title)?;
     let state = doc.get("state");
-    for (section, paint) in [("desired", Paint::Cyan), ("reported", Paint::Green), ("delta", Paint::Yellow)] {
+    for (section, paint) in [
+        ("desired", Paint::Cyan),
+        ("reported", Paint::Green),
+        ("delta", Paint::Yellow),
+    ] {
         match state.and_then(|s| s.get(section)) {
             Some(v) => {
                 out.line(&out.paint(paint, &format!("{section}:")))?;
                 out.line(&indented(v))?;
             }
-            None if section != "delta" => out.line(&format!("{}  {}", out.paint(paint, &format!("{section}:")), out.paint(Paint::Dim, "(none)")))?,
+            None if section != "delta" => out.line(&format!(
+                "{}  {}",
+                out.paint(paint, &format!("{section}:")),
+                out.paint(Paint::Dim, "(none)")
+            ))?,
             None => {}
         }
     }
-    let conflicts = doc.get("conflicts").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let conflicts = doc
+        .get("conflicts")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
     if !conflicts.is_empty() {
         out.line(&out.paint(Paint::Red, "conflicts:"))?;
         for c in conflicts {

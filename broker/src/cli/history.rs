@@ -5,9 +5,8 @@ use clap::Args;
 use serde_json::Value;
 use shade_shared::{ShadowName, ThingName};
 
-use super::client::Session;
-use super::ops;
 use super::output::{change_words, local_time, pretty, Out, Paint, Table};
+use super::query::{self, Reader};
 use super::{shadow_id, CliError, Source};
 use crate::store::HistoryEntry;
 
@@ -37,22 +36,10 @@ pub struct HistoryArgs {
 pub async fn run(args: HistoryArgs) -> Result<(), CliError> {
     let id = shadow_id(args.thing, args.shadow);
     let limit = args.limit as usize;
-    let entries: Vec<HistoryEntry> = match args.source.offline()? {
-        Some(offline) => {
-            if offline.store.get(&id)?.is_none() {
-                return Err(CliError::NoSuchShadow(id.to_string()));
-            }
-            offline.store.history(&id, limit)?
-        }
-        None => {
-            let mut session = Session::connect(&args.source.online).await?;
-            let result = session.ops(ops::history_request(&id, limit)).await?;
-            let entries = serde_json::from_value(result)
-                .map_err(|e| session.bad_reply(format!("a history: {e}")))?;
-            session.close().await;
-            entries
-        }
-    };
+    let mut reader = Reader::open(&args.source).await?;
+    let result = reader.query(query::history_request(&id, limit)).await?;
+    let entries: Vec<HistoryEntry> = reader.decode("a history", result)?;
+    reader.close().await;
     let mut out = Out::new();
     if args.json {
         let v = serde_json::to_value(&entries).map_err(std::io::Error::other)?;
@@ -78,7 +65,14 @@ pub async fn run(args: HistoryArgs) -> Result<(), CliError> {
                 (Value::Null, "delete") => "deleted".to_owned(),
                 (change, _) => change_words(change),
             };
-            vec![local_time(e.time), e.version.to_string(), e.kind.clone(), e.author.clone(), e.replica.clone(), change]
+            vec![
+                local_time(e.time),
+                e.version.to_string(),
+                e.kind.clone(),
+                e.author.clone(),
+                e.replica.clone(),
+                change,
+            ]
         })
         .collect();
     table.print(&mut out, &rows)?;

@@ -1,14 +1,13 @@
 //! `shade list [--prefix P] [--json]`: every shadow, in key order.
 //!
-//! Online it walks the pages of the native `list` request; offline it walks
-//! the store. Either way it holds one page at a time and prints as it goes:
-//! `--json` streams the array's brackets and elements.
+//! It walks the pages of the `list` query, online or over `--data`, holding
+//! one page at a time and printing as it goes: `--json` streams the array's
+//! brackets and elements.
 
 use clap::Args;
 
-use super::client::Session;
-use super::ops::{self, ListItem, ListPage, LIST_PAGE};
 use super::output::{Out, Paint, Table};
+use super::query::{self, ListItem, ListPage, Reader, LIST_PAGE};
 use super::{CliError, Source};
 
 pub const EXAMPLES: &str = "\
@@ -40,8 +39,17 @@ struct Printer {
 
 impl Printer {
     fn new(json: bool) -> Self {
-        let table = Table::new(&[("THING", Paint::Bold), ("SHADOW", Paint::Plain), ("VERSION", Paint::Plain)]);
-        Self { out: Out::new(), json, table, printed: 0 }
+        let table = Table::new(&[
+            ("THING", Paint::Bold),
+            ("SHADOW", Paint::Plain),
+            ("VERSION", Paint::Plain),
+        ]);
+        Self {
+            out: Out::new(),
+            json,
+            table,
+            printed: 0,
+        }
     }
 
     fn page(&mut self, items: &[ListItem]) -> Result<(), CliError> {
@@ -61,7 +69,13 @@ impl Printer {
         }
         let rows: Vec<Vec<String>> = items
             .iter()
-            .map(|i| vec![i.thing.clone(), i.shadow.clone().unwrap_or_else(|| "-".into()), i.version.to_string()])
+            .map(|i| {
+                vec![
+                    i.thing.clone(),
+                    i.shadow.clone().unwrap_or_else(|| "-".into()),
+                    i.version.to_string(),
+                ]
+            })
             .collect();
         self.printed += rows.len();
         self.table.print(&mut self.out, &rows)
@@ -80,45 +94,28 @@ impl Printer {
 
 pub async fn run(args: ListArgs) -> Result<(), CliError> {
     let mut printer = Printer::new(args.json);
-    match args.source.offline()? {
-        Some(offline) => {
-            let mut page = Vec::with_capacity(LIST_PAGE);
-            let mut failed = None;
-            offline.store.for_each(&args.prefix, |id, stored| {
-                if failed.is_some() {
-                    return;
-                }
-                if let Some(item) = ops::list_item(&id, &stored) {
-                    page.push(item);
-                }
-                if page.len() == LIST_PAGE {
-                    failed = printer.page(&page).err();
-                    page.clear();
-                }
-            })?;
-            if let Some(e) = failed {
-                return Err(e);
+    let mut reader = Reader::open(&args.source).await?;
+    let mut after: Option<String> = None;
+    loop {
+        let result = reader
+            .query(query::list_request(
+                &args.prefix,
+                after.as_deref(),
+                LIST_PAGE,
+            ))
+            .await?;
+        let page: ListPage = reader.decode("a list page", result)?;
+        printer.page(&page.items)?;
+        match page.next {
+            None => break,
+            Some(next) if after.as_ref() == Some(&next) => {
+                return Err(CliError::Refused(format!(
+                    "the list does not advance past {next:?}"
+                )));
             }
-            printer.page(&page)?;
-        }
-        None => {
-            let mut session = Session::connect(&args.source.online).await?;
-            let mut after: Option<String> = None;
-            loop {
-                let result = session.ops(ops::list_request(&args.prefix, after.as_deref(), LIST_PAGE)).await?;
-                let page: ListPage = serde_json::from_value(result)
-                    .map_err(|e| session.bad_reply(format!("a list page: {e}")))?;
-                printer.page(&page.items)?;
-                match page.next {
-                    None => break,
-                    Some(next) if after.as_ref() == Some(&next) || page.items.is_empty() => {
-                        return Err(session.bad_reply(format!("the list does not advance past {next:?}")));
-                    }
-                    Some(next) => after = Some(next),
-                }
-            }
-            session.close().await;
+            Some(next) => after = Some(next),
         }
     }
+    reader.close().await;
     printer.finish()
 }

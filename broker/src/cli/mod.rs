@@ -5,7 +5,7 @@
 //! `get`, `update` and `delete` speak the AWS Device Shadow API like any
 //! device SDK would, `watch` subscribes to the AWS notices, and `list`,
 //! `history` and `conflicts`, which AWS has no API for, use shade's native
-//! request topic ([`ops`]). `get`, `list`, `history` and `conflicts` can also
+//! query topic ([`crate::ops`]). `get`, `list`, `history` and `conflicts` can also
 //! read a stopped broker's data directory (`--data DIR`) through the
 //! read-only [`crate::store::ReadStore`]; they print the same JSON either way.
 //!
@@ -19,8 +19,9 @@
 //!   turns its result into an exit code.
 //! - [`client`]: one MQTT session: connect, subscribe and wait for the
 //!   SUBACK, request and match the reply by its clientToken, all bounded.
-//! - [`ops`]: the native `shade/ops/request` protocol and its offline
-//!   equivalents over the store.
+//! - [`query`]: `list`, `history` and `conflicts` queries, sent to the
+//!   broker's `shade/ops/request` or run over `--data` with the broker's own
+//!   [`crate::ops::execute`].
 //! - [`output`]: colours (terminals only), local times, tables, changes.
 //! - one file per command: [`get`], [`list`], [`update`] (with `delete`),
 //!   [`watch`], [`history`], [`conflicts`].
@@ -44,8 +45,8 @@ pub mod conflicts;
 pub mod get;
 pub mod history;
 pub mod list;
-pub mod ops;
 pub mod output;
+pub mod query;
 pub mod update;
 pub mod watch;
 
@@ -63,7 +64,9 @@ impl FromStr for BrokerUrl {
         let rest = match s.split_once("://") {
             Some(("mqtt" | "tcp", rest)) => rest,
             Some((scheme, _)) => {
-                return Err(format!("{scheme}:// is not supported; use mqtt://HOST:PORT"));
+                return Err(format!(
+                    "{scheme}:// is not supported; use mqtt://HOST:PORT"
+                ));
             }
             None => s,
         };
@@ -84,7 +87,9 @@ impl FromStr for BrokerUrl {
             }
         };
         if host.is_empty() || host.contains('/') {
-            return Err(format!("{s:?} is not a broker address like mqtt://127.0.0.1:1883"));
+            return Err(format!(
+                "{s:?} is not a broker address like mqtt://127.0.0.1:1883"
+            ));
         }
         let port = match port {
             None => 1883,
@@ -92,7 +97,10 @@ impl FromStr for BrokerUrl {
                 .parse()
                 .map_err(|_| format!("{s:?}: {p:?} is not a port number"))?,
         };
-        Ok(BrokerUrl { host: host.to_owned(), port })
+        Ok(BrokerUrl {
+            host: host.to_owned(),
+            port,
+        })
     }
 }
 
@@ -123,10 +131,15 @@ pub struct BrokerArgs {
     #[arg(long, value_name = "URL", default_value = "mqtt://127.0.0.1:1883")]
     pub broker: BrokerUrl,
     /// MQTT user name, sent in the CONNECT.
-    #[arg(long, env = "SHADE_USERNAME")]
+    #[arg(long, value_name = "NAME", env = "SHADE_USERNAME")]
     pub username: Option<String>,
     /// MQTT password, sent in the CONNECT.
-    #[arg(long, env = "SHADE_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "SHADE_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// Seconds to wait for the broker to connect and to answer.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
@@ -208,7 +221,7 @@ pub enum CliError {
         code: u16,
         message: String,
     },
-    /// An `"ok": false` answer of the native ops topic.
+    /// The `error` of a query (`"ok": false` online).
     #[error("{}", refusal_line(.0))]
     Refused(String),
     #[error("no such shadow: {0}")]
@@ -244,7 +257,7 @@ fn refusal_line(error: &str) -> String {
     if error.starts_with("No shadow exists") {
         format!("no such shadow ({error})")
     } else {
-        format!("the broker refused the request: {error}")
+        error.to_owned()
     }
 }
 
@@ -295,7 +308,9 @@ mod tests {
 
     #[test]
     fn broker_urls_refuse_what_cannot_be_reached() {
-        assert!(url("mqtts://host:8883").expect_err("tls").contains("not supported"));
+        assert!(url("mqtts://host:8883")
+            .expect_err("tls")
+            .contains("not supported"));
         assert!(url("mqtt://host:port").is_err());
         assert!(url("mqtt://:1883").is_err());
         assert!(url("mqtt://host:70000").is_err());

@@ -59,7 +59,10 @@ impl Out {
 
     /// Standard output without colour, whatever it is.
     pub fn plain() -> Self {
-        Self { stdout: io::stdout(), color: false }
+        Self {
+            stdout: io::stdout(),
+            color: false,
+        }
     }
 
     /// `text` in `paint`, when colour is on.
@@ -120,7 +123,11 @@ pub fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     match v {
         Value::Object(m) => {
             for (k, child) in m {
-                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 match child {
                     Value::Object(inner) if inner.is_empty() => {
                         out.insert(path, child.clone());
@@ -217,10 +224,19 @@ impl Table {
         let last = row.len().saturating_sub(1);
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
-            let paint = if header { Paint::Bold } else { self.paints.get(i).copied().unwrap_or(Paint::Plain) };
+            let paint = if header {
+                Paint::Bold
+            } else {
+                self.paints.get(i).copied().unwrap_or(Paint::Plain)
+            };
             line.push_str(&out.paint(paint, cell));
             if i < last {
-                let pad = self.widths.get(i).copied().unwrap_or(0).saturating_sub(cell.chars().count());
+                let pad = self
+                    .widths
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(cell.chars().count());
                 line.push_str(&" ".repeat(pad + 2));
             }
         }
@@ -246,16 +262,29 @@ mod tests {
     #[test]
     fn changes_read_as_path_value_words() {
         let change = json!({"desired": {"light": {"level": 80, "on": true}, "mode": null}});
-        assert_eq!(change_words(&change), "desired.light.level=80 desired.light.on=true desired.mode=null");
+        assert_eq!(
+            change_words(&change),
+            "desired.light.level=80 desired.light.on=true desired.mode=null"
+        );
         assert_eq!(change_words(&json!({"desired": null})), "desired=null");
-        assert_eq!(change_words(&json!({"reported": {"a.b": "x"}})), "reported.a.b=\"x\"");
+        assert_eq!(
+            change_words(&json!({"reported": {"a.b": "x"}})),
+            "reported.a.b=\"x\""
+        );
     }
 
     #[test]
     fn diffs_show_set_and_removed_leaves() {
-        let before = json!({"desired": {"color": "red", "mode": "eco"}, "reported": {"color": "red"}});
+        let before =
+            json!({"desired": {"color": "red", "mode": "eco"}, "reported": {"color": "red"}});
         let after = json!({"desired": {"color": "blue"}, "reported": {"color": "red"}});
-        assert_eq!(diff_words(&before, &after), "desired.color=\"blue\" desired.mode=null");
-        assert_eq!(diff_words(&Value::Null, &json!({"desired": {"x": 1}})), "desired.x=1");
+        assert_eq!(
+            diff_words(&before, &after),
+            "desired.color=\"blue\" desired.mode=null"
+        );
+        assert_eq!(
+            diff_words(&Value::Null, &json!({"desired": {"x": 1}})),
+            "desired.x=1"
+        );
     }
 }

@@ -57,7 +57,8 @@ pub struct DeleteArgs {
 
 /// Reads a `--desired`/`--reported` argument: a JSON object, or null.
 pub fn section_argument(flag: &str, text: &str) -> Result<Value, CliError> {
-    let v: Value = serde_json::from_str(text).map_err(|e| CliError::InvalidJson(format!("{flag}: {e}")))?;
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| CliError::InvalidJson(format!("{flag}: {e}")))?;
     let kind = match &v {
         Value::Object(_) | Value::Null => return Ok(v),
         Value::Bool(_) => "a boolean",
@@ -112,11 +113,25 @@ mod tests {
 
     #[test]
     fn section_arguments_are_objects_or_null() {
-        assert_eq!(section_argument("--desired", r#"{"a":1}"#).expect("object"), json!({"a": 1}));
-        assert_eq!(section_argument("--desired", "null").expect("null"), Value::Null);
+        assert_eq!(
+            section_argument("--desired", r#"{"a":1}"#).expect("object"),
+            json!({"a": 1})
+        );
+        assert_eq!(
+            section_argument("--desired", "null").expect("null"),
+            Value::Null
+        );
         let e = section_argument("--desired", "{a:1}").expect_err("not JSON");
-        assert!(e.to_string().starts_with("invalid JSON argument: --desired: key must be a string"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("invalid JSON argument: --desired: key must be a string"),
+            "{e}"
+        );
         let e = section_argument("--reported", "5").expect_err("a number");
-        assert!(e.to_string().contains("--reported must be a JSON object or null, not a number"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("--reported must be a JSON object or null, not a number"),
+            "{e}"
+        );
     }
 }

@@ -57,14 +57,25 @@ fn line(out: &Out, topic: &str, payload: &[u8]) -> Option<String> {
         (_, Reply::Documents) => {
             let current = doc.get("current")?;
             let version = current.get("version").and_then(Value::as_u64)?;
-            let before = doc.get("previous").and_then(|p| p.get("state")).unwrap_or(&Value::Null);
+            let before = doc
+                .get("previous")
+                .and_then(|p| p.get("state"))
+                .unwrap_or(&Value::Null);
             let after = current.get("state").unwrap_or(&Value::Null);
             let words = diff_words(before, after);
-            (version, if words.is_empty() { "no change".to_owned() } else { words })
+            (
+                version,
+                if words.is_empty() {
+                    "no change".to_owned()
+                } else {
+                    words
+                },
+            )
         }
-        (Operation::Delete, Reply::Accepted) => {
-            (doc.get("version").and_then(Value::as_u64)?, "deleted".to_owned())
-        }
+        (Operation::Delete, Reply::Accepted) => (
+            doc.get("version").and_then(Value::as_u64)?,
+            "deleted".to_owned(),
+        ),
         _ => return None,
     };
     Some(format!(
@@ -75,44 +86,64 @@ fn line(out: &Out, topic: &str, payload: &[u8]) -> Option<String> {
     ))
 }
 
-/// Resolves on SIGINT, or SIGTERM on Unix.
-async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+/// Resolves on SIGINT or SIGTERM. The handlers are installed by this call,
+/// not when the future is first polled, so a signal sent right after the
+/// `watching` line ends the watch cleanly instead of killing the process.
+#[cfg(unix)]
+fn interrupted() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (int, term) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-            return;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(not(unix))]
+fn interrupted() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 pub async fn run(args: WatchArgs) -> Result<(), CliError> {
-    let thing = args.thing.as_ref().map_or("+", ThingName::as_str);
     let stop = interrupted();
-    tokio::pin!(stop);
+    tokio::select! {
+        () = stop => Ok(()),
+        result = watch(&args) => result,
+    }
+}
+
+/// Connects, subscribes, then prints until the connection fails.
+async fn watch(args: &WatchArgs) -> Result<(), CliError> {
+    let thing = args.thing.as_ref().map_or("+", ThingName::as_str);
     let mut session = Session::connect(&args.online).await?;
     session.subscribe(&filters(thing)).await?;
-    let what = args.thing.as_ref().map_or_else(|| "every shadow".to_owned(), |t| format!("the shadows of {t}"));
-    eprintln!("shade: watching {what} on {} (Ctrl-C to stop)", session.broker());
+    let what = args.thing.as_ref().map_or_else(
+        || "every shadow".to_owned(),
+        |t| format!("the shadows of {t}"),
+    );
+    eprintln!(
+        "shade: watching {what} on {} (Ctrl-C to stop)",
+        session.broker()
+    );
     let mut out = Out::new();
     loop {
-        tokio::select! {
-            () = &mut stop => break,
-            msg = session.next_publish(None, "changes") => {
-                let msg = msg?;
-                if let Some(text) = line(&out, &msg.topic, &msg.payload) {
-                    out.line_now(&text)?;
-                }
-            }
+        let msg = session.next_publish(None, "changes").await?;
+        if let Some(text) = line(&out, &msg.topic, &msg.payload) {
+            out.line_now(&text)?;
         }
     }
-    session.close().await;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -141,13 +172,27 @@ mod tests {
             "current": {"state": {"desired": {"color": "blue"}}, "metadata": {}, "version": 8},
             "timestamp": 1_764_158_584u64,
         });
-        let text = line(&out, "$aws/things/lamp-1/shadow/name/cfg/update/documents", docs.to_string().as_bytes())
-            .expect("a line");
-        assert!(text.ends_with("  lamp-1/cfg  v8  desired.color=\"blue\" desired.mode=null"), "{text}");
+        let text = line(
+            &out,
+            "$aws/things/lamp-1/shadow/name/cfg/update/documents",
+            docs.to_string().as_bytes(),
+        )
+        .expect("a line");
+        assert!(
+            text.ends_with("  lamp-1/cfg  v8  desired.color=\"blue\" desired.mode=null"),
+            "{text}"
+        );
         let deleted = json!({"version": 8, "timestamp": 1_764_158_584u64});
-        let text = line(&out, "$aws/things/lamp-1/shadow/delete/accepted", deleted.to_string().as_bytes())
-            .expect("a line");
+        let text = line(
+            &out,
+            "$aws/things/lamp-1/shadow/delete/accepted",
+            deleted.to_string().as_bytes(),
+        )
+        .expect("a line");
         assert!(text.ends_with("  lamp-1  v8  deleted"), "{text}");
-        assert_eq!(line(&out, "$aws/things/lamp-1/shadow/update/accepted", b"{}"), None);
+        assert_eq!(
+            line(&out, "$aws/things/lamp-1/shadow/update/accepted", b"{}"),
+            None
+        );
     }
 }
