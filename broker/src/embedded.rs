@@ -142,8 +142,13 @@ impl fmt::Debug for BrokerSettings {
 /// rumqttd's outgoing inflight window is a constant (100) in 0.20; this is
 /// the matching number of packets read from one socket per batch.
 const READ_BATCH: usize = 100;
-/// QoS 0 messages handed to one connection per router pass.
-const MAX_OUTGOING_PER_PASS: u64 = 200;
+/// QoS 0 messages handed to one connection per router pass. rumqttd also
+/// truncates the retained messages a new QoS 0 subscription receives to
+/// this count, and every shadow's state is a retained message, so it is
+/// sized for a large fleet: a dashboard subscribing to `shade/things/#`
+/// must see every shadow. The messages are reference-counted slices of
+/// the router's log, so a large pass costs pointers, not copies.
+const MAX_OUTGOING_PER_PASS: u64 = 200_000;
 /// Above this, rumqttd's router preallocates too much (and, far above,
 /// overflows a capacity computation).
 const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;

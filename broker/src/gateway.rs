@@ -148,6 +148,16 @@ impl Gateway {
             }
             Packet::Subscribe(mut subscribe, props) => {
                 for filter in &mut subscribe.filters {
+                    if catches_state(&filter.path) {
+                        // rumqttd hands a new QoS 1 subscription at most 100
+                        // retained messages (its fixed inflight window) and
+                        // drops the rest; at QoS 0 the cap is the router's
+                        // per-pass count, which we size for every shadow.
+                        // The state topics are snapshots, each superseded by
+                        // the next, so QoS 0 loses nothing a reader needs,
+                        // and MQTT lets a server grant less than was asked.
+                        filter.qos = rumqttd::protocol::QoS::AtMostOnce;
+                    }
                     filter.path = client_filter(&filter.path);
                 }
                 Packet::Subscribe(subscribe, props)
@@ -262,6 +272,16 @@ fn route(topic: &str) -> Route {
         ),
         _ => Route::Clients,
     }
+}
+
+/// Could `filter` match a retained `shade/things/.../state` topic?
+fn catches_state(filter: &str) -> bool {
+    let inner = match filter.strip_prefix("$share/") {
+        Some(rest) => rest.split_once('/').map_or("", |(_, f)| f),
+        None => filter,
+    };
+    let first = inner.split('/').next().unwrap_or("");
+    matches!(first, "shade" | "+" | "#")
 }
 
 /// Maps a filter a client subscribes to (or unsubscribes from).

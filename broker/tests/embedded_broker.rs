@@ -506,3 +506,39 @@ async fn start_reports_a_port_in_use_and_bad_settings() {
         Err(EmbeddedError::Setting(_))
     ));
 }
+
+/// rumqttd hands a new QoS 1 subscription at most 100 retained messages;
+/// the gateway grants state subscriptions QoS 0 so a dashboard sees every
+/// shadow, however many there are.
+#[tokio::test]
+async fn a_late_subscriber_gets_every_retained_state_not_just_the_first_hundred() {
+    bounded(async {
+        let broker = start_broker();
+        let (port, handle) = (broker.tcp, broker.handle.clone());
+        const SHADOWS: usize = 500;
+        // A subscriber that sees them all go by, so we know the router stored them.
+        let (early, mut early_packets) = connect(port, "early").await;
+        subscribe(&early, &mut early_packets, "shade/things/+/state").await;
+        for i in 0..SHADOWS {
+            handle
+                .publish(&format!("shade/things/t{i}/state"), b"{}".to_vec(), true)
+                .await
+                .expect("publish");
+        }
+        for _ in 0..SHADOWS {
+            next_publish(&mut early_packets).await;
+        }
+        for filter in ["shade/things/#", "#"] {
+            let (late, mut late_packets) = connect(port, &format!("late-{}", filter.len())).await;
+            subscribe(&late, &mut late_packets, filter).await;
+            let mut seen = std::collections::BTreeSet::new();
+            while seen.len() < SHADOWS {
+                let p = next_publish(&mut late_packets).await;
+                assert!(p.retain, "{} should be a retained state", p.topic);
+                seen.insert(p.topic);
+            }
+            assert_eq!(seen.len(), SHADOWS, "subscriber to {filter}");
+        }
+    })
+    .await;
+}
