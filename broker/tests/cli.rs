@@ -675,6 +675,48 @@ fn a_stopped_brokers_data_reads_like_the_broker_answers() {
 }
 
 #[test]
+fn a_crashed_brokers_data_asks_for_a_repair_in_one_line() {
+    let mut server = Server::start();
+    server
+        .shade(&["update", "t1", "--desired", r#"{"a":1}"#])
+        .ok();
+    // SIGKILL: redb is left marked as open, which only a writer can repair.
+    drop(server.guard.take());
+    shade(&["get", "t1", "--data", server.data()]).fails_with("was not closed cleanly");
+}
+
+#[test]
+fn credentials_go_in_the_connect() {
+    let server = Server::start();
+    server
+        .shade(&[
+            "update",
+            "t1",
+            "--desired",
+            "{}",
+            "--username",
+            "operator",
+            "--password",
+            "secret",
+        ])
+        .ok();
+    let url = server.url();
+    let mut child = Command::new(SHADE)
+        .args(["get", "t1", "--json", "--broker", &url])
+        .env("SHADE_USERNAME", "operator")
+        .env("SHADE_PASSWORD", "secret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shade get");
+    let status = wait_bounded(
+        &mut child,
+        "shade get with credentials from the environment",
+    );
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn watch_prints_one_line_per_change_by_another_client() {
     let server = Server::start();
     let url = server.url();

@@ -180,6 +180,8 @@ impl Source {
         };
         let store = ReadStore::open(dir).map_err(|e| match e {
             StoreError::InUse { .. } => CliError::InUse(dir.clone()),
+            // A read-only open cannot repair what a crash left behind.
+            StoreError::Db(redb::Error::RepairAborted) => CliError::NeedsRepair(dir.clone()),
             other => CliError::Store(other),
         })?;
         Ok(Some(Offline { store, policies }))
@@ -232,6 +234,12 @@ pub enum CliError {
     BadReply { broker: BrokerUrl, reason: String },
     #[error("{} is in use by a running shade serve; use --broker instead", .0.display())]
     InUse(PathBuf),
+    #[error(
+        "{} was not closed cleanly (shade serve did not shut down); start shade serve on it \
+         once to repair it, or use --broker",
+        .0.display()
+    )]
+    NeedsRepair(PathBuf),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
