@@ -100,6 +100,10 @@ pub async fn serve(
     {
         tracing::warn!("gave up publishing the last replies after 10 s");
     }
+    // The replies are now in rumqttd's hands, which has no flush: give its
+    // router and connection threads a moment to write them to the sockets,
+    // so the last committed requests also get their `accepted`.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     tracing::info!("stopped");
     Ok(())
 }

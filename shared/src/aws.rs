@@ -90,7 +90,13 @@ impl UpdateRequest {
 
 fn parse_object(payload: &[u8], limits: &Limits) -> Result<Map<String, Value>, Rejection> {
     if payload.len() > limits.max_payload_bytes {
-        return Err(Rejection::too_large());
+        // Still echo the clientToken when one can be read: the transport
+        // already bounds how large a payload can get here.
+        let token = match serde_json::from_slice::<Value>(payload) {
+            Ok(Value::Object(map)) => client_token(&map, limits).ok().flatten(),
+            _ => None,
+        };
+        return Err(Rejection::too_large().with_token(token));
     }
     match serde_json::from_slice::<Value>(payload) {
         Ok(Value::Object(map)) => Ok(map),
