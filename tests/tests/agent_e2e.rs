@@ -413,6 +413,10 @@ async fn thousand_pending_leaves_converge_after_reconnect() {
     assert_eq!(broker_doc["state"]["reported"]["k0999"], 999);
 }
 
+/// `report` asks for `run` to have been started once; that must suffice
+/// even when the agent never wrote or heard anything. (Found failing:
+/// `Replica::open` persists nothing for a new replica, so the redb file has
+/// no state row until the first change and `report` says "no replica".)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_after_a_run_that_never_synced_is_accepted() {
     let dir = temp_dir();
@@ -438,6 +442,10 @@ async fn report_after_a_run_that_never_synced_is_accepted() {
     assert_eq!(state(&data).await["state"]["reported"], json!({"x": 1}));
 }
 
+/// `report` works "whether or not `run` is running", also when two scripts
+/// report at once. (Found failing: each opens the redb file directly, the
+/// losers get `DatabaseAlreadyOpen`, mapped to "in use by a running
+/// shade-agent that does not answer on its socket", exit 1.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reports_to_a_stopped_agent_all_succeed() {
     let dir = temp_dir();
@@ -476,6 +484,12 @@ async fn concurrent_reports_to_a_stopped_agent_all_succeed() {
     );
 }
 
+/// A device whose data directory was wiped comes back under the same
+/// (default) client id, so the same replica id, counting its dots from 1
+/// again. (Found failing: the broker's vector already covers those dots, so
+/// it skips the new writes as seen and its reply acknowledges them: the
+/// agent shows `pending: 0` for a report the broker never took, and never
+/// receives the broker's older values either.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_with_a_wiped_data_dir_resyncs_instead_of_losing_reports() {
     let dir = temp_dir();
@@ -534,6 +548,12 @@ async fn agent_with_a_wiped_data_dir_resyncs_instead_of_losing_reports() {
     );
 }
 
+/// A broker that lost its database (restored empty) learns the agent's
+/// state again. (Found failing: the agent's `broker_vv` still covers its old
+/// writes, so it sends only the new one, computed against a vector the broker
+/// no longer has; the broker refuses it as a gap and answers with its empty
+/// vector, which the agent joins without noticing the regression: pending
+/// stays 1 and the broker stays empty, forever.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restored_empty_is_refilled_by_the_connected_agent() {
     let dir = temp_dir();

@@ -25,7 +25,8 @@ fn solo_thing(i: usize) -> String {
 
 /// The `report` and then `desire` commands for one agent's data directory.
 /// One directory's commands run one after the other: two commands writing
-/// the same stopped replica at once do not both succeed (see the report).
+/// the same stopped replica at once do not both succeed (see
+/// `concurrent_reports_to_a_stopped_agent_all_succeed` in agent_e2e.rs).
 #[derive(Debug, Clone)]
 struct Edits {
     data: PathBuf,
