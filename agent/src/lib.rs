@@ -131,7 +131,11 @@ pub struct Agent {
 impl Agent {
     /// Opens the replica and starts the sync loop. Must run inside a tokio runtime.
     pub fn start(config: AgentConfig) -> Result<Agent, AgentError> {
-        let replica = Replica::open(&config.data_dir, config.replica()?, config.max_pending_leaves)?;
+        let id = config.replica()?;
+        // A one-shot `report` may hold the file for a moment.
+        let replica = replica::when_free(std::time::Duration::from_secs(10), || {
+            Replica::open(&config.data_dir, id.clone(), config.max_pending_leaves)
+        })?;
         let (connected, _) = watch::channel(false);
         let (events, _) = broadcast::channel(64);
         let shared = Arc::new(Shared { config, replica: Mutex::new(replica), connected, events, kick: Notify::new() });

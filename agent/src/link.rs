@@ -101,12 +101,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 
 /// Sends what the broker lacks (at most [`MAX_PATHS_PER_MESSAGE`] registers).
 fn send_up(shared: &Shared, client: &AsyncClient, topic: &str) {
-    let up = {
-        let replica = shared.replica();
-        let mut up = replica.sync_up();
-        up.changes = replica.state().shadow.changes_since_limited(&replica.state().broker_vv, MAX_PATHS_PER_MESSAGE);
-        up
-    };
+    let up = shared.replica().sync_up_limited(MAX_PATHS_PER_MESSAGE);
     match sync::encode(&up) {
         Ok(bytes) => {
             if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, bytes) {
@@ -131,13 +126,14 @@ fn on_down(shared: &Shared, payload: &[u8]) -> bool {
     };
     let mut replica = shared.replica();
     let acked_before = replica.state().broker_vv.clone();
-    let outcome = match replica.apply(&down) {
-        Ok(o) => o,
+    let applied = match replica.apply(&down) {
+        Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "cannot store a sync/down; it will be resent");
             return false;
         }
     };
+    let outcome = applied.outcome;
     if outcome.gap {
         // Meant for another agent of this shadow (sync/down is shared).
         return false;
@@ -148,5 +144,5 @@ fn on_down(shared: &Shared, payload: &[u8]) -> bool {
         let _ = shared.events.send(change);
     }
     let pending = replica.pending() > 0;
-    (progressed && pending) || !outcome.changed.is_empty()
+    applied.resync || (progressed && pending) || !outcome.changed.is_empty()
 }

@@ -131,9 +131,43 @@ async fn run(config: AgentConfig) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The replica id of the replica in `data`, needed to open it for writing.
-fn replica_in(data: &Path) -> Result<Option<shade_shared::ReplicaId>, ReplicaError> {
-    Ok(Replica::peek(data)?.map(|s| s.replica))
+/// How long a one-shot command waits for the replica's file, which a
+/// starting agent or another one-shot command may hold for a moment.
+const WAIT_FOR_REPLICA: Duration = Duration::from_secs(10);
+
+/// Asks the running agent, or, when none runs, does `direct` on the
+/// replica itself, retrying while another process holds the file.
+async fn with_replica<T: Send + 'static>(
+    data: &Path,
+    req: Request,
+    direct: impl Fn(&Path) -> Result<T, ReplicaError> + Send + Sync + 'static,
+) -> Result<Result<local::Response, T>, String> {
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_REPLICA;
+    let direct = std::sync::Arc::new(direct);
+    loop {
+        match local::request(data, &req, WAIT_FOR_REPLICA).await {
+            Ok(r) => return Ok(Ok(r)),
+            Err(LocalError::NotRunning(_)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let (d, path) = (direct.clone(), data.to_owned());
+        match tokio::task::spawn_blocking(move || d(&path)).await {
+            Ok(Ok(v)) => return Ok(Err(v)),
+            Ok(Err(ReplicaError::InUse(_))) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn no_replica(data: &Path) -> String {
+    format!(
+        "no replica in {}: start `shade-agent run --thing THING --data {}` once first",
+        data.display(),
+        data.display()
+    )
 }
 
 async fn write(data: &Path, section: Section, pairs: &[String]) -> ExitCode {
@@ -142,49 +176,28 @@ async fn write(data: &Path, section: Section, pairs: &[String]) -> ExitCode {
         Err(e) => return fail(e),
     };
     let req = Request::Write { section, patch: patch.clone() };
-    match local::request(data, &req, Duration::from_secs(10)).await {
-        Ok(r) if r.ok => return ExitCode::SUCCESS,
-        Ok(r) => return fail(r.error.unwrap_or_else(|| "the running agent refused the write".into())),
-        Err(LocalError::NotRunning(_)) => {}
-        Err(e) => return fail(e),
-    }
-    // No agent running: write the replica directly.
-    let id = match replica_in(data) {
-        Ok(Some(id)) => id,
-        Ok(None) => {
-            return fail(format!(
-                "no replica in {}: start `shade-agent run --thing THING --data {}` once first",
-                data.display(),
-                data.display()
-            ))
-        }
-        Err(e) => return fail(e),
-    };
-    let result = tokio::task::spawn_blocking({
-        let data = data.to_owned();
-        move || -> Result<(), ReplicaError> {
-            let mut r = Replica::open(&data, id, usize::MAX)?;
-            r.write(section, &Patch::Merge(patch), now_ms())?;
-            Ok(())
-        }
+    let result = with_replica(data, req, move |dir| -> Result<bool, ReplicaError> {
+        let Some(mut r) = Replica::open_existing(dir, usize::MAX)? else { return Ok(false) };
+        r.write(section, &Patch::Merge(patch.clone()), now_ms())?;
+        Ok(true)
     })
     .await;
     match result {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => fail(e),
+        Ok(Ok(r)) if r.ok => ExitCode::SUCCESS,
+        Ok(Ok(r)) => fail(r.error.unwrap_or_else(|| "the running agent refused the write".into())),
+        Ok(Err(true)) => ExitCode::SUCCESS,
+        Ok(Err(false)) => fail(no_replica(data)),
         Err(e) => fail(e),
     }
 }
 
 async fn state(data: &Path, json: bool) -> ExitCode {
-    let doc = match local::request(data, &Request::State, Duration::from_secs(10)).await {
-        Ok(r) if r.ok => r.state.unwrap_or_default(),
-        Ok(r) => return fail(r.error.unwrap_or_else(|| "the running agent refused".into())),
-        Err(LocalError::NotRunning(_)) => match Replica::peek(data) {
-            Ok(Some(s)) => replica::state_json(&s, &Policies::default(), false, now_ms()),
-            Ok(None) => return fail(format!("no replica in {}", data.display())),
-            Err(e) => return fail(e),
-        },
+    let result = with_replica(data, Request::State, |dir| Replica::peek(dir)).await;
+    let doc = match result {
+        Ok(Ok(r)) if r.ok => r.state.unwrap_or_default(),
+        Ok(Ok(r)) => return fail(r.error.unwrap_or_else(|| "the running agent refused".into())),
+        Ok(Err(Some(s))) => replica::state_json(&s, &Policies::default(), false, now_ms()),
+        Ok(Err(None)) => return fail(no_replica(data)),
         Err(e) => return fail(e),
     };
     if json {

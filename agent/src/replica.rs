@@ -52,6 +52,11 @@ pub struct ReplicaState {
     pub shadow: Shadow,
     /// The newest vector heard from the broker: what it has durably merged.
     pub broker_vv: VersionVector,
+    /// True until this replica has merged the broker's whole state once
+    /// (see [`Replica::apply`]). Its writes meanwhile are kept locally and
+    /// written again on top of that state, never sent with their own dots.
+    #[serde(default)]
+    pub fresh: bool,
 }
 
 /// The local replica, open for writing.
@@ -81,6 +86,7 @@ impl Replica {
             dbr(txn.commit())?;
             loaded
         };
+        let loaded_nothing = loaded.is_none();
         let state = match loaded {
             Some(bytes) => {
                 let state: ReplicaState = shade_shared::sync::decode(&bytes, STORED_DEPTH)
@@ -90,9 +96,44 @@ impl Replica {
                 }
                 state
             }
-            None => ReplicaState { replica, shadow: Shadow::new(), broker_vv: VersionVector::new() },
+            None => ReplicaState {
+                replica,
+                shadow: Shadow::new(),
+                broker_vv: VersionVector::new(),
+                fresh: true,
+            },
         };
-        Ok(Replica { db: database, state, max_pending })
+        let replica = Replica { db: database, state, max_pending };
+        if loaded_nothing {
+            // A replica exists from its first open on, so `report` and
+            // `desire` can write to it before it ever synced.
+            replica.persist()?;
+        }
+        Ok(replica)
+    }
+
+    /// Opens the replica in `dir` for writing, whoever's it is; `None` when
+    /// there is none (no `shade-agent run` ever started there).
+    pub fn open_existing(dir: &Path, max_pending: usize) -> Result<Option<Replica>, ReplicaError> {
+        if !dir.join(DB_FILE).exists() {
+            return Ok(None);
+        }
+        let database = match redb::Database::open(dir.join(DB_FILE)) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(ReplicaError::InUse(dir.to_owned())),
+            other => dbr(other)?,
+        };
+        let bytes: Option<Vec<u8>> = {
+            let txn = dbr(database.begin_read())?;
+            match txn.open_table(STATE) {
+                Ok(table) => dbr(table.get(KEY))?.map(|v| v.value().to_vec()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(ReplicaError::Db(e.into())),
+            }
+        };
+        let Some(bytes) = bytes else { return Ok(None) };
+        let state: ReplicaState =
+            shade_shared::sync::decode(&bytes, STORED_DEPTH).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+        Ok(Some(Replica { db: database, state, max_pending }))
     }
 
     /// Reads the replica in `dir` without a running agent, if it exists.
@@ -162,18 +203,59 @@ impl Replica {
 
     /// The `SyncUp` to send: everything the broker has not acknowledged.
     pub fn sync_up(&self) -> SyncUp {
-        SyncUp { replica: self.state.replica.clone(), changes: self.state.shadow.changes_since(&self.state.broker_vv) }
+        self.sync_up_limited(usize::MAX)
+    }
+
+    /// The `SyncUp` to send, with at most about `max_paths` registers. A
+    /// fresh replica sends none: it asks for the broker's whole state first.
+    pub fn sync_up_limited(&self, max_paths: usize) -> SyncUp {
+        let changes = if self.state.fresh {
+            shade_shared::Changes::default()
+        } else {
+            self.state.shadow.changes_since_limited(&self.state.broker_vv, max_paths)
+        };
+        SyncUp { replica: self.state.replica.clone(), changes }
     }
 
     /// Applies a `SyncDown`: merges it, learns the broker's vector (which
     /// acknowledges our covered dots), drops tombstones everyone has seen.
-    pub fn apply(&mut self, down: &SyncDown) -> Result<MergeOutcome, ReplicaError> {
+    ///
+    /// Lost state is repaired here, in two cases:
+    /// - A *fresh* replica (new, or whose data directory was wiped) numbers
+    ///   its writes from 1 under the same replica id as before, so the
+    ///   broker may already hold other writes with the same dots and would
+    ///   skip ours as seen. A fresh replica therefore sends nothing until it
+    ///   has merged the broker's whole state (a `SyncDown` computed since the
+    ///   empty vector); then its own writes are written again on top of it,
+    ///   with new dots, in one durable step. The same happens when a
+    ///   `SyncDown` shows the broker has seen more of our writes than we
+    ///   hold (our data was restored from an old copy).
+    /// - The broker has seen less than we thought (its data was restored):
+    ///   its vector replaces ours, so what it lacks is pending again.
+    pub fn apply(&mut self, down: &SyncDown) -> Result<Applied, ReplicaError> {
+        let me = self.state.replica.clone();
+        if !self.state.fresh && down.changes.vv.get(&me) > self.state.shadow.vv().get(&me) {
+            tracing::warn!(
+                "the broker has seen writes of this replica that it no longer holds \
+                 (its data was wiped or restored): fetching the broker's state"
+            );
+            let before = self.state.clone();
+            self.state.fresh = true;
+            if let Err(e) = self.persist() {
+                self.state = before;
+                return Err(e);
+            }
+            return Ok(Applied { outcome: MergeOutcome::default(), resync: true });
+        }
+        if self.state.fresh {
+            return self.rebase(down);
+        }
         let before = self.state.clone();
         let outcome = self.state.shadow.merge(&down.changes);
         if outcome.gap {
-            return Ok(outcome);
+            return Ok(Applied { outcome, resync: false });
         }
-        self.state.broker_vv.join(&down.changes.vv);
+        self.state.broker_vv = down.changes.vv.clone();
         self.state.shadow.version = self.state.shadow.version.max(down.version);
         self.state.shadow.collect_tombstones(&down.stable);
         if self.state != before {
@@ -182,8 +264,85 @@ impl Replica {
                 return Err(e);
             }
         }
-        Ok(outcome)
+        Ok(Applied { outcome, resync: false })
     }
+
+    /// Merges the broker's whole state into an empty replica, then writes
+    /// this replica's own leaves again on top, with new dots.
+    fn rebase(&mut self, down: &SyncDown) -> Result<Applied, ReplicaError> {
+        if !down.changes.since.is_empty() {
+            // Not the whole state (a reply meant for another agent).
+            return Ok(Applied { outcome: MergeOutcome { changed: vec![], gap: true }, resync: false });
+        }
+        let me = self.state.replica.clone();
+        let mut mine = Vec::new();
+        for section in Section::ALL {
+            for (path, register) in self.state.shadow.section(section) {
+                if let Some(leaf) = register.iter().find(|l| l.dot.replica == me) {
+                    let mut patch = Map::new();
+                    insert_path(&mut patch, path, leaf.value.clone().unwrap_or(Value::Null));
+                    mine.push((section, patch));
+                }
+            }
+        }
+        let mut shadow = Shadow::new();
+        let outcome = shadow.merge(&down.changes);
+        for (section, patch) in mine {
+            shadow.write(&me, section, &Patch::Merge(patch), crate::now_ms());
+        }
+        shadow.version = down.version;
+        shadow.collect_tombstones(&down.stable);
+        let before = self.state.clone();
+        self.state.shadow = shadow;
+        self.state.broker_vv = down.changes.vv.clone();
+        self.state.fresh = false;
+        if let Err(e) = self.persist() {
+            self.state = before;
+            return Err(e);
+        }
+        Ok(Applied { outcome, resync: true })
+    }
+}
+
+/// Runs `open` until the replica's file is free or `timeout` passes:
+/// another one-shot `report`/`desire`/`state` may hold it for a moment,
+/// and redb lets one process at a time open it.
+pub fn when_free<T>(
+    timeout: std::time::Duration,
+    mut open: impl FnMut() -> Result<T, ReplicaError>,
+) -> Result<T, ReplicaError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match open() {
+            Err(ReplicaError::InUse(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// What applying a `SyncDown` did.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub outcome: MergeOutcome,
+    /// Send a `SyncUp` at once: to fetch the broker's whole state, or to
+    /// push writes just rebased onto it.
+    pub resync: bool,
+}
+
+fn insert_path(root: &mut Map<String, Value>, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut node = root;
+    for key in parents {
+        let entry = node.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        let Value::Object(next) = entry else { return };
+        node = next;
+    }
+    node.insert(last.clone(), value);
 }
 
 /// Registers holding a dot the broker has not acknowledged.

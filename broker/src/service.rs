@@ -309,13 +309,12 @@ impl Service {
             // and the operator sees why in the log.
             tracing::warn!(client, shadow = %id, "sync/up would grow the document over max_document_bytes; not merged");
             stored.shadow = previous.clone();
-        } else {
-            stored
-                .peers
-                .entry(up.replica.clone())
-                .or_default()
-                .join(&up.changes.vv);
         }
+        // What the agent holds now, as it says: replaced, not joined, so an
+        // agent that lost its data (and starts again from nothing) is sent
+        // everything. A stale vector from a reordered message only means
+        // resending what it already has.
+        stored.peers.insert(up.replica.clone(), up.changes.vv.clone());
         let changed = !outcome.is_empty() && stored.shadow != previous;
         if changed {
             stored.shadow.version += 1;
@@ -335,12 +334,7 @@ impl Service {
         }
         // The reply: everything the agent lacks, with our vector, which now
         // covers (acknowledges) the agent's merged changes.
-        let agent_vv = stored
-            .peers
-            .get(&up.replica)
-            .cloned()
-            .unwrap_or_else(|| up.changes.vv.clone());
-        if let Some(reply) = self.sync_down(id, &stored, &agent_vv) {
+        if let Some(reply) = self.sync_down(id, &stored, &up.changes.vv) {
             h.out.push(reply);
         }
         if changed {
