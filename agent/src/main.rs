@@ -192,7 +192,7 @@ async fn write(data: &Path, section: Section, pairs: &[String]) -> ExitCode {
 }
 
 async fn state(data: &Path, json: bool) -> ExitCode {
-    let result = with_replica(data, Request::State, |dir| Replica::peek(dir)).await;
+    let result = with_replica(data, Request::State, Replica::peek).await;
     let doc = match result {
         Ok(Ok(r)) if r.ok => r.state.unwrap_or_default(),
         Ok(Ok(r)) => return fail(r.error.unwrap_or_else(|| "the running agent refused".into())),

@@ -21,14 +21,9 @@
 //!
 //! The binaries are found next to the test executable
 //! (`target/<profile>/shade` and `shade-agent`). Cargo does not build a
-//! dependency's binaries, and builds a member's binaries during
-//! `cargo test` only when that member has integration tests of its own
-//! (`shade-broker` does, `shade-agent` does not): a `shade-agent` binary
-//! left from an older build would be tested silently. So before the first
-//! process starts, [`ensure_binaries_built`] runs `cargo build --bins` for
-//! both packages, once per test executable (about 0.2 s when they are up to
-//! date; cargo does not hold its build lock while tests run). Set
-//! `SHADE_E2E_NO_BUILD=1` to skip that and use the binaries as they are.
+//! dependency's binaries, but `cargo test --workspace` builds a member's
+//! binaries when that member has integration tests of its own: both
+//! `broker/tests/` and `agent/tests/` exist for that reason too.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -51,77 +46,17 @@ pub const POLL_EVERY: Duration = Duration::from_millis(20);
 /// Lines of an agent's log printed when a test fails.
 const LOG_TAIL_LINES: usize = 60;
 
-/// Bound of the `cargo build` of the binaries (a cold debug build on two
-/// cores takes a few minutes).
-const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
-
-/// Builds the `shade` and `shade-agent` binaries of this test executable's
-/// profile and target directory, once per process (see the module docs).
+/// Checks that the `shade` and `shade-agent` binaries are there (see the
+/// module docs for why `cargo test --workspace` builds both).
 pub fn ensure_binaries_built() {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        if std::env::var_os("SHADE_E2E_NO_BUILD").is_some() {
-            return;
-        }
-        let exe = std::env::current_exe().expect("path of the test executable");
-        // target/<profile dir>/deps/<test>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_owned(),
-            Some(other) => other.to_owned(),
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut child = Command::new(&cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--bins",
-                "-p",
-                "shade-broker",
-                "-p",
-                "shade-agent",
-                "--profile",
-                &profile,
-            ])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the binaries: {e}"));
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        let deadline = Instant::now() + BUILD_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for cargo build") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("cargo build of shade and shade-agent took over {BUILD_TIMEOUT:?}");
-            }
-            // Polling an exit status: there is no message to await.
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let text = reader.join().unwrap_or_default();
+    for name in ["shade", "shade-agent"] {
+        let path = shade_binary().with_file_name(name);
         assert!(
-            status.success(),
-            "cargo build of shade and shade-agent failed ({status}):\n{text}"
+            path.exists(),
+            "{} is missing: run `cargo test --workspace` (or `cargo build --workspace`) first",
+            path.display()
         );
-    });
+    }
 }
 
 /// Path of the `shade-agent` binary of this build profile.
