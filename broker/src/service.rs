@@ -309,12 +309,15 @@ impl Service {
             // and the operator sees why in the log.
             tracing::warn!(client, shadow = %id, "sync/up would grow the document over max_document_bytes; not merged");
             stored.shadow = previous.clone();
+        } else if !outcome.gap {
+            // What the agent holds now, as it says: replaced, not joined, so
+            // an agent that lost its data (and starts again from nothing) is
+            // sent everything; a stale vector from a reordered message only
+            // means resending what it already has. Only a merged message's
+            // vector may count towards the stable vector that lets
+            // tombstones go (see shade_shared::merge).
+            stored.peers.insert(up.replica.clone(), up.changes.vv.clone());
         }
-        // What the agent holds now, as it says: replaced, not joined, so an
-        // agent that lost its data (and starts again from nothing) is sent
-        // everything. A stale vector from a reordered message only means
-        // resending what it already has.
-        stored.peers.insert(up.replica.clone(), up.changes.vv.clone());
         let changed = !outcome.is_empty() && stored.shadow != previous;
         if changed {
             stored.shadow.version += 1;
