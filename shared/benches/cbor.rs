@@ -3,7 +3,8 @@
 //! same `SyncUp`, to keep the choice of crate honest.
 //!
 //! `cargo bench -p shade-shared --bench cbor`. Target: encode + decode of a
-//! 100-leaf `SyncUp` in at most 10 µs.
+//! 100-leaf `SyncUp` (an agent catching up) in at most 10 µs. A 10-leaf one
+//! (one local write, the common message) is measured alongside.
 
 use std::hint::black_box;
 
@@ -15,12 +16,12 @@ use shade_shared::{Patch, ReplicaId, Section, Shadow, SyncUp, VersionVector};
 /// The document depth limit the broker applies by default.
 const MAX_DEPTH: usize = 8;
 
-/// An agent's first `SyncUp`: 100 reported leaves, written in ten writes,
+/// An agent's first `SyncUp`: `writes` writes of ten reported leaves each,
 /// of every JSON kind, including arrays holding `null`.
-fn sync_up_100() -> SyncUp {
+fn sync_up(writes: usize) -> SyncUp {
     let agent = ReplicaId::new("a:dev-1").expect("valid replica id");
     let mut doc = Shadow::new();
-    for w in 0..10 {
+    for w in 0..writes {
         let mut root = Map::new();
         for k in 0..10 {
             let i = w * 10 + k;
@@ -42,7 +43,7 @@ fn sync_up_100() -> SyncUp {
         );
     }
     let changes = doc.changes_since(&VersionVector::new());
-    assert_eq!(changes.paths.len(), 100);
+    assert_eq!(changes.paths.len(), writes * 10);
     SyncUp {
         replica: agent,
         changes,
@@ -73,7 +74,8 @@ fn check_round_trips(msg: &SyncUp) {
         "minicbor-serde reading cbor4ii's bytes"
     );
     eprintln!(
-        "SyncUp of 100 leaves: cbor4ii {} bytes, minicbor-serde {} bytes, identical: {}",
+        "SyncUp of {} leaves: cbor4ii {} bytes, minicbor-serde {} bytes, identical: {}",
+        msg.changes.paths.len(),
         ours.len(),
         theirs.len(),
         ours == theirs
@@ -81,7 +83,7 @@ fn check_round_trips(msg: &SyncUp) {
 }
 
 fn cbor(c: &mut Criterion) {
-    let msg = sync_up_100();
+    let msg = sync_up(10);
     check_round_trips(&msg);
     let bytes = encode(&msg).expect("cbor4ii encodes a SyncUp");
 
@@ -106,6 +108,20 @@ fn cbor(c: &mut Criterion) {
     });
     group.bench_function("minicbor_serde/decode", |b| {
         b.iter(|| minicbor_decode(black_box(&bytes)))
+    });
+    group.finish();
+
+    let small = sync_up(1);
+    check_round_trips(&small);
+    let mut group = c.benchmark_group("sync_up_10");
+    group.bench_function("cbor4ii/encode_decode", |b| {
+        b.iter(|| {
+            let bytes = encode(black_box(&small)).expect("encodes");
+            decode::<SyncUp>(&bytes, MAX_DEPTH).expect("decodes")
+        })
+    });
+    group.bench_function("minicbor_serde/encode_decode", |b| {
+        b.iter(|| minicbor_decode(&minicbor_encode(black_box(&small))))
     });
     group.finish();
 }

@@ -28,8 +28,22 @@
 //! Such a message is refused as a *gap*.
 //!
 //! Tombstones are dropped by [`Shadow::collect_tombstones`] once a *stable*
-//! vector, the pointwise minimum of every replica's vector, covers them:
-//! then no replica can still hold a value the delete has not seen.
+//! vector covers them: the pointwise minimum, over every replica of the
+//! shadow, of a vector of that replica *whose changes this replica has
+//! already merged* (directly, or through a replica that had: the broker
+//! builds `stable` from the vectors of the `SyncUp`s it merged, and an
+//! agent applies it after merging the `SyncDown` that carries it). Then no
+//! replica can still hold a value the delete has not seen, and every write
+//! concurrent with the delete is already here, sharing its register.
+//!
+//! The minimum of the replicas' *current* vectors is not enough. X deletes
+//! `k` while Y writes `k` concurrently; Y merges the delete, holding both.
+//! Every current vector now covers the tombstone, but X has not merged Y's
+//! write: X drops its lone tombstone, then merges Y's write alone (the
+//! tombstone it brings is covered, so skipped), while Y keeps both. No
+//! later delta carries `k` again (neither side has a dot the other lacks),
+//! so the two render `k` differently for good. The same goes for a vector
+//! taken from a message that was not merged, such as one refused as a gap.
 
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +127,18 @@ impl Shadow {
     /// the message is complete for (dots in counter order per replica), so
     /// the receiver will ask for, and the sender send, the rest next time.
     /// A single write's paths are never split.
+    ///
+    /// A chunk is sound to merge only when `peer` covers everything this
+    /// replica holds that it did not write itself (an agent catching up
+    /// with its broker, its only source). Otherwise a leaf can arrive
+    /// without the causal past the vector claims, and the receiver keep the
+    /// older leaf it replaced beside it for good.
+    ///
+    /// A chunk cut short has a `vv` this replica never had: it covers the
+    /// deletes merged here while leaving out local writes made before them.
+    /// It must not feed a stable vector ([`Shadow::collect_tombstones`]):
+    /// the receiver could drop a tombstone whose concurrent write is still
+    /// in the chunks to come, and the replicas then diverge for good.
     pub fn changes_since_limited(&self, peer: &VersionVector, max_paths: usize) -> Changes {
         let mut wanted: std::collections::BTreeSet<&(Section, Path)> = Default::default();
         let mut context = peer.clone();
@@ -183,8 +209,10 @@ impl Shadow {
     }
 
     /// Drops registers that hold a single tombstone every replica has seen.
-    /// `stable` must be the pointwise minimum of the vectors of all replicas
-    /// of this shadow. Returns how many were dropped.
+    /// `stable` must be the pointwise minimum, over all replicas of this
+    /// shadow, of a vector of each whose changes are already merged here
+    /// (see the module docs: their current vectors are not safe). Returns
+    /// how many were dropped.
     pub fn collect_tombstones(&mut self, stable: &VersionVector) -> usize {
         let mut dropped = 0;
         for section in Section::ALL {

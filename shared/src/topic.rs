@@ -13,7 +13,8 @@
 //!
 //! Topics come from clients, so anything else is a [`TopicError`], never a
 //! panic. Names are checked with the rules of [`crate::name`]: a topic that
-//! parses carries a valid [`ShadowId`], and `parse(t.to_string()) == t`.
+//! parses carries a valid [`ShadowId`], and formats back to the same string
+//! (`Topic::parse(&t.to_string()) == Ok(t)` for every topic `parse` yields).
 //!
 //! A publish under `$aws/things/` that is shaped like a shadow request but
 //! names an invalid thing or shadow deserves an answer, since an AWS SDK
