@@ -309,12 +309,12 @@ impl Service {
             // and the operator sees why in the log.
             tracing::warn!(client, shadow = %id, "sync/up would grow the document over max_document_bytes; not merged");
             stored.shadow = previous.clone();
-        } else if !outcome.gap {
+        } else if !outcome.gap && !up.changes.partial {
             // What the agent holds now, as it says: replaced, not joined, so
             // an agent that lost its data (and starts again from nothing) is
             // sent everything; a stale vector from a reordered message only
-            // means resending what it already has. Only a merged message's
-            // vector may count towards the stable vector that lets
+            // means resending what it already has. Only a merged, complete
+            // message's vector may count towards the stable vector that lets
             // tombstones go (see shade_shared::merge).
             stored.peers.insert(up.replica.clone(), up.changes.vv.clone());
         }
@@ -448,7 +448,7 @@ impl Service {
 
     /// `{"desired": {"a.b": value}, "reported": {..}}`: what the agent sent
     /// for the paths the merge changed (`null` for a delete).
-    fn sent_leaves(&self, up: &SyncUp, changed: &[(Section, Vec<String>)]) -> Value {
+    fn sent_leaves(&self, up: &SyncUp, changed: &[(Section, shade_shared::document::Path)]) -> Value {
         let mut out = Map::new();
         for pl in &up.changes.paths {
             if pl.leaves.is_empty() || !changed.iter().any(|(s, p)| *s == pl.section && *p == pl.path) {

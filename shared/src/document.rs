@@ -11,7 +11,9 @@
 //! Writes and renders live here; the merge of remote leaves, the choice of
 //! what to send a peer, and tombstone collection live in [`crate::merge`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use crate::index::DotIndex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -38,8 +40,10 @@ impl Section {
     }
 }
 
-/// The object keys leading to a leaf, outermost first.
-pub type Path = Vec<String>;
+/// The object keys leading to a leaf, outermost first. Shared (`Arc`), since
+/// the same path sits in a section, in the dot index and in sync messages,
+/// and cloning it must not cost an allocation per key.
+pub type Path = std::sync::Arc<[String]>;
 
 /// Renders a path as `a.b.c` for people and conflict records.
 pub fn path_string(path: &[String]) -> String {
@@ -210,7 +214,7 @@ pub struct Shadow {
     pub exists: bool,
     /// Replica -> counter -> paths holding a leaf with that dot. Lets
     /// [`Shadow::changes_since`] find what a peer lacks without a full scan.
-    pub(crate) index: BTreeMap<ReplicaId, BTreeMap<u64, BTreeSet<(Section, Path)>>>,
+    pub(crate) index: DotIndex,
 }
 
 /// The stored form of a shadow: the index is rebuilt on load.
@@ -270,20 +274,11 @@ impl From<ShadowData> for Shadow {
             clock: d.clock,
             version: d.version,
             exists: d.exists,
-            index: BTreeMap::new(),
+            index: DotIndex::default(),
         };
-        for section in Section::ALL {
-            let entries: Vec<(Path, Vec<Dot>)> = s
-                .section(section)
-                .iter()
-                .map(|(p, reg)| (p.clone(), reg.iter().map(|l| l.dot.clone()).collect()))
-                .collect();
-            for (path, dots) in entries {
-                for dot in dots {
-                    s.index_add(&dot, section, &path);
-                }
-            }
-        }
+        let (d, r) = (&s.desired, &s.reported);
+        s.index
+            .rebuild([(Section::Desired, d), (Section::Reported, r)]);
         s
     }
 }
@@ -350,42 +345,29 @@ impl Shadow {
         }
     }
 
-    pub(crate) fn index_add(&mut self, dot: &Dot, section: Section, path: &Path) {
-        self.index
-            .entry(dot.replica.clone())
-            .or_default()
-            .entry(dot.counter)
-            .or_default()
-            .insert((section, path.clone()));
-    }
-
-    pub(crate) fn index_remove(&mut self, dot: &Dot, section: Section, path: &Path) {
-        if let Some(by_counter) = self.index.get_mut(&dot.replica) {
-            if let Some(paths) = by_counter.get_mut(&dot.counter) {
-                paths.remove(&(section, path.clone()));
-                if paths.is_empty() {
-                    by_counter.remove(&dot.counter);
-                }
-            }
-            if by_counter.is_empty() {
-                self.index.remove(&dot.replica);
-            }
-        }
-    }
-
     /// Replaces the register at `path`, keeping the dot index in step.
     pub(crate) fn set_register(&mut self, section: Section, path: &Path, register: Register) {
         let old = if register.is_empty() {
             self.section_mut(section).remove(path)
         } else {
-            self.section_mut(section)
-                .insert(path.clone(), register.clone())
+            for leaf in &register {
+                self.index.add(&leaf.dot, section, path);
+            }
+            match self.section_mut(section).get_mut(path) {
+                Some(slot) => Some(std::mem::replace(slot, register)),
+                None => {
+                    self.section_mut(section).insert(path.clone(), register);
+                    None
+                }
+            }
         };
-        for leaf in old.iter().flatten() {
-            self.index_remove(&leaf.dot, section, path);
-        }
-        for leaf in &register {
-            self.index_add(&leaf.dot, section, path);
+        if let Some(old) = old {
+            self.index.note_stale(old.len());
+            if self.index.wants_rebuild() {
+                let (d, r) = (&self.desired, &self.reported);
+                self.index
+                    .rebuild([(Section::Desired, d), (Section::Reported, r)]);
+            }
         }
     }
 
@@ -434,8 +416,9 @@ impl Shadow {
         prefix: &[String],
         ops: &mut Vec<(Path, Option<Value>)>,
     ) {
-        let start: Path = prefix.to_vec();
-        for (path, reg) in self.section(section).range(start..) {
+        use std::ops::Bound;
+        let range = (Bound::Included(prefix), Bound::Unbounded);
+        for (path, reg) in self.section(section).range::<[String], _>(range) {
             if !path.starts_with(prefix) {
                 break;
             }
@@ -448,7 +431,7 @@ impl Shadow {
     fn patch_ops(
         &self,
         section: Section,
-        prefix: &mut Path,
+        prefix: &mut Vec<String>,
         map: &Map<String, Value>,
         ops: &mut Vec<(Path, Option<Value>)>,
     ) {
@@ -463,7 +446,7 @@ impl Shadow {
                         .get(prefix.as_slice())
                         .is_some_and(|r| Self::live(r))
                     {
-                        ops.push((prefix.clone(), None));
+                        ops.push((prefix.as_slice().into(), None));
                     }
                     self.patch_ops(section, prefix, inner, ops);
                 }
@@ -471,7 +454,7 @@ impl Shadow {
                     // A scalar replaces the subtree below it; its own entry comes first.
                     let mut below = Vec::new();
                     self.delete_ops(section, prefix, &mut below);
-                    ops.push((prefix.clone(), Some(scalar.clone())));
+                    ops.push((prefix.as_slice().into(), Some(scalar.clone())));
                     ops.extend(below.into_iter().filter(|(p, _)| p.len() > prefix.len()));
                 }
             }

@@ -54,6 +54,7 @@
 
 pub mod aws;
 pub mod document;
+mod index;
 pub mod limits;
 pub mod merge;
 pub mod name;

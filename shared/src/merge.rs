@@ -72,6 +72,11 @@ pub struct Changes {
     #[serde(default)]
     pub since: VersionVector,
     pub paths: Vec<PathLeaves>,
+    /// Cut short by [`Shadow::changes_since_limited`]: `vv` covers only what
+    /// this message carries, and more is to come. Such a vector must not
+    /// count towards a stable vector (see the module docs).
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// What a merge did.
@@ -98,7 +103,7 @@ impl Shadow {
     /// with the size of the document.
     pub fn changes_since(&self, peer: &VersionVector) -> Changes {
         let mut wanted: std::collections::BTreeSet<&(Section, Path)> = Default::default();
-        for (replica, by_counter) in &self.index {
+        for (replica, by_counter) in self.index.replicas() {
             let seen = peer.get(replica);
             for (_, paths) in by_counter.range(seen.saturating_add(1)..) {
                 wanted.extend(paths.iter());
@@ -106,18 +111,13 @@ impl Shadow {
         }
         let paths = wanted
             .into_iter()
-            .filter_map(|(section, path)| {
-                self.section(*section).get(path).map(|leaves| PathLeaves {
-                    section: *section,
-                    path: path.clone(),
-                    leaves: leaves.clone(),
-                })
-            })
+            .filter_map(|(section, path)| self.unseen_register(*section, path, peer))
             .collect();
         Changes {
             vv: self.vv.clone(),
             since: peer.clone(),
             paths,
+            partial: false,
         }
     }
 
@@ -143,17 +143,28 @@ impl Shadow {
         let mut wanted: std::collections::BTreeSet<&(Section, Path)> = Default::default();
         let mut context = peer.clone();
         let mut complete = true;
-        'replicas: for (replica, by_counter) in &self.index {
+        'replicas: for (replica, by_counter) in self.index.replicas() {
             let seen = peer.get(replica);
             for (&counter, paths) in by_counter.range(seen.saturating_add(1)..) {
                 if wanted.len() >= max_paths.max(1) {
                     complete = false;
                     break 'replicas;
                 }
-                wanted.extend(paths.iter());
+                // Only paths still holding this very dot: the chunk must be
+                // complete for every dot its vector claims, and no more.
+                let holds = |(section, path): &&(Section, Path)| {
+                    self.section(*section).get(path).is_some_and(|reg| {
+                        reg.iter()
+                            .any(|l| l.dot.counter == counter && l.dot.replica == *replica)
+                    })
+                };
+                wanted.extend(paths.iter().filter(holds));
                 context.add(&crate::version::Dot::new(replica.clone(), counter));
             }
-            context.add(&crate::version::Dot::new(replica.clone(), self.vv.get(replica)));
+            context.add(&crate::version::Dot::new(
+                replica.clone(),
+                self.vv.get(replica),
+            ));
         }
         let vv = if complete { self.vv.clone() } else { context };
         let paths = wanted
@@ -166,7 +177,31 @@ impl Shadow {
                 })
             })
             .collect();
-        Changes { vv, since: peer.clone(), paths }
+        Changes {
+            vv,
+            since: peer.clone(),
+            paths,
+            partial: !complete,
+        }
+    }
+
+    /// The register at `path` if it holds a leaf `peer` has not seen (the
+    /// index may name paths whose leaf was since written over).
+    fn unseen_register(
+        &self,
+        section: Section,
+        path: &Path,
+        peer: &VersionVector,
+    ) -> Option<PathLeaves> {
+        let leaves = self.section(section).get(path)?;
+        leaves
+            .iter()
+            .any(|l| !peer.covers(&l.dot))
+            .then(|| PathLeaves {
+                section,
+                path: path.clone(),
+                leaves: leaves.clone(),
+            })
     }
 
     /// Joins `remote` into this replica. See the module docs for the rules.
@@ -177,32 +212,39 @@ impl Shadow {
             return outcome;
         }
         for pl in &remote.paths {
-            let local: Register = self
-                .section(pl.section)
-                .get(&pl.path)
-                .cloned()
-                .unwrap_or_default();
-            let mut joined: Register = local
-                .iter()
-                .filter(|l| pl.leaves.contains(l) || !remote.vv.covers(&l.dot))
-                .cloned()
-                .collect();
-            for r in &pl.leaves {
-                if !self.vv.covers(&r.dot) && !joined.iter().any(|l| l.dot == r.dot) {
-                    joined.push(r.clone());
-                }
-            }
-            joined.sort_by(|a, b| a.dot.cmp(&b.dot));
             for leaf in &pl.leaves {
                 self.clock.observe(leaf.ts);
             }
-            if joined != local {
-                if joined.iter().any(|l: &Leaf| !l.is_tombstone()) {
-                    self.exists = true;
+            let joined = {
+                let local: &[Leaf] = self
+                    .section(pl.section)
+                    .get(&pl.path)
+                    .map_or(&[], |r| r.as_slice());
+                // A dot names one write, so leaves are matched by dot.
+                let keep = |l: &Leaf| {
+                    !remote.vv.covers(&l.dot) || pl.leaves.iter().any(|r| r.dot == l.dot)
+                };
+                let take =
+                    |r: &Leaf| !self.vv.covers(&r.dot) && !local.iter().any(|l| l.dot == r.dot);
+                // Most registers of a message are new here or unchanged:
+                // decide before allocating anything.
+                if local.iter().all(keep) && !pl.leaves.iter().any(take) {
+                    continue;
                 }
-                self.set_register(pl.section, &pl.path, joined);
-                outcome.changed.push((pl.section, pl.path.clone()));
+                let mut joined: Register = local.iter().filter(|l| keep(l)).cloned().collect();
+                for r in &pl.leaves {
+                    if take(r) && !joined.iter().any(|l| l.dot == r.dot) {
+                        joined.push(r.clone());
+                    }
+                }
+                joined.sort_by(|a, b| a.dot.cmp(&b.dot));
+                joined
+            };
+            if joined.iter().any(|l: &Leaf| !l.is_tombstone()) {
+                self.exists = true;
             }
+            self.set_register(pl.section, &pl.path, joined);
+            outcome.changed.push((pl.section, pl.path.clone()));
         }
         self.vv.join(&remote.vv);
         outcome

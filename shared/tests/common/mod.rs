@@ -3,7 +3,7 @@
 
 mod sim;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -125,7 +125,7 @@ pub(crate) fn ops(len: std::ops::Range<usize>, collect: bool) -> impl Strategy<V
 /// The subtree and object claims of a merge patch (see `sim::WriteRecord`).
 fn claims(
     section: Section,
-    prefix: &mut Path,
+    prefix: &mut Vec<String>,
     map: &Map<String, Value>,
     subtrees: &mut Vec<(Section, Path)>,
     objects: &mut Vec<(Section, Path)>,
@@ -134,34 +134,22 @@ fn claims(
         prefix.push(key.clone());
         match value {
             Value::Object(inner) => {
-                objects.push((section, prefix.clone()));
+                objects.push((section, Path::from(prefix.as_slice())));
                 claims(section, prefix, inner, subtrees, objects);
             }
-            _ => subtrees.push((section, prefix.clone())),
+            _ => subtrees.push((section, Path::from(prefix.as_slice()))),
         }
         prefix.pop();
     }
 }
 
 /// The leaves of `section` at `path` (empty when there is no register).
-pub(crate) fn register<'a>(shadow: &'a Shadow, section: Section, path: &Path) -> &'a [Leaf] {
+pub(crate) fn register<'a>(shadow: &'a Shadow, section: Section, path: &[String]) -> &'a [Leaf] {
     shadow
         .section(section)
         .get(path)
         .map(Vec::as_slice)
         .unwrap_or(&[])
-}
-
-fn held_leaves(shadow: &Shadow) -> BTreeSet<(Section, Path, Dot)> {
-    Section::ALL
-        .iter()
-        .flat_map(|&s| {
-            shadow
-                .section(s)
-                .iter()
-                .flat_map(move |(p, reg)| reg.iter().map(move |l| (s, p.clone(), l.dot.clone())))
-        })
-        .collect()
 }
 
 fn leaves_with_dot(shadow: &Shadow, dot: &Dot) -> Vec<(Section, Path, Leaf)> {

@@ -14,9 +14,10 @@
 //! merged and ships it with the `SyncDown` computed from that same state);
 //! each message here carries its sender's whole row of known vectors, which
 //! lets a replica collect at least as early as the broker's scheme would.
-//! A chunk (a message cut short by `changes_since_limited`) is merged but
-//! teaches nothing about stability: its vector can cover a delete while a
-//! write concurrent with it is still in the chunks to come.
+//! A chunk cut short by `changes_since_limited` (`Changes::partial`) is
+//! merged but, as at the broker, teaches nothing about stability: its
+//! vector can cover a delete while a write concurrent with it is still in
+//! the chunks to come.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,7 +26,7 @@ use shade_shared::document::Path;
 use shade_shared::merge::stable_vector;
 use shade_shared::{Changes, Dot, Leaf, Patch, ReplicaId, Section, Shadow, VersionVector};
 
-use super::{claims, held_leaves, leaves_with_dot, register, replica_ids, Op};
+use super::{claims, leaves_with_dot, register, replica_ids, Op};
 
 /// Wall time of the first write; replicas add their own clock skew.
 const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -75,8 +76,6 @@ pub(crate) struct Msg {
     pub(crate) from: usize,
     pub(crate) to: usize,
     pub(crate) changes: Changes,
-    /// Whether `changes` is all the sender had for the receiver (not a chunk).
-    whole: bool,
     /// The sender's row of known vectors (see the module docs).
     known: Vec<VersionVector>,
 }
@@ -132,12 +131,18 @@ pub(crate) struct Sim {
     by_path: BTreeMap<(Section, Path), Vec<usize>>,
     /// Whether `Op::Collect` runs (off, a run is the same run without it).
     pub(crate) collect: bool,
-    /// Per replica: (section, path, dot) it once held and then dropped as
-    /// superseded or collected. They must never come back.
-    dead: Vec<BTreeSet<(Section, Path, Dot)>>,
+    /// Per replica: the leaves (index of the write, index of the leaf in
+    /// it) it covers but does not hold, dropped as replaced or collected.
+    /// They must never come back.
+    dead: Vec<BTreeSet<(usize, usize)>>,
     /// A chunk arrived since the last full exchange: a replica may cover a
     /// write whose replacement is still to come.
     chunked: bool,
+    /// Replicas whose state changed since their invariants were checked.
+    dirty: Vec<bool>,
+    /// Whether [`Sim::check_invariants`] checks anything (a run compared
+    /// with another one that checks them may skip it).
+    pub(crate) checks: bool,
 }
 
 impl Sim {
@@ -167,6 +172,8 @@ impl Sim {
             collect,
             dead: vec![BTreeSet::new(); n],
             chunked: false,
+            dirty: vec![false; n],
+            checks: true,
         }
     }
 
@@ -241,11 +248,12 @@ impl Sim {
         let r = &mut self.replicas[i];
         let now = EPOCH_MS + self.now_ms + r.skew_ms;
         let dot = r.shadow.write(&r.id, section, patch, now)?;
+        self.dirty[i] = true;
         let leaves = leaves_with_dot(&r.shadow, &dot);
         r.known[i] = r.shadow.vv().clone();
         let (mut subtrees, mut objects) = (Vec::new(), Vec::new());
         match patch {
-            Patch::Clear => subtrees.push((section, Vec::new())),
+            Patch::Clear => subtrees.push((section, Path::from(Vec::new()))),
             Patch::Merge(map) => claims(section, &mut Vec::new(), map, &mut subtrees, &mut objects),
         }
         let index = self.writes.len();
@@ -280,7 +288,6 @@ impl Sim {
         Msg {
             from,
             to,
-            whole: &changes.vv == r.shadow.vv(),
             changes,
             known: r.known.clone(),
         }
@@ -288,6 +295,7 @@ impl Sim {
 
     /// Merges `msg` at its receiver and updates what it heard and knows.
     pub(crate) fn deliver(&mut self, msg: &Msg) -> Result<(), TestCaseError> {
+        self.dirty[msg.to] = true;
         let r = &mut self.replicas[msg.to];
         let outcome = r.shadow.merge(&msg.changes);
         // Messages are computed against vectors the receiver really had.
@@ -296,7 +304,7 @@ impl Sim {
             "a gap on a message computed against a past vector"
         );
         r.heard[msg.from].join(&msg.changes.vv);
-        if msg.whole {
+        if !msg.changes.partial {
             r.known[msg.from].join(&msg.changes.vv);
             for (mine, theirs) in r.known.iter_mut().zip(&msg.known) {
                 mine.join(theirs);
@@ -315,6 +323,7 @@ impl Sim {
 
     pub(crate) fn collect_at(&mut self, i: usize) -> usize {
         let stable = self.known_stable(i);
+        self.dirty[i] = true;
         self.replicas[i].shadow.collect_tombstones(&stable)
     }
 
@@ -339,7 +348,12 @@ impl Sim {
             }
         }
         self.chunked = false;
+        self.dirty.fill(true);
         self.check_invariants()
+    }
+
+    pub(crate) fn topology(&self) -> Topology {
+        self.topology
     }
 
     pub(crate) fn shadow(&self, i: usize) -> &Shadow {
@@ -355,7 +369,8 @@ impl Sim {
         later != earlier && self.write_of(later).is_some_and(|w| w.ctx.covers(earlier))
     }
 
-    /// The invariants of every reachable state, at every replica:
+    /// The invariants of every reachable state, at every replica whose
+    /// state changed since they were last checked:
     ///
     /// 1. a register holds concurrent leaves only: none whose writer had
     ///    seen another of them;
@@ -373,30 +388,31 @@ impl Sim {
     ///    where it wrote an object.
     pub(crate) fn check_invariants(&mut self) -> Result<(), TestCaseError> {
         for i in 0..self.replicas.len() {
+            if !std::mem::take(&mut self.dirty[i]) || !self.checks {
+                continue;
+            }
             let r = &self.replicas[i];
-            let held = held_leaves(&r.shadow);
             self.check_concurrent_registers(r)?;
-            self.check_accounted(r, &held)?;
+            self.check_accounted(r)?;
             if !self.chunked {
                 self.check_claims(r)?;
             }
             let dead = &mut self.dead[i];
-            for key in &held {
-                prop_assert!(
-                    !dead.contains(key),
-                    "{} got back {:?}, which it had dropped",
-                    r.id.as_str(),
-                    key
-                );
-            }
-            // Everything a replica covers but does not hold is dead there.
-            for w in &self.writes {
-                if r.shadow.vv().covers(&w.dot) {
-                    for (section, path, _) in &w.leaves {
-                        let key = (*section, path.clone(), w.dot.clone());
-                        if !held.contains(&key) {
-                            dead.insert(key);
-                        }
+            for (wi, w) in self.writes.iter().enumerate() {
+                let covered = r.shadow.vv().covers(&w.dot);
+                for (li, (section, path, _)) in w.leaves.iter().enumerate() {
+                    let held = holds(&r.shadow, *section, path, &w.dot);
+                    prop_assert!(
+                        !(held && dead.contains(&(wi, li))),
+                        "{} got back {:?} at {:?} {:?}, which it had dropped",
+                        r.id.as_str(),
+                        w.dot,
+                        section,
+                        path
+                    );
+                    // Everything a replica covers but does not hold is dead there.
+                    if covered && !held {
+                        dead.insert((wi, li));
                     }
                 }
             }
@@ -425,18 +441,14 @@ impl Sim {
         Ok(())
     }
 
-    fn check_accounted(
-        &self,
-        r: &Replica,
-        held: &BTreeSet<(Section, Path, Dot)>,
-    ) -> Result<(), TestCaseError> {
+    fn check_accounted(&self, r: &Replica) -> Result<(), TestCaseError> {
         let vv = r.shadow.vv();
         for ((section, path), writes) in &self.by_path {
             // Newest first: a replacement is decided before what it replaced.
             let mut accounted: BTreeMap<usize, bool> = BTreeMap::new();
             for &w in writes.iter().rev() {
                 let write = &self.writes[w];
-                let ok = if held.contains(&(*section, path.clone(), write.dot.clone())) {
+                let ok = if holds(&r.shadow, *section, path, &write.dot) {
                     true
                 } else if !vv.covers(&write.dot) {
                     self.chunked
@@ -521,4 +533,11 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// Does `shadow` hold a leaf with `dot` at `path`?
+fn holds(shadow: &Shadow, section: Section, path: &Path, dot: &Dot) -> bool {
+    register(shadow, section, path)
+        .iter()
+        .any(|l| &l.dot == dot)
 }
