@@ -15,10 +15,13 @@ use crate::document::{Path, Register, Section};
 use crate::name::ReplicaId;
 use crate::version::Dot;
 
-/// Replica -> counter -> paths that got a leaf with that dot (some stale).
+/// Counter -> paths that got a leaf with that dot (some stale).
+pub(crate) type ByCounter = BTreeMap<u64, Vec<(Section, Path)>>;
+
+/// Replica -> [`ByCounter`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DotIndex {
-    by_replica: BTreeMap<ReplicaId, BTreeMap<u64, Vec<(Section, Path)>>>,
+    by_replica: BTreeMap<ReplicaId, ByCounter>,
     entries: usize,
     stale: usize,
 }
@@ -65,9 +68,7 @@ impl DotIndex {
     }
 
     /// For each replica, its counters and their paths, in order.
-    pub(crate) fn replicas(
-        &self,
-    ) -> impl Iterator<Item = (&ReplicaId, &BTreeMap<u64, Vec<(Section, Path)>>)> {
+    pub(crate) fn replicas(&self) -> impl Iterator<Item = (&ReplicaId, &ByCounter)> {
         self.by_replica.iter()
     }
 }

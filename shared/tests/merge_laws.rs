@@ -318,7 +318,7 @@ proptest! {
     /// tombstone the stable vector covers.
     #[test]
     fn collecting_stable_tombstones_never_changes_the_converged_render(
-        ops in ops(0..100, true),
+        ops in ops(0..80, true),
         skews in skews(),
         topology in topology(),
         full in any::<bool>(),
