@@ -51,13 +51,19 @@ pub fn path_string(path: &[String]) -> String {
 }
 
 /// One write at one path: a value, or a tombstone when `value` is `None`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Serialized as `[value, dot, ts]` (see [`crate::wire`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Leaf {
-    #[serde(with = "json_value")]
     pub value: Option<Value>,
     pub dot: Dot,
     pub ts: Timestamp,
 }
+
+crate::wire::tuple_serde!(Leaf {
+    value: Option<Value> => json_value,
+    dot: Dot,
+    ts: Timestamp,
+});
 
 impl Leaf {
     pub fn is_tombstone(&self) -> bool {

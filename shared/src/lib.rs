@@ -61,6 +61,7 @@ pub mod name;
 pub mod sync;
 pub mod topic;
 pub mod version;
+mod wire;
 
 pub use aws::{Rejection, UpdateRequest};
 pub use document::{Conflict, Leaf, Patch, Policies, Policy, Rendered, Section, Shadow};

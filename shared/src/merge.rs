@@ -50,13 +50,20 @@ use serde::{Deserialize, Serialize};
 use crate::document::{Leaf, Path, Register, Section, Shadow};
 use crate::version::VersionVector;
 
-/// The register of one path, as shipped between replicas.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The register of one path, as shipped between replicas:
+/// `[section, path, leaves]` on the wire.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PathLeaves {
     pub section: Section,
     pub path: Path,
     pub leaves: Register,
 }
+
+crate::wire::tuple_serde!(PathLeaves {
+    section: Section,
+    path: Path,
+    leaves: Register,
+});
 
 /// What one replica ships to another: every register holding a leaf the
 /// peer lacks, and the sender's vector.

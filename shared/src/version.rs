@@ -19,12 +19,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::name::ReplicaId;
 
-/// One write: `(replica, counter)`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// One write: `(replica, counter)`, serialized as `[replica, counter]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Dot {
     pub replica: ReplicaId,
     pub counter: u64,
 }
+
+crate::wire::tuple_serde!(Dot {
+    replica: ReplicaId,
+    counter: u64,
+});
 
 impl Dot {
     pub fn new(replica: ReplicaId, counter: u64) -> Self {
@@ -100,13 +105,16 @@ impl FromIterator<(ReplicaId, u64)> for VersionVector {
 /// A hybrid logical clock reading: wall milliseconds, then a logical counter.
 ///
 /// Serialized as `[ms, logical]`; shown to users as `ms`.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp {
     pub ms: u64,
     pub logical: u32,
 }
+
+crate::wire::tuple_serde!(Timestamp {
+    ms: u64,
+    logical: u32,
+});
 
 impl Timestamp {
     pub fn from_ms(ms: u64) -> Self {
