@@ -12,7 +12,10 @@ use shade_shared::{Policies, Policy, ReplicaId, ShadowId, ShadowName, ThingName}
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {problem}")]
@@ -20,7 +23,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, problem: problem.into() }
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,19 +93,31 @@ impl AgentConfig {
 
 /// Splits `mqtt://HOST:PORT` (the scheme and the port are optional).
 pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).unwrap_or(url);
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .unwrap_or(url);
     if rest.contains("://") {
         return Err(format!("{url:?}: only mqtt://HOST:PORT is supported"));
     }
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("{url:?}: bad port {p:?}"))?),
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+        ),
         None => (rest, 1883),
     };
     if host.is_empty() {
         return Err(format!("{url:?}: no host"));
     }
-    Ok((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    ))
 }
 
 fn policy(key: &'static str, s: Option<String>) -> Result<Policy, ConfigError> {
@@ -107,7 +125,10 @@ fn policy(key: &'static str, s: Option<String>) -> Result<Policy, ConfigError> {
         None | Some("lww") => Ok(Policy::Lww),
         Some("broker-wins") => Ok(Policy::BrokerWins),
         Some("device-wins") => Ok(Policy::DeviceWins),
-        Some(o) => Err(invalid(key, format!("{o:?} is not one of lww, broker-wins, device-wins"))),
+        Some(o) => Err(invalid(
+            key,
+            format!("{o:?} is not one of lww, broker-wins, device-wins"),
+        )),
     }
 }
 
@@ -117,24 +138,44 @@ impl AgentConfig {
         let raw: Raw = match path {
             None => Raw::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
             }
         };
-        let broker = o.broker.clone().or(raw.broker).unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
+        let broker = o
+            .broker
+            .clone()
+            .or(raw.broker)
+            .unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
         let (host, port) = parse_broker_url(&broker).map_err(|e| invalid("broker", e))?;
-        let thing = o.thing.clone().or(raw.thing).ok_or_else(|| invalid("thing", "required (--thing THING)"))?;
+        let thing = o
+            .thing
+            .clone()
+            .or(raw.thing)
+            .ok_or_else(|| invalid("thing", "required (--thing THING)"))?;
         let thing = ThingName::new(thing).map_err(|e| invalid("thing", e.to_string()))?;
         let shadow = match o.shadow.clone().or(raw.shadow) {
             None => ShadowId::classic(thing),
-            Some(s) => ShadowId::named(thing, ShadowName::new(s).map_err(|e| invalid("shadow", e.to_string()))?),
+            Some(s) => ShadowId::named(
+                thing,
+                ShadowName::new(s).map_err(|e| invalid("shadow", e.to_string()))?,
+            ),
         };
         let default_client = match &shadow.shadow {
             None => format!("shade-agent-{}", shadow.thing),
             Some(s) => format!("shade-agent-{}-{}", shadow.thing, s),
         };
-        let client_id = o.client_id.clone().or(raw.client_id).unwrap_or(default_client);
+        let client_id = o
+            .client_id
+            .clone()
+            .or(raw.client_id)
+            .unwrap_or(default_client);
         ReplicaId::agent(&client_id).map_err(|e| invalid("client_id", e.to_string()))?;
         let ms = |key: &'static str, v: Option<u64>, d: u64| match v {
             Some(0) => Err(invalid(key, "must be at least 1")),
@@ -144,7 +185,10 @@ impl AgentConfig {
         let reconnect_min = ms("reconnect_min_ms", raw.reconnect_min_ms, 200)?;
         let reconnect_max = ms("reconnect_max_ms", raw.reconnect_max_ms, 30_000)?;
         if reconnect_max < reconnect_min {
-            return Err(invalid("reconnect_max_ms", "must be at least reconnect_min_ms"));
+            return Err(invalid(
+                "reconnect_max_ms",
+                "must be at least reconnect_min_ms",
+            ));
         }
         Ok(AgentConfig {
             host,
@@ -153,10 +197,22 @@ impl AgentConfig {
             password: o.password.clone().or(raw.password),
             client_id,
             shadow,
-            data_dir: o.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| PathBuf::from("./shade-agent-data")),
+            data_dir: o
+                .data_dir
+                .clone()
+                .or(raw.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./shade-agent-data")),
             on_desired: o.on_desired.clone().or(raw.on_desired),
-            hook_timeout: ms("hook_timeout_secs", raw.hook_timeout_secs.map(|s| s.saturating_mul(1000)), 30_000)?,
-            keep_alive: ms("keep_alive_secs", raw.keep_alive_secs.map(|s| s.saturating_mul(1000)), 30_000)?,
+            hook_timeout: ms(
+                "hook_timeout_secs",
+                raw.hook_timeout_secs.map(|s| s.saturating_mul(1000)),
+                30_000,
+            )?,
+            keep_alive: ms(
+                "keep_alive_secs",
+                raw.keep_alive_secs.map(|s| s.saturating_mul(1000)),
+                30_000,
+            )?,
             reconnect_min,
             reconnect_max,
             max_pending_leaves: match raw.max_pending_leaves {
@@ -179,8 +235,14 @@ mod tests {
 
     #[test]
     fn broker_urls_parse() {
-        assert_eq!(parse_broker_url("mqtt://127.0.0.1:1884"), Ok(("127.0.0.1".into(), 1884)));
-        assert_eq!(parse_broker_url("localhost"), Ok(("localhost".into(), 1883)));
+        assert_eq!(
+            parse_broker_url("mqtt://127.0.0.1:1884"),
+            Ok(("127.0.0.1".into(), 1884))
+        );
+        assert_eq!(
+            parse_broker_url("localhost"),
+            Ok(("localhost".into(), 1883))
+        );
         assert!(parse_broker_url("http://x:1").is_err());
         assert!(parse_broker_url("mqtt://x:port").is_err());
     }
@@ -189,9 +251,15 @@ mod tests {
     fn thing_is_required_and_validated() {
         let e = AgentConfig::load(None, &Overrides::default()).expect_err("no thing");
         assert!(e.to_string().contains("thing"), "{e}");
-        let o = Overrides { thing: Some("bad/thing".into()), ..Overrides::default() };
+        let o = Overrides {
+            thing: Some("bad/thing".into()),
+            ..Overrides::default()
+        };
         assert!(AgentConfig::load(None, &o).is_err());
-        let o = Overrides { thing: Some("lamp".into()), ..Overrides::default() };
+        let o = Overrides {
+            thing: Some("lamp".into()),
+            ..Overrides::default()
+        };
         let c = AgentConfig::load(None, &o).expect("valid");
         assert_eq!(c.client_id, "shade-agent-lamp");
         assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 1883));
@@ -200,7 +268,8 @@ mod tests {
     #[test]
     fn example_config_file_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/agent.toml");
-        let c = AgentConfig::load(Some(&path), &Overrides::default()).expect("config/agent.toml is valid");
+        let c = AgentConfig::load(Some(&path), &Overrides::default())
+            .expect("config/agent.toml is valid");
         assert_eq!(c.shadow.thing.as_str(), "lamp-1");
     }
 }

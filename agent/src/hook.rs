@@ -28,14 +28,21 @@ pub enum HookError {
     #[error("the hook ran longer than {0:?} and was killed")]
     Timeout(Duration),
     #[error("the hook exited with {status}: {stderr}")]
-    Failed { status: std::process::ExitStatus, stderr: String },
+    Failed {
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
     #[error("the hook's output could not be read: {0}")]
     Io(std::io::Error),
 }
 
 /// Runs `cmd` with `input` on stdin. `Ok(Some(object))` when it exits 0
 /// and prints a JSON object; `Ok(None)` when it exits 0 and prints anything else.
-pub async fn run_hook(cmd: &str, input: &Value, timeout: Duration) -> Result<Option<Map<String, Value>>, HookError> {
+pub async fn run_hook(
+    cmd: &str,
+    input: &Value,
+    timeout: Duration,
+) -> Result<Option<Map<String, Value>>, HookError> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -55,8 +62,15 @@ pub async fn run_hook(cmd: &str, input: &Value, timeout: Duration) -> Result<Opt
         Ok(r) => r.map_err(HookError::Io)?,
     };
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().chars().take(500).collect();
-        return Err(HookError::Failed { status: output.status, stderr });
+        let stderr = String::from_utf8_lossy(&output.stderr)
+            .trim()
+            .chars()
+            .take(500)
+            .collect();
+        return Err(HookError::Failed {
+            status: output.status,
+            stderr,
+        });
     }
     match serde_json::from_slice::<Value>(&output.stdout) {
         Ok(Value::Object(m)) => Ok(Some(m)),
@@ -65,8 +79,14 @@ pub async fn run_hook(cmd: &str, input: &Value, timeout: Duration) -> Result<Opt
 }
 
 /// Starts the hook task if the config has a hook.
-pub(crate) fn start(shared: Arc<Shared>, cancel: CancellationToken, tracker: &tokio_util::task::TaskTracker) {
-    let Some(cmd) = shared.config.on_desired.clone() else { return };
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) {
+    let Some(cmd) = shared.config.on_desired.clone() else {
+        return;
+    };
     tracker.spawn(run(shared, cmd, cancel));
 }
 
@@ -85,17 +105,24 @@ async fn run(shared: Arc<Shared>, cmd: String, cancel: CancellationToken) {
                 match run_hook(&cmd, &delta, shared.config.hook_timeout).await {
                     Ok(Some(report)) => {
                         let shared2 = shared.clone();
-                        let written =
-                            tokio::task::spawn_blocking(move || shared2.write(Section::Reported, &Patch::Merge(report)))
-                                .await;
+                        let written = tokio::task::spawn_blocking(move || {
+                            shared2.write(Section::Reported, &Patch::Merge(report))
+                        })
+                        .await;
                         match written {
                             Ok(Ok(())) => tracing::info!("hook output reported"),
-                            Ok(Err(e)) => tracing::error!(error = %e, "cannot report the hook's output"),
+                            Ok(Err(e)) => {
+                                tracing::error!(error = %e, "cannot report the hook's output")
+                            }
                             Err(e) => tracing::error!(error = %e, "hook report task failed"),
                         }
                     }
-                    Ok(None) => tracing::info!("hook done (no JSON object printed, nothing reported)"),
-                    Err(e) => tracing::warn!(error = %e, "on-desired hook failed; will retry on the next change"),
+                    Ok(None) => {
+                        tracing::info!("hook done (no JSON object printed, nothing reported)")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "on-desired hook failed; will retry on the next change")
+                    }
                 }
             }
         }
@@ -108,7 +135,9 @@ async fn run(shared: Arc<Shared>, cmd: String, cancel: CancellationToken) {
         }
         due = true;
         // Coalesce changes that arrived while the hook ran.
-        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) = events.try_recv() {}
+        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+            events.try_recv()
+        {}
     }
 }
 
@@ -118,15 +147,32 @@ mod tests {
 
     #[tokio::test]
     async fn hook_gets_delta_on_stdin_and_its_object_is_returned() {
-        let out = run_hook("cat", &serde_json::json!({"color": "red"}), Duration::from_secs(5)).await;
-        assert_eq!(out.ok().flatten(), serde_json::json!({"color": "red"}).as_object().cloned());
+        let out = run_hook(
+            "cat",
+            &serde_json::json!({"color": "red"}),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            out.ok().flatten(),
+            serde_json::json!({"color": "red"}).as_object().cloned()
+        );
     }
 
     #[tokio::test]
     async fn failing_and_hanging_hooks_are_errors() {
         let v = Value::Null;
-        assert!(matches!(run_hook("exit 3", &v, Duration::from_secs(5)).await, Err(HookError::Failed { .. })));
-        assert!(matches!(run_hook("sleep 5", &v, Duration::from_millis(100)).await, Err(HookError::Timeout(_))));
-        assert!(matches!(run_hook("echo not-json", &v, Duration::from_secs(5)).await, Ok(None)));
+        assert!(matches!(
+            run_hook("exit 3", &v, Duration::from_secs(5)).await,
+            Err(HookError::Failed { .. })
+        ));
+        assert!(matches!(
+            run_hook("sleep 5", &v, Duration::from_millis(100)).await,
+            Err(HookError::Timeout(_))
+        ));
+        assert!(matches!(
+            run_hook("echo not-json", &v, Duration::from_secs(5)).await,
+            Ok(None)
+        ));
     }
 }

@@ -22,18 +22,23 @@ pub fn parse_assignments<S: AsRef<str>>(args: &[S]) -> Result<Map<String, Value>
     let mut root = Map::new();
     for arg in args {
         let arg = arg.as_ref();
-        let (key, raw) = arg.split_once('=').ok_or_else(|| KvError::NoEquals(arg.to_owned()))?;
+        let (key, raw) = arg
+            .split_once('=')
+            .ok_or_else(|| KvError::NoEquals(arg.to_owned()))?;
         let parts: Vec<&str> = key.split('.').collect();
         if parts.iter().any(|p| p.is_empty()) {
             return Err(KvError::EmptyKey(arg.to_owned()));
         }
-        let value = serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+        let value =
+            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
         let Some((last, parents)) = parts.split_last() else {
             return Err(KvError::EmptyKey(arg.to_owned()));
         };
         let mut node = &mut root;
         for p in parents {
-            let entry = node.entry((*p).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+            let entry = node
+                .entry((*p).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
             match entry {
                 Value::Object(m) => node = m,
                 _ => return Err(KvError::Clash(arg.to_owned())),
@@ -51,8 +56,14 @@ mod tests {
 
     #[test]
     fn dotted_keys_nest_and_values_are_json_or_strings() {
-        let m = parse_assignments(&["light.level=80", "light.on=true", "name=kitchen lamp", "gone=null", "list=[1,2]"])
-            .expect("valid");
+        let m = parse_assignments(&[
+            "light.level=80",
+            "light.on=true",
+            "name=kitchen lamp",
+            "gone=null",
+            "list=[1,2]",
+        ])
+        .expect("valid");
         assert_eq!(
             Value::Object(m),
             json!({"light": {"level": 80, "on": true}, "name": "kitchen lamp", "gone": null, "list": [1, 2]})
@@ -61,9 +72,21 @@ mod tests {
 
     #[test]
     fn malformed_arguments_are_errors() {
-        assert!(matches!(parse_assignments(&["novalue"]), Err(KvError::NoEquals(_))));
-        assert!(matches!(parse_assignments(&["a..b=1"]), Err(KvError::EmptyKey(_))));
-        assert!(matches!(parse_assignments(&["=1"]), Err(KvError::EmptyKey(_))));
-        assert!(matches!(parse_assignments(&["a=1", "a.b=2"]), Err(KvError::Clash(_))));
+        assert!(matches!(
+            parse_assignments(&["novalue"]),
+            Err(KvError::NoEquals(_))
+        ));
+        assert!(matches!(
+            parse_assignments(&["a..b=1"]),
+            Err(KvError::EmptyKey(_))
+        ));
+        assert!(matches!(
+            parse_assignments(&["=1"]),
+            Err(KvError::EmptyKey(_))
+        ));
+        assert!(matches!(
+            parse_assignments(&["a=1", "a.b=2"]),
+            Err(KvError::Clash(_))
+        ));
     }
 }

@@ -72,7 +72,10 @@ pub struct DesiredChange {
 
 /// Wall-clock milliseconds; the only clock read of the agent.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// State shared by the agent's tasks.
@@ -99,7 +102,8 @@ impl Shared {
         let change = {
             let mut replica = self.replica();
             let changed = replica.write(section, patch, now_ms())?;
-            (changed && section == Section::Desired).then(|| self.desired_change(replica.state(), false))
+            (changed && section == Section::Desired)
+                .then(|| self.desired_change(replica.state(), false))
         };
         self.kick.notify_one();
         if let Some(change) = change {
@@ -138,12 +142,22 @@ impl Agent {
         })?;
         let (connected, _) = watch::channel(false);
         let (events, _) = broadcast::channel(64);
-        let shared = Arc::new(Shared { config, replica: Mutex::new(replica), connected, events, kick: Notify::new() });
+        let shared = Arc::new(Shared {
+            config,
+            replica: Mutex::new(replica),
+            connected,
+            events,
+            kick: Notify::new(),
+        });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         tracker.spawn(link::run(shared.clone(), cancel.clone()));
         hook::start(shared.clone(), cancel.clone(), &tracker);
-        Ok(Agent { shared, cancel, tracker })
+        Ok(Agent {
+            shared,
+            cancel,
+            tracker,
+        })
     }
 
     pub fn config(&self) -> &AgentConfig {
@@ -181,7 +195,12 @@ impl Agent {
     /// The document as `shade-agent state --json` prints it.
     pub fn state_json(&self) -> Value {
         let state = self.state();
-        replica::state_json(&state, &self.shared.config.policies, self.is_connected(), now_ms())
+        replica::state_json(
+            &state,
+            &self.shared.config.policies,
+            self.is_connected(),
+            now_ms(),
+        )
     }
 
     /// Whether the agent is connected to the broker now.

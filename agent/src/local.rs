@@ -33,7 +33,10 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
-    Write { section: Section, patch: Map<String, Value> },
+    Write {
+        section: Section,
+        patch: Map<String, Value>,
+    },
     State,
 }
 
@@ -62,7 +65,11 @@ pub enum LocalError {
 
 /// Serves the socket until `cancel`. Replaces a stale socket file: the
 /// caller holds the replica's lock, so no other agent owns this one.
-pub async fn serve(agent: Agent, data_dir: &Path, cancel: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    agent: Agent,
+    data_dir: &Path,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     let path = socket_path(data_dir);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
@@ -92,12 +99,30 @@ async fn handle(agent: Agent, stream: UnixStream) -> std::io::Result<()> {
     let mut line = String::new();
     reader.read_line(&mut line).await?;
     let response = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Response { ok: false, error: Some(format!("bad request: {e}")), state: None },
-        Ok(Request::State) => Response { ok: true, error: None, state: Some(agent.state_json()) },
-        Ok(Request::Write { section, patch }) => match agent.write(section, Patch::Merge(patch)).await {
-            Ok(()) => Response { ok: true, error: None, state: None },
-            Err(e) => Response { ok: false, error: Some(e.to_string()), state: None },
+        Err(e) => Response {
+            ok: false,
+            error: Some(format!("bad request: {e}")),
+            state: None,
         },
+        Ok(Request::State) => Response {
+            ok: true,
+            error: None,
+            state: Some(agent.state_json()),
+        },
+        Ok(Request::Write { section, patch }) => {
+            match agent.write(section, Patch::Merge(patch)).await {
+                Ok(()) => Response {
+                    ok: true,
+                    error: None,
+                    state: None,
+                },
+                Err(e) => Response {
+                    ok: false,
+                    error: Some(e.to_string()),
+                    state: None,
+                },
+            }
+        }
     };
     let mut bytes = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     bytes.push(b'\n');
@@ -106,7 +131,11 @@ async fn handle(agent: Agent, stream: UnixStream) -> std::io::Result<()> {
 }
 
 /// Sends `req` to the agent running on `data_dir`, if any.
-pub async fn request(data_dir: &Path, req: &Request, timeout: Duration) -> Result<Response, LocalError> {
+pub async fn request(
+    data_dir: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Response, LocalError> {
     let path = socket_path(data_dir);
     let stream = match UnixStream::connect(&path).await {
         Ok(s) => s,
@@ -118,10 +147,14 @@ pub async fn request(data_dir: &Path, req: &Request, timeout: Duration) -> Resul
         bytes.push(b'\n');
         write.write_all(&bytes).await?;
         let mut line = String::new();
-        BufReader::new(read.take(MAX_LINE as u64 * 16)).read_line(&mut line).await?;
+        BufReader::new(read.take(MAX_LINE as u64 * 16))
+            .read_line(&mut line)
+            .await?;
         serde_json::from_str::<Response>(&line).map_err(|e| LocalError::Protocol(e.to_string()))
     };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| LocalError::Timeout(timeout))?
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| LocalError::Timeout(timeout))?
 }
 
 use tokio::io::AsyncReadExt as _;

@@ -12,7 +12,11 @@ use shade_agent::{kv, now_ms, Agent};
 use shade_shared::{Patch, Policies, Section};
 
 #[derive(Debug, Parser)]
-#[command(name = "shade-agent", version, about = "The shade device agent: an offline-first replica of a device shadow.")]
+#[command(
+    name = "shade-agent",
+    version,
+    about = "The shade device agent: an offline-first replica of a device shadow."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,7 +27,9 @@ const DEFAULT_DATA: &str = "./shade-agent-data";
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Keep the local replica in sync with the broker.
-    #[command(after_help = "Example:\n  shade-agent run --broker mqtt://127.0.0.1:1883 --thing lamp-1 --on-desired ./apply.sh")]
+    #[command(
+        after_help = "Example:\n  shade-agent run --broker mqtt://127.0.0.1:1883 --thing lamp-1 --on-desired ./apply.sh"
+    )]
     Run {
         /// The broker, as mqtt://HOST:PORT.
         #[arg(long)]
@@ -52,7 +58,9 @@ enum Command {
         password: Option<String>,
     },
     /// Write reported state (durable when it exits 0).
-    #[command(after_help = "Example:\n  shade-agent report --data ./shade-agent-data temperature=21.5 light.on=true")]
+    #[command(
+        after_help = "Example:\n  shade-agent report --data ./shade-agent-data temperature=21.5 light.on=true"
+    )]
     Report {
         #[arg(long, default_value = DEFAULT_DATA)]
         data: PathBuf,
@@ -61,7 +69,9 @@ enum Command {
         pairs: Vec<String>,
     },
     /// Write desired state from the device side (durable when it exits 0).
-    #[command(after_help = "Example:\n  shade-agent desire --data ./shade-agent-data color=\"blue\" level=3")]
+    #[command(
+        after_help = "Example:\n  shade-agent desire --data ./shade-agent-data color=\"blue\" level=3"
+    )]
     Desire {
         #[arg(long, default_value = DEFAULT_DATA)]
         data: PathBuf,
@@ -85,21 +95,45 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     match cli.command {
-        Command::Run { broker, thing, shadow, data, on_desired, config, client_id, username, password } => {
+        Command::Run {
+            broker,
+            thing,
+            shadow,
+            data,
+            on_desired,
+            config,
+            client_id,
+            username,
+            password,
+        } => {
             init_tracing();
-            let o = Overrides { broker, thing, shadow, data_dir: data, on_desired, client_id, username, password };
+            let o = Overrides {
+                broker,
+                thing,
+                shadow,
+                data_dir: data,
+                on_desired,
+                client_id,
+                username,
+                password,
+            };
             let config = match AgentConfig::load(config.as_deref(), &o) {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
             runtime.block_on(run(config))
         }
-        Command::Report { data, pairs } => runtime.block_on(write(&data, Section::Reported, &pairs)),
+        Command::Report { data, pairs } => {
+            runtime.block_on(write(&data, Section::Reported, &pairs))
+        }
         Command::Desire { data, pairs } => runtime.block_on(write(&data, Section::Desired, &pairs)),
         Command::State { data, json } => runtime.block_on(state(&data, json)),
     }
@@ -108,7 +142,10 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run(config: AgentConfig) -> ExitCode {
@@ -175,16 +212,24 @@ async fn write(data: &Path, section: Section, pairs: &[String]) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    let req = Request::Write { section, patch: patch.clone() };
+    let req = Request::Write {
+        section,
+        patch: patch.clone(),
+    };
     let result = with_replica(data, req, move |dir| -> Result<bool, ReplicaError> {
-        let Some(mut r) = Replica::open_existing(dir, usize::MAX)? else { return Ok(false) };
+        let Some(mut r) = Replica::open_existing(dir, usize::MAX)? else {
+            return Ok(false);
+        };
         r.write(section, &Patch::Merge(patch.clone()), now_ms())?;
         Ok(true)
     })
     .await;
     match result {
         Ok(Ok(r)) if r.ok => ExitCode::SUCCESS,
-        Ok(Ok(r)) => fail(r.error.unwrap_or_else(|| "the running agent refused the write".into())),
+        Ok(Ok(r)) => fail(
+            r.error
+                .unwrap_or_else(|| "the running agent refused the write".into()),
+        ),
         Ok(Err(true)) => ExitCode::SUCCESS,
         Ok(Err(false)) => fail(no_replica(data)),
         Err(e) => fail(e),
@@ -195,7 +240,12 @@ async fn state(data: &Path, json: bool) -> ExitCode {
     let result = with_replica(data, Request::State, Replica::peek).await;
     let doc = match result {
         Ok(Ok(r)) if r.ok => r.state.unwrap_or_default(),
-        Ok(Ok(r)) => return fail(r.error.unwrap_or_else(|| "the running agent refused".into())),
+        Ok(Ok(r)) => {
+            return fail(
+                r.error
+                    .unwrap_or_else(|| "the running agent refused".into()),
+            )
+        }
         Ok(Err(Some(s))) => replica::state_json(&s, &Policies::default(), false, now_ms()),
         Ok(Err(None)) => return fail(no_replica(data)),
         Err(e) => return fail(e),
@@ -221,7 +271,10 @@ fn print_human(doc: &serde_json::Value) {
         println!("{name}:\n{}", pretty(v));
     }
     if let Some(c) = doc["conflicts"].as_array().filter(|c| !c.is_empty()) {
-        println!("conflicts:\n{}", pretty(&serde_json::Value::Array(c.clone())));
+        println!(
+            "conflicts:\n{}",
+            pretty(&serde_json::Value::Array(c.clone()))
+        );
     }
 }
 

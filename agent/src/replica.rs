@@ -28,7 +28,10 @@ const STORED_DEPTH: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
     #[error("cannot create data directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0} is in use by a running shade-agent that does not answer on its socket")]
     InUse(PathBuf),
     #[error("local database error: {0}")]
@@ -69,11 +72,20 @@ pub struct Replica {
 
 impl Replica {
     /// Opens (or creates) the replica of `replica` in `dir`.
-    pub fn open(dir: &Path, replica: ReplicaId, max_pending: usize) -> Result<Replica, ReplicaError> {
-        std::fs::create_dir_all(dir).map_err(|source| ReplicaError::CreateDir { path: dir.to_owned(), source })?;
+    pub fn open(
+        dir: &Path,
+        replica: ReplicaId,
+        max_pending: usize,
+    ) -> Result<Replica, ReplicaError> {
+        std::fs::create_dir_all(dir).map_err(|source| ReplicaError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
         let path = dir.join(DB_FILE);
         let database = match redb::Database::create(&path) {
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(ReplicaError::InUse(dir.to_owned())),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(ReplicaError::InUse(dir.to_owned()))
+            }
             other => dbr(other)?,
         };
         let loaded = {
@@ -92,7 +104,10 @@ impl Replica {
                 let state: ReplicaState = shade_shared::sync::decode(&bytes, STORED_DEPTH)
                     .map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
                 if state.replica != replica {
-                    return Err(ReplicaError::WrongReplica { found: state.replica, wanted: replica });
+                    return Err(ReplicaError::WrongReplica {
+                        found: state.replica,
+                        wanted: replica,
+                    });
                 }
                 state
             }
@@ -103,7 +118,11 @@ impl Replica {
                 fresh: true,
             },
         };
-        let replica = Replica { db: database, state, max_pending };
+        let replica = Replica {
+            db: database,
+            state,
+            max_pending,
+        };
         if loaded_nothing {
             // A replica exists from its first open on, so `report` and
             // `desire` can write to it before it ever synced.
@@ -119,7 +138,9 @@ impl Replica {
             return Ok(None);
         }
         let database = match redb::Database::open(dir.join(DB_FILE)) {
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(ReplicaError::InUse(dir.to_owned())),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(ReplicaError::InUse(dir.to_owned()))
+            }
             other => dbr(other)?,
         };
         let bytes: Option<Vec<u8>> = {
@@ -131,9 +152,13 @@ impl Replica {
             }
         };
         let Some(bytes) = bytes else { return Ok(None) };
-        let state: ReplicaState =
-            shade_shared::sync::decode(&bytes, STORED_DEPTH).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
-        Ok(Some(Replica { db: database, state, max_pending }))
+        let state: ReplicaState = shade_shared::sync::decode(&bytes, STORED_DEPTH)
+            .map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+        Ok(Some(Replica {
+            db: database,
+            state,
+            max_pending,
+        }))
     }
 
     /// Reads the replica in `dir` without a running agent, if it exists.
@@ -143,7 +168,9 @@ impl Replica {
             return Ok(None);
         }
         let database = match redb::ReadOnlyDatabase::open(&path) {
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(ReplicaError::InUse(dir.to_owned())),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(ReplicaError::InUse(dir.to_owned()))
+            }
             other => dbr(other)?,
         };
         let txn = dbr(database.begin_read())?;
@@ -152,14 +179,17 @@ impl Replica {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(ReplicaError::Db(e.into())),
         };
-        let Some(bytes) = dbr(table.get(KEY))? else { return Ok(None) };
+        let Some(bytes) = dbr(table.get(KEY))? else {
+            return Ok(None);
+        };
         shade_shared::sync::decode(bytes.value(), STORED_DEPTH)
             .map(Some)
             .map_err(|e| ReplicaError::Corrupt(e.to_string()))
     }
 
     fn persist(&self) -> Result<(), ReplicaError> {
-        let bytes = shade_shared::sync::encode(&self.state).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+        let bytes = shade_shared::sync::encode(&self.state)
+            .map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
         let txn = dbr(self.db.begin_write())?;
         {
             let mut table = dbr(txn.open_table(STATE))?;
@@ -183,16 +213,29 @@ impl Replica {
 
     /// A local write, durable when this returns `Ok`. Refused, changing
     /// nothing, when it would push the pending count over the bound.
-    pub fn write(&mut self, section: Section, patch: &Patch, now_ms: u64) -> Result<bool, ReplicaError> {
+    pub fn write(
+        &mut self,
+        section: Section,
+        patch: &Patch,
+        now_ms: u64,
+    ) -> Result<bool, ReplicaError> {
         let before = self.state.shadow.clone();
         let replica = self.state.replica.clone();
-        if self.state.shadow.write(&replica, section, patch, now_ms).is_none() {
+        if self
+            .state
+            .shadow
+            .write(&replica, section, patch, now_ms)
+            .is_none()
+        {
             return Ok(false);
         }
         let pending = self.pending();
         if pending > self.max_pending {
             self.state.shadow = before;
-            return Err(ReplicaError::TooManyPending { pending, max: self.max_pending });
+            return Err(ReplicaError::TooManyPending {
+                pending,
+                max: self.max_pending,
+            });
         }
         if let Err(e) = self.persist() {
             self.state.shadow = before;
@@ -212,9 +255,14 @@ impl Replica {
         let changes = if self.state.fresh {
             shade_shared::Changes::default()
         } else {
-            self.state.shadow.changes_since_limited(&self.state.broker_vv, max_paths)
+            self.state
+                .shadow
+                .changes_since_limited(&self.state.broker_vv, max_paths)
         };
-        SyncUp { replica: self.state.replica.clone(), changes }
+        SyncUp {
+            replica: self.state.replica.clone(),
+            changes,
+        }
     }
 
     /// Applies a `SyncDown`: merges it, learns the broker's vector (which
@@ -245,7 +293,10 @@ impl Replica {
                 self.state = before;
                 return Err(e);
             }
-            return Ok(Applied { outcome: MergeOutcome::default(), resync: true });
+            return Ok(Applied {
+                outcome: MergeOutcome::default(),
+                resync: true,
+            });
         }
         if self.state.fresh {
             return self.rebase(down);
@@ -253,7 +304,10 @@ impl Replica {
         let before = self.state.clone();
         let outcome = self.state.shadow.merge(&down.changes);
         if outcome.gap {
-            return Ok(Applied { outcome, resync: false });
+            return Ok(Applied {
+                outcome,
+                resync: false,
+            });
         }
         self.state.broker_vv = down.changes.vv.clone();
         self.state.shadow.version = self.state.shadow.version.max(down.version);
@@ -264,7 +318,10 @@ impl Replica {
                 return Err(e);
             }
         }
-        Ok(Applied { outcome, resync: false })
+        Ok(Applied {
+            outcome,
+            resync: false,
+        })
     }
 
     /// Merges the broker's whole state into an empty replica, then writes
@@ -272,7 +329,13 @@ impl Replica {
     fn rebase(&mut self, down: &SyncDown) -> Result<Applied, ReplicaError> {
         if !down.changes.since.is_empty() {
             // Not the whole state (a reply meant for another agent).
-            return Ok(Applied { outcome: MergeOutcome { changed: vec![], gap: true }, resync: false });
+            return Ok(Applied {
+                outcome: MergeOutcome {
+                    changed: vec![],
+                    gap: true,
+                },
+                resync: false,
+            });
         }
         let me = self.state.replica.clone();
         let mut mine = Vec::new();
@@ -300,7 +363,10 @@ impl Replica {
             self.state = before;
             return Err(e);
         }
-        Ok(Applied { outcome, resync: true })
+        Ok(Applied {
+            outcome,
+            resync: true,
+        })
     }
 }
 
@@ -332,10 +398,14 @@ pub struct Applied {
 }
 
 fn insert_path(root: &mut Map<String, Value>, path: &[String], value: Value) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut node = root;
     for key in parents {
-        let entry = node.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+        let entry = node
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
             *entry = Value::Object(Map::new());
         }
@@ -352,7 +422,12 @@ pub fn pending(state: &ReplicaState) -> usize {
 
 /// The JSON of `shade-agent state --json`: the get/accepted shape plus
 /// `pending` and `connected`.
-pub fn state_json(state: &ReplicaState, policies: &Policies, connected: bool, now_ms: u64) -> Value {
+pub fn state_json(
+    state: &ReplicaState,
+    policies: &Policies,
+    connected: bool,
+    now_ms: u64,
+) -> Value {
     let mut doc = shade_shared::aws::render_get(&state.shadow, policies, None, now_ms);
     if let Value::Object(m) = &mut doc {
         m.insert("pending".into(), Value::from(pending(state)));
@@ -368,7 +443,10 @@ pub fn delta(state: &ReplicaState, policies: &Policies) -> Option<Value> {
 }
 
 /// Desired and reported as rendered JSON objects.
-pub fn sections(state: &ReplicaState, policies: &Policies) -> (Map<String, Value>, Map<String, Value>) {
+pub fn sections(
+    state: &ReplicaState,
+    policies: &Policies,
+) -> (Map<String, Value>, Map<String, Value>) {
     let view = View::of(&state.shadow, policies);
     let obj = |v: Value| match v {
         Value::Object(m) => m,

@@ -22,7 +22,11 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn usage_errors_exit_2() {
-    assert_eq!(agent(&["report"]).status.code(), Some(2), "report needs KEY=VALUE");
+    assert_eq!(
+        agent(&["report"]).status.code(),
+        Some(2),
+        "report needs KEY=VALUE"
+    );
     assert_eq!(agent(&["frobnicate"]).status.code(), Some(2));
     let help = agent(&["report", "--help"]);
     assert_eq!(help.status.code(), Some(0));
@@ -62,17 +66,30 @@ fn offline_writes_are_durable_and_pending() {
         .port();
     let broker = format!("mqtt://127.0.0.1:{port}");
     let mut run = Command::new(env!("CARGO_BIN_EXE_shade-agent"))
-        .args(["run", "--broker", &broker, "--thing", "lamp", "--data", data_s])
+        .args([
+            "run", "--broker", &broker, "--thing", "lamp", "--data", data_s,
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start shade-agent run");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let out = agent(&["report", "--data", data_s, "light.level=80", "name=kitchen lamp", "gone=1"]);
+        let out = agent(&[
+            "report",
+            "--data",
+            data_s,
+            "light.level=80",
+            "name=kitchen lamp",
+            "gone=1",
+        ]);
         if out.status.success() {
             break;
         }
-        assert!(Instant::now() < deadline, "report never succeeded: {}", stderr(&out));
+        assert!(
+            Instant::now() < deadline,
+            "report never succeeded: {}",
+            stderr(&out)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = run.kill();

@@ -22,7 +22,7 @@ pub mod config;
 pub mod embedded;
 pub mod engine;
 pub mod gateway;
+pub mod ops;
 pub mod serve;
 pub mod service;
 pub mod store;
-pub mod ops;

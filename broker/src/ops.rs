@@ -78,7 +78,9 @@ impl Query {
 pub fn reply_topic(token: &str) -> Option<String> {
     let ok = !token.is_empty()
         && token.len() <= 64
-        && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     ok.then(|| format!("{REPLY_PREFIX}{token}"))
 }
 
@@ -86,19 +88,33 @@ fn shadow_id(thing: &str, shadow: Option<&str>) -> Result<ShadowId, String> {
     let thing = ThingName::new(thing).map_err(|e| e.to_string())?;
     match shadow {
         None => Ok(ShadowId::classic(thing)),
-        Some(s) => Ok(ShadowId::named(thing, ShadowName::new(s).map_err(|e| e.to_string())?)),
+        Some(s) => Ok(ShadowId::named(
+            thing,
+            ShadowName::new(s).map_err(|e| e.to_string())?,
+        )),
     }
 }
 
 fn shadow_json(id: &ShadowId) -> Value {
-    id.shadow.as_ref().map_or(Value::Null, |s| Value::String(s.to_string()))
+    id.shadow
+        .as_ref()
+        .map_or(Value::Null, |s| Value::String(s.to_string()))
 }
 
 /// Runs `query` over `source`: the `result` value, or an error message.
-pub fn execute(source: &dyn ShadowSource, query: &Query, policies: &Policies) -> Result<Value, String> {
+pub fn execute(
+    source: &dyn ShadowSource,
+    query: &Query,
+    policies: &Policies,
+) -> Result<Value, String> {
     let store = |e: StoreError| e.to_string();
     match query {
-        Query::List { prefix, after, limit, .. } => {
+        Query::List {
+            prefix,
+            after,
+            limit,
+            ..
+        } => {
             let limit = limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
             let mut items = Vec::new();
             let mut last: Option<String> = None;
@@ -124,7 +140,12 @@ pub fn execute(source: &dyn ShadowSource, query: &Query, policies: &Policies) ->
                 .map_err(store)?;
             Ok(json!({ "items": items, "next": next }))
         }
-        Query::History { thing, shadow, limit, .. } => {
+        Query::History {
+            thing,
+            shadow,
+            limit,
+            ..
+        } => {
             let id = shadow_id(thing, shadow.as_deref())?;
             if source.get(&id).map_err(store)?.is_none() {
                 return Err(format!("No shadow exists with name: {}", id.display_name()));
@@ -138,7 +159,12 @@ pub fn execute(source: &dyn ShadowSource, query: &Query, policies: &Policies) ->
             let mut out = Vec::new();
             let mut visit = |id: ShadowId, stored: crate::store::StoredShadow| {
                 let view = shade_shared::aws::View::of(&stored.shadow, policies);
-                for c in view.desired.conflicts.iter().chain(view.reported.conflicts.iter()) {
+                for c in view
+                    .desired
+                    .conflicts
+                    .iter()
+                    .chain(view.reported.conflicts.iter())
+                {
                     if out.len() < MAX_CONFLICTS {
                         let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
                         if let Value::Object(m) = &mut v {
@@ -166,7 +192,9 @@ pub fn execute(source: &dyn ShadowSource, query: &Query, policies: &Policies) ->
                             if key == exact || key.starts_with(&named) {
                                 visit(id, stored);
                             }
-                            key == exact || key.starts_with(&named) || named.starts_with(key)
+                            key == exact
+                                || key.starts_with(&named)
+                                || named.starts_with(key)
                                 || key < named.as_str()
                         })
                         .map_err(store)?;

@@ -111,7 +111,10 @@ pub async fn serve(
 /// Routes one client publish to the store thread, or answers or drops it.
 async fn dispatch(msg: Inbound, requests: &mpsc::Sender<Request>, broker: &BrokerHandle) {
     if msg.topic == crate::ops::REQUEST_TOPIC {
-        let request = Request::Ops { payload: msg.payload, client: msg.client_id };
+        let request = Request::Ops {
+            payload: msg.payload,
+            client: msg.client_id,
+        };
         if requests.send(request).await.is_err() {
             tracing::warn!("store thread gone; request dropped");
         }

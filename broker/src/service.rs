@@ -123,7 +123,10 @@ impl Service {
             }
         };
         let Some(topic) = ops::reply_topic(query.client_token()) else {
-            tracing::warn!(client, "dropping a shade/ops/request whose clientToken cannot be a topic level");
+            tracing::warn!(
+                client,
+                "dropping a shade/ops/request whose clientToken cannot be a topic level"
+            );
             return;
         };
         let reply = ops::reply(&query, ops::execute(t, &query, &self.policies));
@@ -316,7 +319,9 @@ impl Service {
             // means resending what it already has. Only a merged, complete
             // message's vector may count towards the stable vector that lets
             // tombstones go (see shade_shared::merge).
-            stored.peers.insert(up.replica.clone(), up.changes.vv.clone());
+            stored
+                .peers
+                .insert(up.replica.clone(), up.changes.vv.clone());
         }
         let changed = !outcome.is_empty() && stored.shadow != previous;
         if changed {
@@ -448,10 +453,18 @@ impl Service {
 
     /// `{"desired": {"a.b": value}, "reported": {..}}`: what the agent sent
     /// for the paths the merge changed (`null` for a delete).
-    fn sent_leaves(&self, up: &SyncUp, changed: &[(Section, shade_shared::document::Path)]) -> Value {
+    fn sent_leaves(
+        &self,
+        up: &SyncUp,
+        changed: &[(Section, shade_shared::document::Path)],
+    ) -> Value {
         let mut out = Map::new();
         for pl in &up.changes.paths {
-            if pl.leaves.is_empty() || !changed.iter().any(|(s, p)| *s == pl.section && *p == pl.path) {
+            if pl.leaves.is_empty()
+                || !changed
+                    .iter()
+                    .any(|(s, p)| *s == pl.section && *p == pl.path)
+            {
                 continue;
             }
             let value = pl.leaves[self.policies.of(pl.section).winner(&pl.leaves)]

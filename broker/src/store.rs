@@ -286,7 +286,6 @@ impl ReadStore {
     pub fn history(&self, id: &ShadowId, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
         ShadowSource::history(self, id, limit)
     }
-
 }
 
 /// Reading shadows and history, the same way from a running broker's write

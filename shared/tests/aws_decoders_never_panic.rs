@@ -21,14 +21,26 @@ fn json_like() -> impl Strategy<Value = Vec<u8>> {
     let value = leaf.prop_recursive(10, 64, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
-            prop::collection::vec(("[a-z]{0,3}|state|desired|reported|version|clientToken", inner), 0..4)
-                .prop_map(|kv| {
-                    let body: Vec<String> = kv.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-                    format!("{{{}}}", body.join(","))
-                }),
+            prop::collection::vec(
+                (
+                    "[a-z]{0,3}|state|desired|reported|version|clientToken",
+                    inner
+                ),
+                0..4
+            )
+            .prop_map(|kv| {
+                let body: Vec<String> = kv
+                    .into_iter()
+                    .map(|(k, v)| format!("\"{k}\":{v}"))
+                    .collect();
+                format!("{{{}}}", body.join(","))
+            }),
         ]
     });
-    prop_oneof![value.prop_map(String::into_bytes), prop::collection::vec(any::<u8>(), 0..200)]
+    prop_oneof![
+        value.prop_map(String::into_bytes),
+        prop::collection::vec(any::<u8>(), 0..200)
+    ]
 }
 
 proptest! {
