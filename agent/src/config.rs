@@ -121,15 +121,9 @@ pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
 }
 
 fn policy(key: &'static str, s: Option<String>) -> Result<Policy, ConfigError> {
-    match s.as_deref() {
-        None | Some("lww") => Ok(Policy::Lww),
-        Some("broker-wins") => Ok(Policy::BrokerWins),
-        Some("device-wins") => Ok(Policy::DeviceWins),
-        Some(o) => Err(invalid(
-            key,
-            format!("{o:?} is not one of lww, broker-wins, device-wins"),
-        )),
-    }
+    s.map_or(Ok(Policy::Lww), |s| {
+        s.parse().map_err(|e: String| invalid(key, e))
+    })
 }
 
 impl AgentConfig {

@@ -343,7 +343,11 @@ impl Replica {
             for (path, register) in self.state.shadow.section(section) {
                 if let Some(leaf) = register.iter().find(|l| l.dot.replica == me) {
                     let mut patch = Map::new();
-                    insert_path(&mut patch, path, leaf.value.clone().unwrap_or(Value::Null));
+                    shade_shared::document::insert_at(
+                        &mut patch,
+                        path,
+                        leaf.value.clone().unwrap_or(Value::Null),
+                    );
                     mine.push((section, patch));
                 }
             }
@@ -395,24 +399,6 @@ pub struct Applied {
     /// Send a `SyncUp` at once: to fetch the broker's whole state, or to
     /// push writes just rebased onto it.
     pub resync: bool,
-}
-
-fn insert_path(root: &mut Map<String, Value>, path: &[String], value: Value) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut node = root;
-    for key in parents {
-        let entry = node
-            .entry(key.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
-        }
-        let Value::Object(next) = entry else { return };
-        node = next;
-    }
-    node.insert(last.clone(), value);
 }
 
 /// Registers holding a dot the broker has not acknowledged.

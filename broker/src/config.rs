@@ -147,15 +147,9 @@ fn addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 fn policy(key: &'static str, s: Option<String>) -> Result<Policy, ConfigError> {
-    match s.as_deref() {
-        None | Some("lww") => Ok(Policy::Lww),
-        Some("broker-wins") => Ok(Policy::BrokerWins),
-        Some("device-wins") => Ok(Policy::DeviceWins),
-        Some(other) => Err(invalid(
-            key,
-            format!("{other:?} is not one of lww, broker-wins, device-wins"),
-        )),
-    }
+    s.map_or(Ok(Policy::Lww), |s| {
+        s.parse().map_err(|e: String| invalid(key, e))
+    })
 }
 
 fn positive(key: &'static str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {

@@ -54,6 +54,14 @@ impl Outbound {
     }
 }
 
+/// An accepted change, for the history.
+struct Change<'a> {
+    kind: &'static str,
+    client: &'a str,
+    replica: &'a ReplicaId,
+    what: Value,
+}
+
 /// What handling one request produced.
 #[derive(Debug, Default)]
 pub struct Handled {
@@ -191,17 +199,13 @@ impl Service {
                     return Ok(());
                 }
             };
-        self.collect_tombstones(&mut stored);
-        t.save(id, &stored)?;
-        let entry = HistoryEntry {
-            time: now,
-            author: client.to_owned(),
-            replica: self.node.to_string(),
-            version: stored.shadow.version,
-            kind: "update".into(),
-            change: req.state.clone(),
+        let change = Change {
+            kind: "update",
+            client,
+            replica: &self.node,
+            what: req.state.clone(),
         };
-        t.append_history(id, &entry, self.history_per_shadow)?;
+        self.save(t, id, &mut stored, Some(change), now)?;
 
         let token = req.client_token.as_deref();
         let accepted = aws::render_update_accepted(&req, stored.shadow.version, now);
@@ -245,17 +249,13 @@ impl Service {
             return Ok(());
         };
         let version = aws::apply_delete(&mut stored.shadow, &self.node, now);
-        self.collect_tombstones(&mut stored);
-        t.save(id, &stored)?;
-        let entry = HistoryEntry {
-            time: now,
-            author: client.to_owned(),
-            replica: self.node.to_string(),
-            version: stored.shadow.version,
-            kind: "delete".into(),
-            change: Value::Null,
+        let change = Change {
+            kind: "delete",
+            client,
+            replica: &self.node,
+            what: Value::Null,
         };
-        t.append_history(id, &entry, self.history_per_shadow)?;
+        self.save(t, id, &mut stored, Some(change), now)?;
         let accepted = aws::render_delete_accepted(version, token.as_deref(), now);
         h.out.push(Outbound::json(
             Topic::aws_reply(id, Operation::Delete, Reply::Accepted),
@@ -327,19 +327,13 @@ impl Service {
         if changed {
             stored.shadow.version += 1;
         }
-        self.collect_tombstones(&mut stored);
-        t.save(id, &stored)?;
-        if changed {
-            let entry = HistoryEntry {
-                time: now,
-                author: client.to_owned(),
-                replica: up.replica.to_string(),
-                version: stored.shadow.version,
-                kind: "sync".into(),
-                change: self.sent_leaves(&up, &outcome.changed),
-            };
-            t.append_history(id, &entry, self.history_per_shadow)?;
-        }
+        let change = changed.then(|| Change {
+            kind: "sync",
+            client,
+            replica: &up.replica,
+            what: self.sent_leaves(&up, &outcome.changed),
+        });
+        self.save(t, id, &mut stored, change, now)?;
         // The reply: everything the agent lacks, with our vector, which now
         // covers (acknowledges) the agent's merged changes.
         if let Some(reply) = self.sync_down(id, &stored, &up.changes.vv) {
@@ -347,6 +341,32 @@ impl Service {
         }
         if changed {
             self.announce(id, &stored, &previous, None, Some(&up.replica), now, h);
+        }
+        Ok(())
+    }
+
+    /// Collects what tombstones every replica has seen, saves the shadow
+    /// and records `change` (if any) in its history.
+    fn save(
+        &self,
+        t: &mut Tables<'_>,
+        id: &ShadowId,
+        stored: &mut StoredShadow,
+        change: Option<Change<'_>>,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.collect_tombstones(stored);
+        t.save(id, stored)?;
+        if let Some(c) = change {
+            let entry = HistoryEntry {
+                time: now,
+                author: c.client.to_owned(),
+                replica: c.replica.to_string(),
+                version: stored.shadow.version,
+                kind: c.kind.into(),
+                change: c.what,
+            };
+            t.append_history(id, &entry, self.history_per_shadow)?;
         }
         Ok(())
     }

@@ -133,6 +133,22 @@ pub enum Policy {
     DeviceWins,
 }
 
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    /// The names config files use: `lww`, `broker-wins`, `device-wins`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lww" => Ok(Policy::Lww),
+            "broker-wins" => Ok(Policy::BrokerWins),
+            "device-wins" => Ok(Policy::DeviceWins),
+            other => Err(format!(
+                "{other:?} is not one of lww, broker-wins, device-wins"
+            )),
+        }
+    }
+}
+
 impl Policy {
     /// The sort key under this policy: the greatest key wins.
     fn key(self, leaf: &Leaf) -> (bool, Timestamp, &ReplicaId, u64) {
@@ -587,7 +603,9 @@ fn resolve_overlaps<'a>(
         .collect()
 }
 
-fn insert_at(root: &mut Map<String, Value>, path: &[String], value: Value) {
+/// Sets `value` at `path` inside `root`, making objects on the way (and
+/// replacing a non-object that stands where one is needed).
+pub fn insert_at(root: &mut Map<String, Value>, path: &[String], value: Value) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
