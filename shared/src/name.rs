@@ -161,9 +161,24 @@ impl fmt::Display for ShadowId {
 ///
 /// Ordered, because ties between equal timestamps are broken by replica id,
 /// and every replica must break them the same way.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ReplicaId(String);
+///
+/// Shared (`Arc<str>`): every dot carries one, and dots are cloned with
+/// every leaf, so a clone must not allocate.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplicaId(std::sync::Arc<str>);
+
+impl Serialize for ReplicaId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReplicaId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ReplicaId::new(s.into_owned()).map_err(serde::de::Error::custom)
+    }
+}
 
 impl ReplicaId {
     /// Client ids may be up to 128 bytes in shade; the prefix adds two.
@@ -176,7 +191,7 @@ impl ReplicaId {
             .or_else(|| id.strip_prefix("a:"))
             .ok_or_else(|| NameError::BadReplica(id.clone()))?;
         check("replica", rest, Self::MAX_LEN - 2)?;
-        Ok(Self(id))
+        Ok(Self(id.into()))
     }
 
     /// The broker replica of node `node`.
@@ -214,7 +229,7 @@ impl std::str::FromStr for ReplicaId {
 
 impl From<ReplicaId> for String {
     fn from(r: ReplicaId) -> String {
-        r.0
+        r.0.to_string()
     }
 }
 
