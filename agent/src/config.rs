@@ -45,6 +45,7 @@ struct Raw {
     reconnect_min_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
     max_pending_leaves: Option<usize>,
+    max_document_bytes: Option<usize>,
     max_depth: Option<usize>,
     policy_desired: Option<String>,
     policy_reported: Option<String>,
@@ -80,12 +81,22 @@ pub struct AgentConfig {
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub max_pending_leaves: usize,
+    /// As the broker's `limits.max_document_bytes`.
+    pub max_document_bytes: usize,
     pub max_depth: usize,
     /// How conflicts are shown locally; should match the broker's `[merge]`.
     pub policies: Policies,
 }
 
 impl AgentConfig {
+    /// The bounds on local writes.
+    pub fn bounds(&self) -> crate::replica::Bounds {
+        crate::replica::Bounds {
+            max_pending: self.max_pending_leaves,
+            max_document_bytes: self.max_document_bytes,
+        }
+    }
+
     pub fn replica(&self) -> Result<ReplicaId, ConfigError> {
         ReplicaId::agent(&self.client_id).map_err(|e| invalid("client_id", e.to_string()))
     }
@@ -209,6 +220,11 @@ impl AgentConfig {
             )?,
             reconnect_min,
             reconnect_max,
+            max_document_bytes: match raw.max_document_bytes {
+                Some(0) => return Err(invalid("max_document_bytes", "must be at least 1")),
+                Some(n) => n,
+                None => 8 * 1024,
+            },
             max_pending_leaves: match raw.max_pending_leaves {
                 Some(0) => return Err(invalid("max_pending_leaves", "must be at least 1")),
                 Some(n) => n,

@@ -138,7 +138,7 @@ impl Agent {
         let id = config.replica()?;
         // A one-shot `report` may hold the file for a moment.
         let replica = replica::when_free(std::time::Duration::from_secs(10), || {
-            Replica::open(&config.data_dir, id.clone(), config.max_pending_leaves)
+            Replica::open(&config.data_dir, id.clone(), config.bounds())
         })?;
         let (connected, _) = watch::channel(false);
         let (events, _) = broadcast::channel(64);

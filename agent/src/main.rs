@@ -217,7 +217,7 @@ async fn write(data: &Path, section: Section, pairs: &[String]) -> ExitCode {
         patch: patch.clone(),
     };
     let result = with_replica(data, req, move |dir| -> Result<bool, ReplicaError> {
-        let Some(mut r) = Replica::open_existing(dir, usize::MAX)? else {
+        let Some(mut r) = Replica::open_existing(dir)? else {
             return Ok(false);
         };
         r.write(section, &Patch::Merge(patch.clone()), now_ms())?;

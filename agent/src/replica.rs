@@ -40,6 +40,8 @@ pub enum ReplicaError {
     Corrupt(String),
     #[error("{pending} changes are waiting for the broker; the limit is {max} (max_pending_leaves). Reconnect the agent, or raise the limit")]
     TooManyPending { pending: usize, max: usize },
+    #[error("the document would be {size} bytes; the limit is {max} (max_document_bytes, as the broker's limits.max_document_bytes)")]
+    TooLarge { size: usize, max: usize },
     #[error("the replica belongs to {found}, not {wanted}: use another --data directory")]
     WrongReplica { found: ReplicaId, wanted: ReplicaId },
 }
@@ -60,6 +62,30 @@ pub struct ReplicaState {
     /// written again on top of that state, never sent with their own dots.
     #[serde(default)]
     pub fresh: bool,
+    /// The bounds `run` was last started with; one-shot `report` and
+    /// `desire` apply them too.
+    #[serde(default)]
+    pub bounds: Bounds,
+}
+
+/// How far local writes may go before they are refused with a clear error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bounds {
+    /// Registers waiting for the broker (`max_pending_leaves`).
+    pub max_pending: usize,
+    /// Bytes of desired+reported, as the broker counts them
+    /// (`max_document_bytes`): the broker would refuse a bigger document,
+    /// and the change would wait forever.
+    pub max_document_bytes: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            max_pending: 100_000,
+            max_document_bytes: 8 * 1024,
+        }
+    }
 }
 
 /// The local replica, open for writing.
@@ -67,16 +93,11 @@ pub struct ReplicaState {
 pub struct Replica {
     db: redb::Database,
     state: ReplicaState,
-    max_pending: usize,
 }
 
 impl Replica {
     /// Opens (or creates) the replica of `replica` in `dir`.
-    pub fn open(
-        dir: &Path,
-        replica: ReplicaId,
-        max_pending: usize,
-    ) -> Result<Replica, ReplicaError> {
+    pub fn open(dir: &Path, replica: ReplicaId, bounds: Bounds) -> Result<Replica, ReplicaError> {
         std::fs::create_dir_all(dir).map_err(|source| ReplicaError::CreateDir {
             path: dir.to_owned(),
             source,
@@ -116,14 +137,16 @@ impl Replica {
                 shadow: Shadow::new(),
                 broker_vv: VersionVector::new(),
                 fresh: true,
+                bounds,
             },
         };
-        let replica = Replica {
+        let bounds_changed = state.bounds != bounds;
+        let mut replica = Replica {
             db: database,
             state,
-            max_pending,
         };
-        if loaded_nothing {
+        replica.state.bounds = bounds;
+        if loaded_nothing || bounds_changed {
             // A replica exists from its first open on, so `report` and
             // `desire` can write to it before it ever synced.
             replica.persist()?;
@@ -133,7 +156,8 @@ impl Replica {
 
     /// Opens the replica in `dir` for writing, whoever's it is; `None` when
     /// there is none (no `shade-agent run` ever started there).
-    pub fn open_existing(dir: &Path, max_pending: usize) -> Result<Option<Replica>, ReplicaError> {
+    /// It keeps the bounds the last `run` stored.
+    pub fn open_existing(dir: &Path) -> Result<Option<Replica>, ReplicaError> {
         if !dir.join(DB_FILE).exists() {
             return Ok(None);
         }
@@ -157,7 +181,6 @@ impl Replica {
         Ok(Some(Replica {
             db: database,
             state,
-            max_pending,
         }))
     }
 
@@ -229,12 +252,21 @@ impl Replica {
         {
             return Ok(false);
         }
+        let bounds = self.state.bounds;
         let pending = self.pending();
-        if pending > self.max_pending {
+        if pending > bounds.max_pending {
             self.state.shadow = before;
             return Err(ReplicaError::TooManyPending {
                 pending,
-                max: self.max_pending,
+                max: bounds.max_pending,
+            });
+        }
+        let size = self.state.shadow.state_size();
+        if size > bounds.max_document_bytes {
+            self.state.shadow = before;
+            return Err(ReplicaError::TooLarge {
+                size,
+                max: bounds.max_document_bytes,
             });
         }
         if let Err(e) = self.persist() {

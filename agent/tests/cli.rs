@@ -110,3 +110,44 @@ fn offline_writes_are_durable_and_pending() {
     assert_eq!(doc["connected"], Value::Bool(false));
     assert!(doc["pending"].as_u64().is_some_and(|n| n >= 4), "{doc}");
 }
+
+/// A write that would make the document bigger than the broker accepts is
+/// refused on the device at once, instead of waiting forever for a broker
+/// that would refuse it.
+#[test]
+fn a_write_past_the_document_limit_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("d");
+    let data_s = data.to_str().expect("utf-8");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let broker = format!("mqtt://127.0.0.1:{port}");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_shade-agent"))
+        .args([
+            "run", "--broker", &broker, "--thing", "big", "--data", data_s,
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start shade-agent run");
+    let big = format!("blob=\"{}\"", "x".repeat(9000));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = agent(&["report", "--data", data_s, &big]);
+        if stderr(&out).contains("max_document_bytes") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = run.kill();
+    let _ = run.wait();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("max_document_bytes"),
+        "{}",
+        stderr(&out)
+    );
+    let small = agent(&["report", "--data", data_s, "ok=1"]);
+    assert!(small.status.success(), "{}", stderr(&small));
+}

@@ -349,7 +349,7 @@ async fn thousand_pending_leaves_converge_after_reconnect() {
     let broker_config = dir.path().join("broker.toml");
     std::fs::write(&broker_config, "[limits]\nmax_document_bytes = 1048576\n")
         .expect("write the broker config");
-    let config = write_agent_config(dir.path(), "");
+    let config = write_agent_config(dir.path(), "max_document_bytes = 1048576\n");
     let mut broker = Broker::start_with_config(&dir.path().join("broker"), Some(&broker_config));
     let data = dir.path().join("agent");
     let agent = Agent::start(
