@@ -285,20 +285,49 @@ pub fn render_get(
     client_token: Option<&str>,
     now_ms: u64,
 ) -> Value {
-    let view = View::of(shadow, policies);
-    let (state, metadata) = view.sections(true);
-    let mut conflicts = view.desired.conflicts.clone();
-    conflicts.extend(view.reported.conflicts.iter().cloned());
-    let mut v = json!({
-        "state": state,
-        "metadata": metadata,
-        "version": shadow.version,
-        "timestamp": now_ms / 1000,
-        "vv": shadow.vv(),
-        "conflicts": conflicts,
-    });
-    put_token(&mut v, client_token);
-    v
+    View::of(shadow, policies).get(shadow, client_token, now_ms)
+}
+
+impl View {
+    /// The `get/accepted` shape of `shadow`, whose view this is.
+    pub fn get(&self, shadow: &Shadow, client_token: Option<&str>, now_ms: u64) -> Value {
+        let (state, metadata) = self.sections(true);
+        let mut conflicts = self.desired.conflicts.clone();
+        conflicts.extend(self.reported.conflicts.iter().cloned());
+        let mut v = json!({
+            "state": state,
+            "metadata": metadata,
+            "version": shadow.version,
+            "timestamp": now_ms / 1000,
+            "vv": shadow.vv(),
+            "conflicts": conflicts,
+        });
+        put_token(&mut v, client_token);
+        v
+    }
+
+    /// The `update/delta` shape, or `None` when desired and reported agree.
+    pub fn delta_notice(
+        &self,
+        shadow: &Shadow,
+        client_token: Option<&str>,
+        now_ms: u64,
+    ) -> Option<Value> {
+        let d = self.delta.clone()?;
+        let metadata = metadata_for(&d, &self.desired.state, &self.desired.metadata);
+        let mut v = json!({ "state": d, "metadata": metadata, "version": shadow.version, "timestamp": now_ms / 1000 });
+        put_token(&mut v, client_token);
+        Some(v)
+    }
+
+    /// One side of `update/documents`: `null` when the shadow does not exist.
+    fn document_side(&self, shadow: &Shadow) -> Value {
+        if !shadow.exists {
+            return Value::Null;
+        }
+        let (state, metadata) = self.sections(false);
+        json!({ "state": state, "metadata": metadata, "version": shadow.version })
+    }
 }
 
 /// Metadata mirroring `state`: every leaf (and every `null`) becomes `{"timestamp": secs}`.
@@ -346,20 +375,7 @@ pub fn render_delta(
     client_token: Option<&str>,
     now_ms: u64,
 ) -> Option<Value> {
-    let view = View::of(shadow, policies);
-    let d = view.delta?;
-    let metadata = metadata_for(&d, &view.desired.state, &view.desired.metadata);
-    let mut v = json!({ "state": d, "metadata": metadata, "version": shadow.version, "timestamp": now_ms / 1000 });
-    put_token(&mut v, client_token);
-    Some(v)
-}
-
-fn document_side(shadow: &Shadow, policies: &Policies) -> Value {
-    if !shadow.exists {
-        return Value::Null;
-    }
-    let (state, metadata) = View::of(shadow, policies).sections(false);
-    json!({ "state": state, "metadata": metadata, "version": shadow.version })
+    View::of(shadow, policies).delta_notice(shadow, client_token, now_ms)
 }
 
 /// `update/documents`: the document before and after an accepted change.
@@ -371,13 +387,61 @@ pub fn render_documents(
     client_token: Option<&str>,
     now_ms: u64,
 ) -> Value {
+    let current_view = View::of(current, policies);
+    documents(
+        previous,
+        policies,
+        &current_view,
+        current,
+        client_token,
+        now_ms,
+    )
+}
+
+fn documents(
+    previous: &Shadow,
+    policies: &Policies,
+    current_view: &View,
+    current: &Shadow,
+    client_token: Option<&str>,
+    now_ms: u64,
+) -> Value {
     let mut v = json!({
-        "previous": document_side(previous, policies),
-        "current": document_side(current, policies),
+        "previous": View::of(previous, policies).document_side(previous),
+        "current": current_view.document_side(current),
         "timestamp": now_ms / 1000,
     });
     put_token(&mut v, client_token);
     v
+}
+
+/// What every accepted change publishes besides its reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notices {
+    /// `update/documents`.
+    pub documents: Value,
+    /// `update/delta`, when desired and reported differ.
+    pub delta: Option<Value>,
+    /// The retained state (the `get/accepted` shape), `None` when the
+    /// shadow does not exist.
+    pub state: Option<Value>,
+}
+
+/// Renders the notices of a change from `previous` to `current`, rendering
+/// `current` once for all three (rendering is most of what an update costs).
+pub fn render_notices(
+    previous: &Shadow,
+    current: &Shadow,
+    policies: &Policies,
+    client_token: Option<&str>,
+    now_ms: u64,
+) -> Notices {
+    let view = View::of(current, policies);
+    Notices {
+        documents: documents(previous, policies, &view, current, client_token, now_ms),
+        delta: view.delta_notice(current, client_token, now_ms),
+        state: current.exists.then(|| view.get(current, None, now_ms)),
+    }
 }
 
 /// `delete/accepted`.

@@ -325,3 +325,31 @@ fn full_document_carries_vv_and_conflicts_extensions() {
         json!(NOW / 1000)
     );
 }
+
+#[test]
+fn notices_rendered_together_equal_each_rendered_alone() {
+    let mut s = Shadow::new();
+    let first = update(
+        &mut s,
+        json!({"state": {"desired": {"a": {"b": 1}, "c": [1, null]}}}),
+    )
+    .expect("accepted");
+    let second = update(
+        &mut s,
+        json!({"state": {"reported": {"a": {"b": 2}, "t": 1}}}),
+    )
+    .expect("accepted");
+    let p = Policies::default();
+    for previous in [&first.previous, &second.previous] {
+        let n = aws::render_notices(previous, &s, &p, Some("tok"), NOW);
+        assert_eq!(
+            n.documents,
+            aws::render_documents(previous, &s, &p, Some("tok"), NOW)
+        );
+        assert_eq!(n.delta, aws::render_delta(&s, &p, Some("tok"), NOW));
+        assert_eq!(n.state, Some(aws::render_get(&s, &p, None, NOW)));
+    }
+    let mut deleted = s.clone();
+    aws::apply_delete(&mut deleted, &broker(), NOW);
+    assert_eq!(aws::render_notices(&s, &deleted, &p, None, NOW).state, None);
+}
