@@ -144,5 +144,11 @@ fn on_down(shared: &Shared, payload: &[u8]) -> bool {
         let _ = shared.events.send(change);
     }
     let pending = replica.pending() > 0;
+    if progressed && !pending {
+        tracing::info!(
+            version = down.version,
+            "every local change is acknowledged by the broker"
+        );
+    }
     applied.resync || (progressed && pending) || !outcome.changed.is_empty()
 }
