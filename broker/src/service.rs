@@ -384,18 +384,29 @@ impl Service {
         now: u64,
         h: &mut Handled,
     ) {
-        let docs = aws::render_documents(previous, &stored.shadow, &self.policies, token, now);
+        // One view of the current document serves all three notices
+        // (rendering is most of what an update costs: docs/BENCHMARKS.md).
+        let notices = aws::render_notices(previous, &stored.shadow, &self.policies, token, now);
         h.out.push(Outbound::json(
             Topic::aws_reply(id, Operation::Update, Reply::Documents),
-            &docs,
+            &notices.documents,
         ));
-        if let Some(delta) = aws::render_delta(&stored.shadow, &self.policies, token, now) {
+        if let Some(delta) = &notices.delta {
             h.out.push(Outbound::json(
                 Topic::aws_reply(id, Operation::Update, Reply::Delta),
-                &delta,
+                delta,
             ));
         }
-        h.out.push(self.state_message(id, &stored.shadow, now));
+        // The retained state; an empty payload when the shadow does not
+        // exist (as `state_message`).
+        h.out.push(Outbound {
+            topic: Topic::state(id),
+            payload: notices
+                .state
+                .map(|doc| doc.to_string().into_bytes())
+                .unwrap_or_default(),
+            retain: true,
+        });
         self.push_to_agents(id, stored, skip, h);
     }
 
