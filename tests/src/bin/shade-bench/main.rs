@@ -1,0 +1,318 @@
+//! shade-bench: the load generator of docs/BENCHMARKS.md.
+//!
+//! It starts what it measures itself (`shade serve` and `shade-agent` from
+//! the directory of this binary, normally `target/release/`, and Debian's
+//! `mosquitto`), on loopback ports it picks free, with temporary data
+//! directories, and kills them by pid when done. Every scenario is bounded
+//! in count and time. One MQTT connection (rumqttc) per simulated device.
+//! The generator runs on the same machine as the server and competes with it
+//! for the CPU: the figures are for both together.
+//!
+//! ```text
+//! cargo build --release --workspace
+//! target/release/shade-bench throughput --devices 50 --seconds 10 --runs 3 --out t.json
+//! ```
+//!
+//! # Layout
+//!
+//! - here: the command line, repeated runs, the table and the JSON file.
+//! - [`procs`]: the processes measured, free ports, VmRSS, the machine.
+//! - [`client`]: rumqttc connection helpers, quantiles.
+//! - one file per scenario: [`throughput`] (with its two baselines),
+//!   [`latency`], [`storm`], [`catchup`], [`memory`].
+
+mod catchup;
+mod client;
+mod latency;
+mod memory;
+mod procs;
+mod storm;
+mod throughput;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+/// Named figures of one run.
+pub(crate) type Metrics = BTreeMap<String, f64>;
+
+/// Wall-clock milliseconds (the agents' writes are stamped with it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shade-bench",
+    about = "Load generator for shade serve (see docs/BENCHMARKS.md)"
+)]
+struct Cli {
+    /// Repeat the scenario this many times (fresh processes each time);
+    /// the table shows the median and the spread.
+    #[arg(long, global = true, default_value_t = 1)]
+    runs: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    /// Directory of the `shade` and `shade-agent` binaries (default: this
+    /// binary's directory).
+    #[arg(long, global = true)]
+    bin_dir: Option<PathBuf>,
+    /// Clients set TCP_NODELAY (rumqttc's default, which shade-agent keeps,
+    /// leaves Nagle's algorithm on).
+    #[arg(long, global = true)]
+    nodelay: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Accepted updates per second, and the rumqttd and mosquitto baselines.
+    Throughput {
+        #[arg(long, default_value_t = 50)]
+        devices: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Requests in flight per device.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// Which of shade, rumqttd, mosquitto to measure.
+        #[arg(long, value_delimiter = ',', default_value = "shade,rumqttd,mosquitto")]
+        targets: Vec<String>,
+    },
+    /// Desired-to-delta latency at a fixed rate of desired changes.
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        things: usize,
+        /// Desired changes per second, over all things.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+    },
+    /// Time until N agents converge after a broker restart.
+    Storm {
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+        /// Bound of the untimed setup (every agent's first sync), seconds.
+        #[arg(long, default_value_t = 300.0)]
+        setup_timeout: f64,
+        /// Bound of the timed reconnection, seconds.
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+    },
+    /// Time for one shade-agent to push its pending leaves after reconnecting.
+    Catchup {
+        #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
+        leaves: Vec<usize>,
+        #[arg(long, default_value_t = 900.0)]
+        timeout: f64,
+    },
+    /// Resident memory with many shadows and idle connections; disk per shadow.
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        shadows: usize,
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
+        #[arg(long, default_value_t = 20)]
+        writers: usize,
+        /// Idle connections also subscribe to their thing's update/delta.
+        #[arg(long)]
+        subscribe: bool,
+        #[arg(long, default_value_t = 300.0)]
+        timeout: f64,
+    },
+}
+
+impl Scenario {
+    fn name(&self) -> &'static str {
+        match self {
+            Scenario::Throughput { .. } => "throughput",
+            Scenario::Latency { .. } => "latency",
+            Scenario::Storm { .. } => "storm",
+            Scenario::Catchup { .. } => "catchup",
+            Scenario::Memory { .. } => "memory",
+        }
+    }
+}
+
+async fn run_once(scenario: &Scenario, bins: &std::path::Path) -> Result<Metrics> {
+    match scenario {
+        Scenario::Throughput {
+            devices,
+            seconds,
+            warmup,
+            window,
+            targets,
+        } => {
+            let targets = targets
+                .iter()
+                .map(|t| match t.as_str() {
+                    "shade" => Ok(throughput::Target::Shade),
+                    "rumqttd" => Ok(throughput::Target::Rumqttd),
+                    "mosquitto" => Ok(throughput::Target::Mosquitto),
+                    other => anyhow::bail!("unknown target {other:?}: shade, rumqttd or mosquitto"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let p = throughput::Params {
+                devices: *devices,
+                seconds: *seconds,
+                warmup: *warmup,
+                window: *window,
+            };
+            throughput::run(bins, &targets, p).await
+        }
+        Scenario::Latency {
+            things,
+            rate,
+            seconds,
+            warmup,
+        } => {
+            latency::run(
+                bins,
+                latency::Params {
+                    things: *things,
+                    rate: *rate,
+                    seconds: *seconds,
+                    warmup: *warmup,
+                },
+            )
+            .await
+        }
+        Scenario::Storm {
+            agents,
+            setup_timeout,
+            timeout,
+        } => {
+            let p = storm::Params {
+                agents: *agents,
+                setup_timeout: *setup_timeout,
+                timeout: *timeout,
+            };
+            storm::run(bins, p).await
+        }
+        Scenario::Catchup { leaves, timeout } => {
+            let mut all = Metrics::new();
+            for &l in leaves {
+                let m = catchup::run(
+                    bins,
+                    catchup::Params {
+                        leaves: l,
+                        timeout: *timeout,
+                    },
+                )
+                .await?;
+                all.extend(m.into_iter().map(|(k, v)| (format!("{l}.{k}"), v)));
+            }
+            Ok(all)
+        }
+        Scenario::Memory {
+            shadows,
+            idle,
+            writers,
+            subscribe,
+            timeout,
+        } => {
+            let p = memory::Params {
+                shadows: *shadows,
+                idle: *idle,
+                writers: *writers,
+                subscribe: *subscribe,
+                timeout: *timeout,
+            };
+            memory::run(bins, p).await
+        }
+    }
+}
+
+/// Median, min and max of each figure over the runs.
+fn summarize(runs: &[Metrics]) -> BTreeMap<String, (f64, f64, f64)> {
+    let mut by_key: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for run in runs {
+        for (k, v) in run {
+            by_key.entry(k.clone()).or_default().push(*v);
+        }
+    }
+    by_key
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by(f64::total_cmp);
+            let median = if v.len() % 2 == 1 {
+                v[v.len() / 2]
+            } else {
+                (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+            };
+            (k, (median, v[0], v[v.len() - 1]))
+        })
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let bins = procs::bin_dir(cli.bin_dir.as_deref())?;
+    let nofile = procs::raise_nofile();
+    let _ = client::NODELAY.set(cli.nodelay);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    let name = cli.scenario.name();
+    let mut runs = Vec::new();
+    let mut loads = Vec::new();
+    for i in 0..cli.runs.max(1) {
+        let load = procs::loadavg();
+        eprintln!(
+            "{name}: run {} of {} (loadavg {load})",
+            i + 1,
+            cli.runs.max(1)
+        );
+        let m = runtime.block_on(run_once(&cli.scenario, &bins))?;
+        for (k, v) in &m {
+            eprintln!("  {k:<36} {v:>14.3}");
+        }
+        loads.push(load);
+        runs.push(m);
+    }
+    let summary = summarize(&runs);
+    println!(
+        "\n{name} ({} runs; loadavg at each start: {})",
+        runs.len(),
+        loads.join(" | ")
+    );
+    println!(
+        "{:<36} {:>14} {:>14} {:>14}",
+        "figure", "median", "min", "max"
+    );
+    for (k, (med, min, max)) in &summary {
+        println!("{k:<36} {med:>14.3} {min:>14.3} {max:>14.3}");
+    }
+    if let Some(path) = &cli.out {
+        let doc = json!({
+            "scenario": name,
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "machine": procs::machine(),
+            "open_file_limit": nofile,
+            "client_tcp_nodelay": cli.nodelay,
+            "loadavg_at_start": loads,
+            "runs": runs,
+            "summary": summary.iter().map(|(k, (med, min, max))| {
+                (k.clone(), json!({"median": med, "min": min, "max": max}))
+            }).collect::<serde_json::Map<_, _>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(())
+}
