@@ -92,10 +92,10 @@ pub(crate) fn start(
 
 async fn run(shared: Arc<Shared>, cmd: String, cancel: CancellationToken) {
     let mut events = shared.events.subscribe();
-    // A delta left from before a restart is handled at start.
-    let mut due = true;
+    // A delta left from before a restart is handled at start, then one run
+    // per batch of changes.
     loop {
-        if due {
+        {
             let delta = {
                 let r = shared.replica();
                 replica::delta(r.state(), &shared.config.policies)
@@ -133,7 +133,6 @@ async fn run(shared: Arc<Shared>, cmd: String, cancel: CancellationToken) {
                 Err(RecvError::Closed) => break,
             },
         }
-        due = true;
         // Coalesce changes that arrived while the hook ran.
         while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
             events.try_recv()

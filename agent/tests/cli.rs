@@ -20,6 +20,21 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `shade-agent run` against a loopback port where nothing listens: it
+/// creates its replica and serves its socket, but never connects.
+fn run_offline(data: &str, thing: &str) -> std::process::Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let broker = format!("mqtt://127.0.0.1:{port}");
+    Command::new(env!("CARGO_BIN_EXE_shade-agent"))
+        .args(["run", "--broker", &broker, "--thing", thing, "--data", data])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start shade-agent run")
+}
+
 #[test]
 fn usage_errors_exit_2() {
     assert_eq!(
@@ -60,18 +75,7 @@ fn offline_writes_are_durable_and_pending() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("d");
     let data_s = data.to_str().expect("utf-8");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let broker = format!("mqtt://127.0.0.1:{port}");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_shade-agent"))
-        .args([
-            "run", "--broker", &broker, "--thing", "lamp", "--data", data_s,
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start shade-agent run");
+    let mut run = run_offline(data_s, "lamp");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let out = agent(&[
@@ -119,18 +123,7 @@ fn a_write_past_the_document_limit_is_refused_clearly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("d");
     let data_s = data.to_str().expect("utf-8");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let broker = format!("mqtt://127.0.0.1:{port}");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_shade-agent"))
-        .args([
-            "run", "--broker", &broker, "--thing", "big", "--data", data_s,
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start shade-agent run");
+    let mut run = run_offline(data_s, "big");
     let big = format!("blob=\"{}\"", "x".repeat(9000));
     let deadline = Instant::now() + Duration::from_secs(20);
     let out = loop {
