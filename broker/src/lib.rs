@@ -8,6 +8,9 @@
 //! - [`gateway`]: the per-connection wrapper around rumqttd's codecs that
 //!   stamps the publisher's identity and maps `$aws/...` in and out of the
 //!   router's internal namespace.
+//! - [`credentials`]: device secrets and password hashes (argon2id PHC
+//!   strings), and the shared [`credentials::Credentials`] a connecting
+//!   device's secret is verified against.
 //! - [`config`]: `shade serve` configuration, raw TOML validated into a typed `Config`.
 //! - [`store`]: the redb store of shadows, their history and agents' vectors.
 //! - [`service`]: what each request does to a stored shadow, and its replies.
@@ -19,6 +22,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod embedded;
 pub mod engine;
 pub mod gateway;
