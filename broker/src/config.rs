@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use shade_shared::{Limits, Policies, Policy, ReplicaId};
 
+use crate::acl::{DeviceGrants, Role, UserEntry, Users};
+use crate::tls::TlsFiles;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,11 +39,52 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     allow_anonymous: Option<bool>,
     listen: RawListen,
-    limits: Option<Limits>,
+    limits: RawLimits,
     merge: RawMerge,
     history: RawHistory,
     broker: RawBroker,
     store: RawStore,
+    auth: Option<RawAuth>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_document_bytes: Option<usize>,
+    max_depth: Option<usize>,
+    max_client_token_bytes: Option<usize>,
+    max_payload_bytes: Option<usize>,
+    requests_per_second_per_thing: Option<u32>,
+    max_inflight_per_client: Option<usize>,
+    max_pending_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    users: Vec<RawUser>,
+    device_topics: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: String,
+    password_hash: String,
+    role: String,
+    #[serde(default)]
+    prefix: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    require_client_cert: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +93,8 @@ struct RawListen {
     tcp: Option<String>,
     tcp_v5: Option<String>,
     websocket: Option<String>,
+    tls: Option<String>,
+    wss: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,8 +133,12 @@ pub struct Listen {
     pub tcp: SocketAddr,
     /// MQTT 5 over TCP, on its own port (rumqttd runs one protocol per listener).
     pub tcp_v5: Option<SocketAddr>,
-    /// MQTT 3.1.1 over WebSocket.
+    /// MQTT over WebSocket.
     pub websocket: Option<SocketAddr>,
+    /// MQTT over TLS (needs `[tls]`).
+    pub tls: Option<SocketAddr>,
+    /// MQTT over WebSocket over TLS (needs `[tls]`).
+    pub wss: Option<SocketAddr>,
 }
 
 impl Listen {
@@ -96,7 +146,41 @@ impl Listen {
         std::iter::once(self.tcp)
             .chain(self.tcp_v5)
             .chain(self.websocket)
+            .chain(self.tls)
+            .chain(self.wss)
     }
+}
+
+/// Request rates and concurrency the service admits, from `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rates {
+    /// AWS shadow and ops requests per second on one thing (all its
+    /// shadows); beyond it they are answered 429. AWS: 20.
+    pub requests_per_second_per_thing: u32,
+    /// Requests of one client waiting for the store; beyond it they are
+    /// answered 429 (sync messages are dropped, and resent by the agent).
+    pub max_inflight_per_client: usize,
+    /// Connections still handshaking or waiting for their CONNECT.
+    pub max_pending_connections: usize,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Rates {
+            requests_per_second_per_thing: 20,
+            max_inflight_per_client: 100,
+            max_pending_connections: 1024,
+        }
+    }
+}
+
+/// Authentication and authorization, from `[auth]`.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// `[auth]` is present: every client must authenticate.
+    pub enabled: bool,
+    pub users: Users,
+    pub grants: DeviceGrants,
 }
 
 /// Sizing of the embedded MQTT broker.
@@ -126,7 +210,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub allow_anonymous: bool,
     pub listen: Listen,
+    pub auth: AuthConfig,
+    pub tls: Option<TlsFiles>,
     pub limits: Limits,
+    pub rates: Rates,
     pub policies: Policies,
     pub history_per_shadow: u64,
     pub broker: BrokerSizing,
@@ -144,6 +231,80 @@ pub struct Overrides {
 fn addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
     s.parse()
         .map_err(|_| invalid(key, format!("{s:?} is not an address like 127.0.0.1:1883")))
+}
+
+fn opt_addr(key: &'static str, s: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+    s.map(|s| addr(key, s)).transpose()
+}
+
+fn auth(raw: Option<RawAuth>) -> Result<AuthConfig, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(AuthConfig::default());
+    };
+    let mut users = Users::new();
+    for user in raw.users {
+        // A user name is what a client sends as its username; it must not
+        // be able to break the principal tags (`u:<name>|<client id>`).
+        if user.name.is_empty() || user.name.contains(['|', '/', '+', '#', '$']) {
+            return Err(invalid(
+                "auth.users.name",
+                format!("{:?}: must be non-empty, without | / + # $", user.name),
+            ));
+        }
+        if !user.password_hash.starts_with("$argon2") {
+            return Err(invalid(
+                "auth.users.password_hash",
+                format!(
+                    "user {:?}: not an argon2 hash; make one with `shade hash-password`",
+                    user.name
+                ),
+            ));
+        }
+        let role = match user.role.as_str() {
+            "admin" => Role::Admin,
+            "reader" => Role::Reader,
+            other => {
+                return Err(invalid(
+                    "auth.users.role",
+                    format!("user {:?}: {other:?} is not admin or reader", user.name),
+                ))
+            }
+        };
+        let entry = UserEntry {
+            password_hash: user.password_hash,
+            role,
+            prefix: user.prefix,
+        };
+        if users.insert(user.name.clone(), entry).is_some() {
+            return Err(invalid(
+                "auth.users.name",
+                format!("{:?} is given twice", user.name),
+            ));
+        }
+    }
+    for filter in &raw.device_topics {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let hash_last = levels.iter().position(|l| *l == "#").map_or(true, |i| i + 1 == levels.len());
+        let sample = filter.replace("{thing}", "t");
+        if filter.is_empty()
+            || !hash_last
+            || sample.starts_with(['$', '_'])
+            || sample.starts_with("shade/")
+            || levels.iter().any(|l| l.len() > 1 && l.contains(['+', '#']))
+        {
+            return Err(invalid(
+                "auth.device_topics",
+                format!("{filter:?} is not a topic filter outside `$`, `_` and `shade/`"),
+            ));
+        }
+    }
+    Ok(AuthConfig {
+        enabled: true,
+        users,
+        grants: DeviceGrants {
+            filters: raw.device_topics,
+        },
+    })
 }
 
 fn policy(key: &'static str, s: Option<String>) -> Result<Policy, ConfigError> {
@@ -204,27 +365,75 @@ impl Config {
                 .as_deref()
                 .map(|s| addr("listen.tcp_v5", s))
                 .transpose()?,
-            websocket: raw
-                .listen
-                .websocket
-                .as_deref()
-                .map(|s| addr("listen.websocket", s))
-                .transpose()?,
+            websocket: opt_addr("listen.websocket", raw.listen.websocket.as_deref())?,
+            tls: opt_addr("listen.tls", raw.listen.tls.as_deref())?,
+            wss: opt_addr("listen.wss", raw.listen.wss.as_deref())?,
         };
+        let tls = raw.tls.map(|t| TlsFiles {
+            cert: t.cert,
+            key: t.key,
+            client_ca: t.client_ca,
+            require_client_cert: t.require_client_cert,
+        });
+        if tls.is_none() && (listen.tls.is_some() || listen.wss.is_some()) {
+            return Err(invalid(
+                "listen.tls",
+                "a TLS listener needs a [tls] section with cert and key",
+            ));
+        }
+        let auth = auth(raw.auth)?;
+        if tls.as_ref().is_some_and(|t| t.client_ca.is_some()) && !auth.enabled {
+            return Err(invalid(
+                "tls.client_ca",
+                "client certificates authenticate devices: add an [auth] section",
+            ));
+        }
         let allow_anonymous = o.allow_anonymous || raw.allow_anonymous.unwrap_or(false);
-        if !allow_anonymous {
+        if !allow_anonymous && !auth.enabled {
             if let Some(open) = listen.all().find(|a| !a.ip().is_loopback()) {
                 return Err(invalid(
                     "listen",
                     format!(
                         "{open} is reachable from other machines and shade has no authentication \
-                         configured; listen on 127.0.0.1, or pass --allow-anonymous \
-                         (allow_anonymous = true) to accept any client"
+                         configured; add an [auth] section, listen on 127.0.0.1, or pass \
+                         --allow-anonymous (allow_anonymous = true) to accept any client"
                     ),
                 ));
             }
         }
-        let limits = raw.limits.unwrap_or_default();
+        let defaults = Limits::default();
+        let l = raw.limits;
+        let limits = Limits {
+            max_document_bytes: l.max_document_bytes.unwrap_or(defaults.max_document_bytes),
+            max_depth: l.max_depth.unwrap_or(defaults.max_depth),
+            max_client_token_bytes: l
+                .max_client_token_bytes
+                .unwrap_or(defaults.max_client_token_bytes),
+            max_payload_bytes: l.max_payload_bytes.unwrap_or(defaults.max_payload_bytes),
+        };
+        let rate_defaults = Rates::default();
+        let rates = Rates {
+            requests_per_second_per_thing: match l.requests_per_second_per_thing {
+                Some(0) => {
+                    return Err(invalid(
+                        "limits.requests_per_second_per_thing",
+                        "must be at least 1",
+                    ))
+                }
+                Some(n) => n,
+                None => rate_defaults.requests_per_second_per_thing,
+            },
+            max_inflight_per_client: positive(
+                "limits.max_inflight_per_client",
+                l.max_inflight_per_client,
+                rate_defaults.max_inflight_per_client,
+            )?,
+            max_pending_connections: positive(
+                "limits.max_pending_connections",
+                l.max_pending_connections,
+                rate_defaults.max_pending_connections,
+            )?,
+        };
         if limits.max_depth == 0 {
             return Err(invalid("limits.max_depth", "must be at least 1"));
         }
@@ -272,7 +481,10 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("./shade-data")),
             allow_anonymous,
             listen,
+            auth,
+            tls,
             limits,
+            rates,
             policies,
             history_per_shadow,
             broker,

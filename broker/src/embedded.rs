@@ -29,7 +29,8 @@
 //! is full, and the link thread waits on the router's own bounded channel.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 use std::{fmt, io, thread};
 
@@ -42,7 +43,9 @@ use rumqttd::{
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::gateway::{self, Gateway, SERVICE_CLIENT_ID, SERVICE_FILTER};
+use crate::auth::Auth;
+use crate::front::{self, FrontShared, Transport};
+use crate::gateway::{self, Gateway, GatewayContext, SERVICE_CLIENT_ID, SERVICE_FILTER};
 
 /// How much of one subscription filter's traffic rumqttd keeps in memory: it
 /// appends every message to the log of each filter that matches it, in
@@ -68,22 +71,25 @@ impl LogSize {
 /// where rumqttd's sample config allows 1 GB per filter.
 #[derive(Clone)]
 pub struct BrokerSettings {
-    /// MQTT over TCP. Each connection may speak 3.1.1 or 5: the gateway
-    /// reads the level from CONNECT, so no separate MQTT 5 port is needed.
-    pub tcp: Vec<SocketAddr>,
-    /// MQTT over WebSocket (subprotocol `mqtt`, any path), 3.1.1 or 5.
-    pub ws: Option<SocketAddr>,
+    /// Where clients connect, and how: TCP, TLS, WebSocket (subprotocol
+    /// `mqtt`, any path) or WebSocket over TLS. Each connection may speak
+    /// MQTT 3.1.1 or 5: the gateway reads the level from CONNECT.
+    pub listeners: Vec<(SocketAddr, Transport)>,
     /// Client connections; the service's own link comes on top.
     pub max_connections: usize,
+    /// Connections still handshaking or waiting for their CONNECT; more
+    /// are closed at once (bounds the memory a half-open flood costs).
+    pub max_pending_connections: usize,
     /// Largest packet a client may send (topic, properties and payload),
     /// in bytes; a bigger one closes its connection.
     pub max_payload: usize,
     /// How long a new connection has to send CONNECT (at most 65.535 s,
     /// a rumqttd limit).
     pub connect_timeout: Duration,
-    /// Username -> password. `None` admits anyone; the caller decides when
-    /// that is allowed (DESIGN.md: loopback only, or `--allow-anonymous`).
-    pub users: Option<HashMap<String, String>>,
+    /// Who may connect and what each may do. Disabled admits anyone with
+    /// full access; the caller decides when that is allowed (DESIGN.md:
+    /// loopback only, or `--allow-anonymous`).
+    pub auth: Auth,
     /// Log of `_in/#`, the requests waiting for the service: how far the
     /// service may fall behind before the oldest requests are lost.
     pub service_log: LogSize,
@@ -100,12 +106,12 @@ pub struct BrokerSettings {
 impl Default for BrokerSettings {
     fn default() -> Self {
         Self {
-            tcp: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
-            ws: None,
+            listeners: vec![(SocketAddr::from(([127, 0, 0, 1], 1883)), Transport::Tcp)],
             max_connections: 10_000,
+            max_pending_connections: 1024,
             max_payload: 128 * 1024,
             connect_timeout: Duration::from_secs(10),
-            users: None,
+            auth: Auth::disabled(),
             service_log: LogSize {
                 segment_bytes: 1024 * 1024,
                 segments: 10,
@@ -121,16 +127,15 @@ impl Default for BrokerSettings {
 }
 
 impl fmt::Debug for BrokerSettings {
-    /// Names the users but never prints their passwords.
+    /// `Auth`'s own `Debug` names users but never prints their hashes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let users: Option<Vec<&String>> = self.users.as_ref().map(|u| u.keys().collect());
         f.debug_struct("BrokerSettings")
-            .field("tcp", &self.tcp)
-            .field("ws", &self.ws)
+            .field("listeners", &self.listeners)
             .field("max_connections", &self.max_connections)
+            .field("max_pending_connections", &self.max_pending_connections)
             .field("max_payload", &self.max_payload)
             .field("connect_timeout", &self.connect_timeout)
-            .field("users", &users)
+            .field("auth", &self.auth)
             .field("service_log", &self.service_log)
             .field("client_log", &self.client_log)
             .field("inbound_capacity", &self.inbound_capacity)
@@ -169,6 +174,8 @@ pub enum EmbeddedError {
     },
     #[error("cannot start a broker thread")]
     Thread(#[source] io::Error),
+    #[error("no OS randomness for the listener secret: {0}")]
+    Random(String),
     /// rumqttd's `LinkError` carries router internals that are neither
     /// `Sync` nor useful to print, so only its message is kept.
     #[error("the service link to the router failed: {0}")]
@@ -245,8 +252,14 @@ pub fn start(
     settings: BrokerSettings,
 ) -> Result<(BrokerHandle, mpsc::Receiver<Inbound>), EmbeddedError> {
     settings.validate()?;
-    for addr in settings.listeners() {
-        TcpListener::bind(addr).map_err(|source| EmbeddedError::Bind { addr, source })?;
+    let mut bound = Vec::new();
+    for (addr, transport) in &settings.listeners {
+        let listener =
+            TcpListener::bind(addr).map_err(|source| EmbeddedError::Bind { addr: *addr, source })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| EmbeddedError::Bind { addr: *addr, source })?;
+        bound.push((listener, transport.clone()));
     }
 
     let router_tx = Router::new(0, settings.router_config()).spawn();
@@ -261,23 +274,39 @@ pub fn start(
         .subscribe(SERVICE_FILTER)
         .map_err(|e| EmbeddedError::Link(e.to_string()))?;
 
-    let connections = settings.connection_settings();
-    for (i, &addr) in settings.tcp.iter().enumerate() {
-        let server = Server::new(
-            server_settings(format!("shade-tcp-{i}"), addr, &connections),
-            router_tx.clone(),
-            Gateway::default(),
-        );
-        spawn_listener(server, LinkType::Remote, format!("shade-tcp-{i}"))?;
-    }
-    if let Some(addr) = settings.ws {
-        let server = Server::new(
-            server_settings("shade-ws".to_owned(), addr, &connections),
-            router_tx.clone(),
-            Gateway::default(),
-        );
-        spawn_listener(server, LinkType::Websocket, "shade-ws".to_owned())?;
-    }
+    // rumqttd listens on a loopback port of its own that only the front
+    // dials. rumqttd binds it itself, so the port is picked free here and
+    // released: another process could take it in between, a small window
+    // at start only, and the bind failure is logged.
+    let internal = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|source| EmbeddedError::Bind {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            source,
+        })?;
+    let secret: Arc<str> = gateway::random_hex()
+        .map_err(|e| EmbeddedError::Random(e.to_string()))?
+        .into();
+    let gateway = Gateway::new(Arc::new(GatewayContext {
+        secret: secret.clone(),
+        auth: settings.auth.clone(),
+    }));
+    let server = Server::new(
+        server_settings("shade-internal".to_owned(), internal, &settings.connection_settings()),
+        router_tx.clone(),
+        gateway,
+    );
+    spawn_listener(server, LinkType::Remote, "shade-internal".to_owned())?;
+    let shared = Arc::new(FrontShared {
+        internal,
+        secret,
+        auth: settings.auth.clone(),
+        connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
+        pending: Arc::new(tokio::sync::Semaphore::new(settings.max_pending_connections)),
+        connect_timeout: settings.connect_timeout,
+        max_connect_bytes: settings.max_payload,
+    });
+    spawn_front(bound, shared)?;
 
     let (inbound_tx, inbound_rx) = mpsc::channel(settings.inbound_capacity);
     let (outbound_tx, outbound_rx) = mpsc::channel(settings.outbound_capacity);
@@ -295,7 +324,7 @@ pub fn start(
         .spawn(move || runtime.block_on(send_loop(link_tx, outbound_rx)))
         .map_err(EmbeddedError::Thread)?;
 
-    info!(tcp = ?settings.tcp, ws = ?settings.ws, "embedded MQTT broker started");
+    info!(listeners = ?settings.listeners, auth = settings.auth.enabled, "embedded MQTT broker started");
     Ok((
         BrokerHandle {
             outbound: outbound_tx,
@@ -306,7 +335,7 @@ pub fn start(
 
 impl BrokerSettings {
     fn listeners(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.tcp.iter().copied().chain(self.ws)
+        self.listeners.iter().map(|(addr, _)| *addr)
     }
 
     /// Rejects what rumqttd would panic on, or silently misbehave with.
@@ -346,6 +375,9 @@ impl BrokerSettings {
                 ));
             }
         }
+        if self.max_pending_connections == 0 {
+            return bad("max_pending_connections must be at least 1".to_owned());
+        }
         if self.inbound_capacity == 0 || self.outbound_capacity == 0 {
             return bad("channel capacities must be at least 1".to_owned());
         }
@@ -354,7 +386,9 @@ impl BrokerSettings {
 
     fn router_config(&self) -> RouterConfig {
         RouterConfig {
-            max_connections: self.max_connections + 1, // the service link
+            // The service link, and room for connections the front has
+            // closed while rumqttd has not yet noticed.
+            max_connections: self.max_connections + 1 + self.max_pending_connections,
             max_outgoing_packet_count: MAX_OUTGOING_PER_PASS,
             max_segment_size: self.client_log.segment_bytes,
             max_segment_count: self.client_log.segments,
@@ -373,7 +407,8 @@ impl BrokerSettings {
                 .unwrap_or(u16::MAX),
             max_payload_size: self.max_payload,
             max_inflight_count: READ_BATCH,
-            auth: self.users.clone(),
+            // The front authenticates; the gateway checks its preamble.
+            auth: None,
             external_auth: None,
             // Only matters for a topic no filter matches, which rumqttd 0.20
             // discards either way (`DataLog::matches` never returns `None`).
@@ -391,9 +426,9 @@ fn server_settings(
         name,
         listen,
         tls: None,
-        // rumqttd sleeps this long after each accept: a reconnect storm of
-        // ten thousand devices is admitted over ten seconds, not at once.
-        next_connection_delay_ms: 1,
+        // Only the front connects here, and it bounds how many connections
+        // are pending; a delay would only slow reconnect storms down.
+        next_connection_delay_ms: 0,
         connections: connections.clone(),
     }
 }
@@ -415,6 +450,38 @@ fn spawn_listener(
                 if let Err(e) = server.start(link_type).await {
                     error!(listener = name, error = %e, "MQTT listener stopped");
                 }
+            });
+        })
+        .map_err(EmbeddedError::Thread)?;
+    Ok(())
+}
+
+/// Runs the front's accept loops on a runtime of their own (two worker
+/// threads: TLS handshakes and copying must not starve each other).
+fn spawn_front(
+    listeners: Vec<(TcpListener, Transport)>,
+    shared: Arc<FrontShared>,
+) -> Result<(), EmbeddedError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("shade-front")
+        .enable_all()
+        .build()
+        .map_err(EmbeddedError::Thread)?;
+    thread::Builder::new()
+        .name("shade-front".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                for (listener, transport) in listeners {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            tasks.spawn(front::accept_loop(listener, transport, shared.clone()));
+                        }
+                        Err(e) => error!(error = %e, "cannot listen"),
+                    }
+                }
+                while tasks.join_next().await.is_some() {}
             });
         })
         .map_err(EmbeddedError::Thread)?;

@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
+use crate::credentials::Credentials;
 use crate::service::{Outbound, Request, Service};
 use crate::store::{Store, StoreError};
 
@@ -33,17 +34,20 @@ impl Engine {
     /// Starts the store thread. It first publishes the retained state of
     /// every stored shadow (rumqttd keeps retained messages in memory only),
     /// then serves `requests` until the channel closes, and exits after
-    /// committing and handing over everything it received.
+    /// committing and handing over everything it received. After each
+    /// commit it applies the batch's device changes to `credentials`, before
+    /// the replies go out.
     pub fn start(
         store: Store,
         service: Service,
+        credentials: Credentials,
         max_batch: usize,
         requests: mpsc::Receiver<Request>,
         out: mpsc::Sender<Vec<Outbound>>,
     ) -> std::io::Result<Engine> {
         let thread = std::thread::Builder::new()
             .name("shade-store".into())
-            .spawn(move || run(store, service, max_batch, requests, out))?;
+            .spawn(move || run(store, service, &credentials, max_batch, requests, out))?;
         Ok(Engine { thread })
     }
 
@@ -82,6 +86,7 @@ fn republish(
 fn run(
     store: Store,
     service: Service,
+    credentials: &Credentials,
     max_batch: usize,
     mut requests: mpsc::Receiver<Request>,
     out: mpsc::Sender<Vec<Outbound>>,
@@ -102,6 +107,7 @@ fn run(
         }
         let now = now_ms();
         let mut failures = Vec::new();
+        let mut changes = Vec::new();
         let result = store.write(|t| {
             let mut replies = Vec::new();
             for req in &batch {
@@ -109,6 +115,7 @@ fn run(
                     Ok(handled) => {
                         replies.extend(handled.out);
                         failures.extend(handled.on_failure);
+                        changes.extend(handled.credentials);
                     }
                     // One unreadable record must not fail everyone's commit.
                     Err(e @ StoreError::Corrupt { .. }) => {
@@ -120,7 +127,11 @@ fn run(
             Ok(replies)
         });
         let replies = match result {
-            Ok(replies) => replies,
+            Ok(replies) => {
+                // Before the replies: whoever was told "added" can connect.
+                changes.into_iter().for_each(|c| credentials.apply(c));
+                replies
+            }
             Err(e) => {
                 tracing::error!(error = %e, requests = batch.len(), "commit failed; answering 500");
                 failures

@@ -5,12 +5,19 @@
 //!
 //! - [`embedded`]: the embedded rumqttd broker (router, listeners, the
 //!   service's in-process link) behind `start`, `BrokerHandle` and `Inbound`.
+//! - [`front`]: shade's own listeners (TCP, TLS, WebSocket, WSS) in front
+//!   of rumqttd: handshakes, CONNECT, authentication, then a loopback hop.
+//! - [`tls`]: rustls server configuration and client-certificate names.
+//! - [`auth`]: who a connection is (config users, device secrets, certificates).
+//! - [`acl`]: what each principal may publish, subscribe to and receive.
 //! - [`gateway`]: the per-connection wrapper around rumqttd's codecs that
 //!   stamps the publisher's identity and maps `$aws/...` in and out of the
 //!   router's internal namespace.
 //! - [`credentials`]: device secrets and password hashes (argon2id PHC
 //!   strings), and the shared [`credentials::Credentials`] a connecting
 //!   device's secret is verified against.
+//! - [`devices`]: the `device-add`, `device-remove` and `device-list`
+//!   queries, run on the store thread or over a stopped broker's data.
 //! - [`config`]: `shade serve` configuration, raw TOML validated into a typed `Config`.
 //! - [`store`]: the redb store of shadows, their history and agents' vectors.
 //! - [`service`]: what each request does to a stored shadow, and its replies.
@@ -20,13 +27,18 @@
 //!   `delete`, `watch`, `history`, `conflicts`), online over MQTT or
 //!   offline over a stopped broker's data.
 
+pub mod acl;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod devices;
 pub mod embedded;
 pub mod engine;
+pub mod front;
 pub mod gateway;
 pub mod ops;
 pub mod serve;
 pub mod service;
 pub mod store;
+pub mod tls;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use shade_broker::cli::{self, conflicts, get, history, list, update, watch};
+use shade_broker::cli::{self, conflicts, device, get, history, list, password, update, watch};
 use shade_broker::config::{Config, Overrides};
 
 #[derive(Debug, Parser)]
@@ -59,6 +59,12 @@ enum Command {
     /// List concurrent writes: the value kept and the value set aside.
     #[command(after_help = conflicts::EXAMPLES)]
     Conflicts(conflicts::ConflictsArgs),
+    /// Add, list and remove the secrets devices connect with.
+    #[command(after_help = device::EXAMPLES)]
+    Device(device::DeviceArgs),
+    /// Hash a password from stdin for a config user's password_hash.
+    #[command(after_help = password::EXAMPLES)]
+    HashPassword(password::HashPasswordArgs),
 }
 
 fn init_tracing() {
@@ -117,6 +123,8 @@ fn main() -> ExitCode {
         Command::Watch(args) => cli::execute(watch::run(args)),
         Command::History(args) => cli::execute(history::run(args)),
         Command::Conflicts(args) => cli::execute(conflicts::run(args)),
+        Command::Device(args) => cli::execute(device::run(args)),
+        Command::HashPassword(args) => cli::execute(async { password::run(args) }),
     }
 }
 

@@ -74,14 +74,16 @@ impl Query {
     }
 }
 
-/// A reply topic for `token`, if the token can be a topic level.
-pub fn reply_topic(token: &str) -> Option<String> {
+/// The topic to answer `client` (its stamped id) on, if `token` can be a
+/// topic level. Clients see `shade/ops/reply/<token>`; inside the broker it
+/// is in the namespace of the client's principal, so nobody else sees it.
+pub fn reply_topic(client: &str, token: &str) -> Option<String> {
     let ok = !token.is_empty()
         && token.len() <= 64
         && token
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    ok.then(|| format!("{REPLY_PREFIX}{token}"))
+    ok.then(|| crate::gateway::reply_topic(client, token))
 }
 
 fn shadow_id(thing: &str, shadow: Option<&str>) -> Result<ShadowId, String> {

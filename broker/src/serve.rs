@@ -16,9 +16,13 @@ use shade_shared::aws::Rejection;
 use shade_shared::topic::{bad_request, Topic};
 use tokio::sync::mpsc;
 
+use crate::auth::Auth;
 use crate::config::Config;
+use crate::credentials::Credentials;
+use crate::devices;
 use crate::embedded::{self, BrokerHandle, BrokerSettings, Inbound, LogSize};
 use crate::engine::{now_ms, Engine};
+use crate::front::Transport;
 use crate::service::{Outbound, Request, Service};
 use crate::store::{Store, StoreError};
 
@@ -31,25 +35,56 @@ pub enum ServeError {
     Broker(#[from] embedded::EmbeddedError),
     #[error("cannot start the store thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
-/// Broker settings from the config.
-pub fn broker_settings(config: &Config) -> BrokerSettings {
+/// Broker settings from the config, with the device secrets the listeners
+/// check logins against. Fails when the TLS files cannot be loaded.
+pub fn broker_settings(
+    config: &Config,
+    devices: Credentials,
+) -> Result<BrokerSettings, crate::tls::TlsError> {
     let defaults = BrokerSettings::default();
-    BrokerSettings {
-        tcp: std::iter::once(config.listen.tcp)
-            .chain(config.listen.tcp_v5)
-            .collect(),
-        ws: config.listen.websocket,
+    let mut listeners: Vec<_> = std::iter::once(config.listen.tcp)
+        .chain(config.listen.tcp_v5)
+        .map(|addr| (addr, Transport::Tcp))
+        .collect();
+    listeners.extend(config.listen.websocket.map(|addr| (addr, Transport::Ws)));
+    if let Some(files) = &config.tls {
+        let tls = crate::tls::server_config(files)?;
+        listeners.extend(
+            config
+                .listen
+                .tls
+                .map(|addr| (addr, Transport::Tls(tls.clone()))),
+        );
+        listeners.extend(
+            config
+                .listen
+                .wss
+                .map(|addr| (addr, Transport::Wss(tls.clone()))),
+        );
+    }
+    let auth = Auth::new(
+        config.auth.enabled,
+        config.auth.users.clone(),
+        config.auth.grants.clone(),
+        devices,
+    );
+    Ok(BrokerSettings {
+        listeners,
         max_connections: config.broker.max_connections,
+        max_pending_connections: config.rates.max_pending_connections,
         // Room for the topic and MQTT 5 properties on top of the largest request.
         max_payload: config.limits.max_payload_bytes + 4096,
+        auth,
         service_log: LogSize {
             segment_bytes: config.broker.segment_bytes,
             segments: config.broker.segment_count,
         },
         ..defaults
-    }
+    })
 }
 
 /// Runs the service until `shutdown` resolves.
@@ -58,7 +93,16 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let store = Store::open(&config.data_dir)?;
-    let (broker, mut inbound) = embedded::start(broker_settings(&config))?;
+    // Device secrets for the listener to verify; the store thread keeps
+    // them in step with every committed device-add and device-remove.
+    let credentials = devices::load_credentials(&store)?;
+    if !config.auth.enabled && !credentials.is_empty() {
+        tracing::warn!(
+            devices = credentials.len(),
+            "device secrets are stored but authentication is off (no [auth] in config): any client may connect"
+        );
+    }
+    let (broker, mut inbound) = embedded::start(broker_settings(&config, credentials.clone())?)?;
     let service = Service {
         node: config.node.clone(),
         limits: config.limits,
@@ -67,13 +111,24 @@ pub async fn serve(
     };
     let (req_tx, req_rx) = mpsc::channel::<Request>(config.store.queue);
     let (out_tx, out_rx) = mpsc::channel::<Vec<Outbound>>(64);
-    let engine = Engine::start(store, service, config.store.max_batch, req_rx, out_tx)?;
+    let engine = Engine::start(
+        store,
+        service,
+        credentials.clone(),
+        config.store.max_batch,
+        req_rx,
+        out_tx,
+    )?;
     let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx));
     tracing::info!(
         listen = %config.listen.tcp,
         websocket = ?config.listen.websocket,
+        tls = ?config.listen.tls,
+        wss = ?config.listen.wss,
+        auth = config.auth.enabled,
         data = %config.data_dir.display(),
         node = %config.node,
+        devices = credentials.len(),
         "shade serve is ready"
     );
 

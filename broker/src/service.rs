@@ -15,6 +15,8 @@ use shade_shared::sync::{self, SyncDown, SyncUp};
 use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::{Limits, Policies, ReplicaId, Section, Shadow, ShadowId, VersionVector};
 
+use crate::credentials::DeviceChange;
+use crate::devices;
 use crate::ops::{self, Query};
 use crate::store::{HistoryEntry, StoreError, StoredShadow, Tables};
 
@@ -69,6 +71,9 @@ pub struct Handled {
     pub out: Vec<Outbound>,
     /// Published instead of `out` when the commit fails.
     pub on_failure: Vec<Outbound>,
+    /// Applied to the shared device credentials after the commit (dropped
+    /// if it fails).
+    pub credentials: Vec<DeviceChange>,
 }
 
 /// The service's settings.
@@ -112,7 +117,7 @@ impl Service {
                 payload,
                 client,
             } => self.delete(t, id, payload, client, now, &mut h)?,
-            Request::Ops { payload, client } => self.ops(t, payload, client, &mut h),
+            Request::Ops { payload, client } => self.ops(t, payload, client, now, &mut h)?,
             Request::SyncUp {
                 id,
                 payload,
@@ -122,23 +127,36 @@ impl Service {
         Ok(h)
     }
 
-    fn ops(&self, t: &Tables<'_>, payload: &[u8], client: &str, h: &mut Handled) {
+    fn ops(
+        &self,
+        t: &mut Tables<'_>,
+        payload: &[u8],
+        client: &str,
+        now: u64,
+        h: &mut Handled,
+    ) -> Result<(), StoreError> {
+        if devices::is_device_query(payload) {
+            // TODO(auth): admin only. Refuse device queries here, before they
+            // run, for anyone but a full admin.
+            return devices::handle(t, payload, client, now, h);
+        }
         let query: Query = match serde_json::from_slice(payload) {
             Ok(q) => q,
             Err(e) => {
                 tracing::warn!(client, error = %e, "dropping an unreadable shade/ops/request");
-                return;
+                return Ok(());
             }
         };
-        let Some(topic) = ops::reply_topic(query.client_token()) else {
+        let Some(topic) = ops::reply_topic(client, query.client_token()) else {
             tracing::warn!(
                 client,
                 "dropping a shade/ops/request whose clientToken cannot be a topic level"
             );
-            return;
+            return Ok(());
         };
         let reply = ops::reply(&query, ops::execute(t, &query, &self.policies));
         h.out.push(Outbound::json(topic, &reply));
+        Ok(())
     }
 
     fn get(

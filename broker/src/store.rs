@@ -9,6 +9,8 @@
 //! - `shadows`: key `thing` or `thing/shadow` -> CBOR [`StoredShadow`].
 //! - `history`: key `(shadow key, version)` -> JSON [`HistoryEntry`],
 //!   trimmed to the newest N per shadow.
+//! - `devices`: key thing -> JSON [`DeviceRecord`] (the argon2 hash of the
+//!   device's secret, see [`crate::credentials`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use shade_shared::{ReplicaId, Shadow, ShadowId, ShadowName, ThingName, VersionVe
 
 const SHADOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("shadows");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "shade.redb";
@@ -92,6 +95,23 @@ pub struct HistoryEntry {
     pub change: serde_json::Value,
 }
 
+/// A device's credential: never the secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// argon2id PHC string of the secret.
+    pub hash: String,
+    /// When the device (or its current secret) was added, in milliseconds
+    /// since the Unix epoch.
+    pub created_ms: u64,
+}
+
+fn decode_device(thing: &str, bytes: &[u8]) -> Result<DeviceRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: format!("devices/{thing}"),
+        reason: e.to_string(),
+    })
+}
+
 /// The storage key of a shadow: names cannot hold `/`, so this is unambiguous.
 pub fn key(id: &ShadowId) -> String {
     match &id.shadow {
@@ -140,6 +160,7 @@ impl Store {
         let txn = db.begin_write().db()?;
         txn.open_table(SHADOWS).db()?;
         txn.open_table(HISTORY).db()?;
+        txn.open_table(DEVICES).db()?;
         txn.commit().db()?;
         Ok(Store { db })
     }
@@ -155,6 +176,7 @@ impl Store {
             let mut tables = Tables {
                 shadows: txn.open_table(SHADOWS).db()?,
                 history: txn.open_table(HISTORY).db()?,
+                devices: txn.open_table(DEVICES).db()?,
             };
             f(&mut tables)?
         };
@@ -176,12 +198,25 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Every device's record in thing order, for loading the credentials at start.
+    pub fn devices(&self) -> Result<Vec<(String, DeviceRecord)>, StoreError> {
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(DEVICES).db()?;
+        let mut out = Vec::new();
+        for row in table.iter().db()? {
+            let (k, v) = row.db()?;
+            out.push((k.value().to_owned(), decode_device(k.value(), v.value())?));
+        }
+        Ok(out)
+    }
 }
 
 /// The tables of one write transaction.
 pub struct Tables<'t> {
     shadows: redb::Table<'t, &'static str, &'static [u8]>,
     history: redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    devices: redb::Table<'t, &'static str, &'static [u8]>,
 }
 
 impl std::fmt::Debug for Tables<'_> {
@@ -227,6 +262,34 @@ impl Tables<'_> {
                 .db()?;
         }
         Ok(())
+    }
+
+    pub fn has_device(&self, thing: &str) -> Result<bool, StoreError> {
+        Ok(self.devices.get(thing).db()?.is_some())
+    }
+
+    /// Adds or replaces the record of device `thing`.
+    pub fn put_device(&mut self, thing: &str, record: &DeviceRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+            key: format!("devices/{thing}"),
+            reason: e.to_string(),
+        })?;
+        self.devices.insert(thing, bytes.as_slice()).db()?;
+        Ok(())
+    }
+
+    /// Removes device `thing`; false if there was none.
+    pub fn remove_device(&mut self, thing: &str) -> Result<bool, StoreError> {
+        Ok(self.devices.remove(thing).db()?.is_some())
+    }
+
+    /// Up to `limit` devices after `after`, in thing order, and whether more follow.
+    pub fn devices_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, DeviceRecord)>, bool), StoreError> {
+        devices_page_in(&self.devices, after, limit)
     }
 }
 
@@ -285,6 +348,19 @@ impl ReadStore {
     /// The newest `limit` history entries of a shadow, oldest first.
     pub fn history(&self, id: &ShadowId, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
         ShadowSource::history(self, id, limit)
+    }
+
+    /// As [`Tables::devices_page`]. Data from before devices existed has none.
+    pub fn devices_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, DeviceRecord)>, bool), StoreError> {
+        let txn = self.db.begin_read().db()?;
+        match txn.open_table(DEVICES) {
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok((Vec::new(), false)),
+            table => devices_page_in(&table.db()?, after, limit),
+        }
     }
 }
 
@@ -381,6 +457,26 @@ fn scan_in(
         }
     }
     Ok(())
+}
+
+fn devices_page_in(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<(String, DeviceRecord)>, bool), StoreError> {
+    let mut out = Vec::new();
+    for row in table.range(after.unwrap_or("")..).db()? {
+        let (k, v) = row.db()?;
+        let thing = k.value();
+        if Some(thing) == after {
+            continue;
+        }
+        if out.len() == limit {
+            return Ok((out, true));
+        }
+        out.push((thing.to_owned(), decode_device(thing, v.value())?));
+    }
+    Ok((out, false))
 }
 
 fn history_in(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use shade_broker::embedded::{self, BrokerHandle, BrokerSettings, EmbeddedError, Inbound};
+use shade_broker::front::Transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -46,8 +47,7 @@ fn start_broker() -> Broker {
         .try_init();
     let (tcp, ws) = free_ports();
     let settings = BrokerSettings {
-        tcp: vec![loopback(tcp)],
-        ws: Some(loopback(ws)),
+        listeners: vec![(loopback(tcp), Transport::Tcp), (loopback(ws), Transport::Ws)],
         ..BrokerSettings::default()
     };
     let (handle, inbound) = embedded::start(settings).expect("broker starts");
@@ -120,6 +120,21 @@ async fn subscribe(client: &AsyncClient, packets: &mut mpsc::Receiver<Packet>, f
         .await
         .expect("subscribe");
     while !matches!(packets.recv().await, Some(Packet::SubAck(_))) {}
+}
+
+/// A 3.1.1 client has no way to be told a publish was refused but to lose
+/// its connection: it gets no PUBACK, and the connection closes.
+async fn assert_publish_refused(client: &AsyncClient, mut packets: mpsc::Receiver<Packet>, topic: &str) {
+    client
+        .publish(topic, QoS::AtLeastOnce, true, b"spoof".to_vec())
+        .await
+        .expect("publish");
+    while let Some(packet) = packets.recv().await {
+        assert!(
+            !matches!(packet, Packet::PubAck(_)),
+            "a publish on {topic} was acknowledged"
+        );
+    }
 }
 
 async fn next_publish(packets: &mut mpsc::Receiver<Packet>) -> Publish {
@@ -220,9 +235,7 @@ async fn clients_cannot_reach_the_service_or_see_its_internal_topics() {
         let (port, mut seen) = spawn_echo(start_broker());
         let (watcher, mut watched) = connect(port, "watcher").await;
         subscribe(&watcher, &mut watched, "#").await;
-        let (evil, _evil_packets) = connect(port, "evil").await;
-
-        for topic in [
+        for (i, topic) in [
             "_in/evil/$aws/things/t1/shadow/update",
             "_in/evil/aws/things/t1/shadow/update",
             "_in/victim/shade/things/t1/sync/up",
@@ -230,11 +243,14 @@ async fn clients_cannot_reach_the_service_or_see_its_internal_topics() {
             "$aws/things/t1/shadow/update/accepted",
             "shade/things/t1/state",
             "shade/things/t1/sync/down",
-        ] {
-            evil.publish(topic, QoS::AtLeastOnce, false, b"spoof".to_vec())
-                .await
-                .expect("publish");
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (evil, packets) = connect(port, &format!("evil-{i}")).await;
+            assert_publish_refused(&evil, packets, topic).await;
         }
+        let (evil, _evil_packets) = connect(port, "evil").await;
         // Markers: one request the service must see, one topic the watcher must see.
         evil.publish(
             "$aws/things/t1/shadow/get",
@@ -288,17 +304,8 @@ async fn retained_state_reaches_late_subscriber_and_clients_cannot_overwrite_it(
             b"{\"version\":1}"
         );
 
-        let (evil, mut evil_packets) = connect(port, "evil").await;
-        evil.publish(
-            "shade/things/t1/state",
-            QoS::AtLeastOnce,
-            true,
-            b"evil".to_vec(),
-        )
-        .await
-        .expect("publish");
-        // The PubAck comes after the router handled (and dropped) it.
-        while !matches!(evil_packets.recv().await, Some(Packet::PubAck(_))) {}
+        let (evil, evil_packets) = connect(port, "evil").await;
+        assert_publish_refused(&evil, evil_packets, "shade/things/t1/state").await;
 
         let (late, mut late_packets) = connect(port, "late").await;
         subscribe(&late, &mut late_packets, "shade/things/#").await;
@@ -488,7 +495,7 @@ async fn start_reports_a_port_in_use_and_bad_settings() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
     let settings = BrokerSettings {
-        tcp: vec![addr],
+        listeners: vec![(addr, Transport::Tcp)],
         ..BrokerSettings::default()
     };
     assert!(matches!(
@@ -497,8 +504,7 @@ async fn start_reports_a_port_in_use_and_bad_settings() {
     ));
 
     let settings = BrokerSettings {
-        tcp: Vec::new(),
-        ws: None,
+        listeners: Vec::new(),
         ..BrokerSettings::default()
     };
     assert!(matches!(

@@ -24,7 +24,8 @@
 //!   [`crate::ops::execute`].
 //! - [`output`]: colours (terminals only), local times, tables, changes.
 //! - one file per command: [`get`], [`list`], [`update`] (with `delete`),
-//!   [`watch`], [`history`], [`conflicts`].
+//!   [`watch`], [`history`], [`conflicts`], [`device`] (`add`, `list`,
+//!   `remove`), [`password`] (`hash-password`).
 
 use std::fmt;
 use std::future::Future;
@@ -38,14 +39,17 @@ use clap::Args;
 use shade_shared::{Policies, ShadowId, ShadowName, ThingName};
 
 use crate::config::{Config, ConfigError, Overrides};
+use crate::credentials::CredentialsError;
 use crate::store::{ReadStore, StoreError};
 
 pub mod client;
 pub mod conflicts;
+pub mod device;
 pub mod get;
 pub mod history;
 pub mod list;
 pub mod output;
+pub mod password;
 pub mod query;
 pub mod update;
 pub mod watch;
@@ -178,14 +182,19 @@ impl Source {
             Some(path) => Config::load(Some(path), &Overrides::default())?.policies,
             None => Policies::default(),
         };
-        let store = ReadStore::open(dir).map_err(|e| match e {
-            StoreError::InUse { .. } => CliError::InUse(dir.clone()),
-            // A read-only open cannot repair what a crash left behind.
-            StoreError::Db(redb::Error::RepairAborted) => CliError::NeedsRepair(dir.clone()),
-            other => CliError::Store(other),
-        })?;
+        let store = open_read_store(dir)?;
         Ok(Some(Offline { store, policies }))
     }
+}
+
+/// Opens a stopped broker's data directory read-only.
+pub fn open_read_store(dir: &std::path::Path) -> Result<ReadStore, CliError> {
+    ReadStore::open(dir).map_err(|e| match e {
+        StoreError::InUse { .. } => CliError::InUse(dir.to_owned()),
+        // A read-only open cannot repair what a crash left behind.
+        StoreError::Db(redb::Error::RepairAborted) => CliError::NeedsRepair(dir.to_owned()),
+        other => CliError::Store(other),
+    })
 }
 
 /// The classic shadow of `thing`, or its shadow `name`.
@@ -244,6 +253,8 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
 }

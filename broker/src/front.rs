@@ -1,0 +1,376 @@
+//! The front door: shade's own listeners, in front of rumqttd.
+//!
+//! rumqttd's listeners cannot authenticate a device by certificate, do TLS
+//! handshakes inside their accept loop (one stalled client blocks all
+//! others) and sleep after each accept. So shade accepts every connection
+//! itself, on TCP, TLS, WebSocket or WebSocket over TLS, and for each:
+//!
+//! 1. finishes the TLS and WebSocket handshakes and reads the MQTT CONNECT,
+//!    all within the connect timeout, holding one of a bounded number of
+//!    "pending" slots, so half-open connections cost a bounded amount of
+//!    memory however many arrive;
+//! 2. authenticates the CONNECT ([`Auth::authenticate`]); a refusal gets the
+//!    CONNACK code MQTT defines and the connection is closed;
+//! 3. opens a loopback connection to rumqttd's internal listener, sends a
+//!    preamble (a per-process secret and the principal's tag) and then the
+//!    client's bytes unchanged, and copies bytes both ways until either side
+//!    closes. The per-connection [`Gateway`](crate::gateway::Gateway) reads
+//!    the preamble, so a local process that dials the internal port directly
+//!    (without the secret) is refused, and it enforces what the principal
+//!    may publish and receive.
+//!
+//! The cost is one loopback hop per connection: two sockets and 8 KiB of
+//! copy buffers per client, and one more copy of each packet.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::v5::V5;
+use rumqttd::protocol::{ConnAck, ConnectReturnCode, Packet, Protocol};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::auth::{Auth, Refusal};
+use crate::gateway::{self, Version};
+
+/// Bytes of each direction's copy buffer.
+const COPY_BUFFER: usize = 4096;
+
+/// How a listener's connections arrive.
+#[derive(Clone)]
+pub enum Transport {
+    Tcp,
+    Tls(Arc<ServerConfig>),
+    Ws,
+    Wss(Arc<ServerConfig>),
+}
+
+impl Transport {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls(_) => "tls",
+            Transport::Ws => "websocket",
+            Transport::Wss(_) => "wss",
+        }
+    }
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything the front shares between its connections.
+#[derive(Debug)]
+pub struct FrontShared {
+    /// rumqttd's internal loopback listener.
+    pub internal: SocketAddr,
+    /// The preamble secret the gateway checks.
+    pub secret: Arc<str>,
+    pub auth: Auth,
+    /// Client connections at once; beyond it new ones are closed at once.
+    pub connections: Arc<Semaphore>,
+    /// Connections still in their handshake or CONNECT; beyond it new ones
+    /// are closed at once, so a flood of half-open sockets is bounded.
+    pub pending: Arc<Semaphore>,
+    /// Handshakes, CONNECT and authentication must finish within this.
+    pub connect_timeout: Duration,
+    /// Largest CONNECT accepted (will message included).
+    pub max_connect_bytes: usize,
+}
+
+/// Why a connection ended before it reached rumqttd.
+#[derive(Debug, thiserror::Error)]
+enum FrontError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("WebSocket handshake: {0}")]
+    Ws(String),
+    #[error("the first packet is not a CONNECT")]
+    NotConnect,
+    #[error("CONNECT of {0} bytes is over the limit")]
+    TooLarge(usize),
+    #[error("malformed CONNECT: {0:?}")]
+    Malformed(rumqttd::protocol::Error),
+    #[error("closed before CONNECT")]
+    Closed,
+    #[error("no CONNECT within the connect timeout")]
+    Timeout,
+    #[error("refused")]
+    Refused,
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Accepts connections on `listener` until the process ends.
+pub async fn accept_loop(listener: TcpListener, transport: Transport, shared: Arc<FrontShared>) {
+    let name = transport.name();
+    info!(listener = name, addr = ?listener.local_addr().ok(), "listening");
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, typically: wait instead of spinning.
+                warn!(listener = name, error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(connection) = shared.connections.clone().try_acquire_owned() else {
+            warn!(%peer, "closing a connection: the connection limit is reached");
+            continue;
+        };
+        let Ok(pending) = shared.pending.clone().try_acquire_owned() else {
+            warn!(%peer, "closing a connection: too many connections are still handshaking");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let transport = transport.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(stream, peer, transport, &shared, pending).await {
+                debug!(%peer, error = %e, "connection ended");
+            }
+            drop(connection);
+        });
+    }
+}
+
+/// One client connection, from accept to close.
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+    shared: &FrontShared,
+    pending: OwnedSemaphorePermit,
+) -> Result<(), FrontError> {
+    let admitted = tokio::time::timeout(
+        shared.connect_timeout,
+        admit(stream, peer, &transport, shared),
+    )
+    .await
+    .map_err(|_| FrontError::Timeout)?;
+    let (mut client, preamble, head) = match admitted {
+        Ok(admitted) => admitted,
+        Err(e @ (FrontError::Tls(_) | FrontError::Ws(_))) => {
+            info!(%peer, listener = transport.name(), error = %e, "handshake failed");
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut broker = dial_internal(shared.internal).await?;
+    let _ = broker.set_nodelay(true);
+    broker.write_all(&preamble).await?;
+    broker.write_all(&head).await?;
+    drop(pending);
+    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut broker, COPY_BUFFER, COPY_BUFFER)
+        .await?;
+    Ok(())
+}
+
+/// Connects to rumqttd's internal listener. Its thread binds a moment
+/// after `embedded::start` returns, so the first clients may have to wait
+/// for it.
+async fn dial_internal(internal: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut attempts = 0;
+    loop {
+        match TcpStream::connect(internal).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if attempts < 100 && e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot reach the broker's internal listener");
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Handshakes, reads the CONNECT and authenticates it. Returns the client
+/// stream, the preamble for the gateway and the bytes read so far.
+async fn admit(
+    stream: TcpStream,
+    peer: SocketAddr,
+    transport: &Transport,
+    shared: &FrontShared,
+) -> Result<(Box<dyn Io>, Vec<u8>, BytesMut), FrontError> {
+    let (mut client, cert_cn): (Box<dyn Io>, Option<String>) = match transport {
+        Transport::Tcp => (Box::new(stream), None),
+        Transport::Ws => (websocket(stream).await?, None),
+        Transport::Tls(config) => {
+            let (tls, cn) = tls(stream, config).await?;
+            (Box::new(tls), cn)
+        }
+        Transport::Wss(config) => {
+            let (tls, cn) = tls(stream, config).await?;
+            (websocket(tls).await?, cn)
+        }
+    };
+    let (head, version, connect) = read_connect(&mut client, shared.max_connect_bytes).await?;
+    let Packet::Connect(connect, _, _, _, login) = connect else {
+        return Err(FrontError::NotConnect);
+    };
+    match shared
+        .auth
+        .authenticate(login.as_ref(), cert_cn.as_deref())
+        .await
+    {
+        Ok(principal) => {
+            debug!(%peer, client_id = %connect.client_id, principal = %principal.tag(), "authenticated");
+            let preamble = gateway::preamble(&shared.secret, &principal.tag());
+            Ok((client, preamble, head))
+        }
+        Err(refusal) => {
+            info!(%peer, client_id = %connect.client_id, username = ?login.as_ref().map(|l| &l.username), ?refusal, "refused a CONNECT");
+            let code = match refusal {
+                Refusal::BadCredentials => ConnectReturnCode::BadUserNamePassword,
+                Refusal::NotAuthorized => ConnectReturnCode::NotAuthorized,
+            };
+            let ack = Packet::ConnAck(
+                ConnAck {
+                    session_present: false,
+                    code,
+                },
+                None,
+            );
+            let mut out = BytesMut::new();
+            let written = match version {
+                Version::V4 => V4.write(ack, &mut out),
+                Version::V5 => V5.write(ack, &mut out),
+            };
+            if written.is_ok() {
+                client.write_all(&out).await?;
+                client.flush().await?;
+            }
+            let _ = client.shutdown().await;
+            Err(FrontError::Refused)
+        }
+    }
+}
+
+async fn tls(
+    stream: TcpStream,
+    config: &Arc<ServerConfig>,
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<String>), FrontError> {
+    let tls = TlsAcceptor::from(config.clone())
+        .accept(stream)
+        .await
+        .map_err(FrontError::Tls)?;
+    let cn = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(crate::tls::common_name);
+    Ok((tls, cn))
+}
+
+/// The WebSocket handshake (subprotocol `mqtt`, any path), then MQTT bytes
+/// in binary frames.
+async fn websocket<S>(stream: S) -> Result<Box<dyn Io>, FrontError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    use async_tungstenite::tungstenite::http::HeaderValue;
+    let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        let asks_mqtt = request
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|p| p.trim() == "mqtt"));
+        if asks_mqtt {
+            response
+                .headers_mut()
+                .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+        }
+        Ok(response)
+    };
+    let ws = async_tungstenite::tokio::accept_hdr_async(stream, callback)
+        .await
+        .map_err(|e| FrontError::Ws(e.to_string()))?;
+    Ok(Box::new(ws_stream_tungstenite::WsStream::new(ws)))
+}
+
+/// Reads until one whole MQTT packet is buffered and decodes it. Returns
+/// every byte read (the packet and anything after it), the protocol
+/// version and the packet.
+async fn read_connect(
+    client: &mut Box<dyn Io>,
+    max: usize,
+) -> Result<(BytesMut, Version, Packet), FrontError> {
+    let mut buffer = BytesMut::with_capacity(512);
+    loop {
+        if let Some(len) = frame_length(&buffer)? {
+            if len > max {
+                return Err(FrontError::TooLarge(len));
+            }
+            if buffer.len() >= len {
+                let mut frame = BytesMut::from(&buffer[..len]);
+                let version = gateway::sniff_version(&frame).map_err(FrontError::Malformed)?;
+                let packet = match version {
+                    Version::V4 => V4.read_mut(&mut frame, max),
+                    Version::V5 => V5.read_mut(&mut frame, max),
+                }
+                .map_err(FrontError::Malformed)?;
+                return Ok((buffer, version, packet));
+            }
+        }
+        if client.read_buf(&mut buffer).await? == 0 {
+            return Err(FrontError::Closed);
+        }
+    }
+}
+
+/// The length of the packet at the head of `buffer` once its fixed header
+/// is complete; an error for anything but a CONNECT.
+fn frame_length(buffer: &[u8]) -> Result<Option<usize>, FrontError> {
+    let Some(&first) = buffer.first() else {
+        return Ok(None);
+    };
+    if first != 0x10 {
+        return Err(FrontError::NotConnect);
+    }
+    let mut remaining = 0usize;
+    for (i, &byte) in buffer.iter().skip(1).take(4).enumerate() {
+        remaining |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(Some(1 + (i + 1) + remaining));
+        }
+    }
+    if buffer.len() > 5 {
+        return Err(FrontError::Malformed(
+            rumqttd::protocol::Error::MalformedRemainingLength,
+        ));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_length_reads_the_fixed_header() {
+        assert_eq!(frame_length(&[]).ok(), Some(None));
+        assert_eq!(frame_length(&[0x10]).ok(), Some(None));
+        assert_eq!(frame_length(&[0x10, 0x0c]).ok(), Some(Some(14)));
+        assert_eq!(frame_length(&[0x10, 0x80, 0x01]).ok(), Some(Some(131)));
+        assert!(frame_length(&[0x30, 0x00]).is_err());
+        assert!(frame_length(&[0x10, 0x80, 0x80, 0x80, 0x80, 0x01]).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! TLS for the `tls` and `wss` listeners: rustls (with the `ring`
+//! provider, no C toolchain needed), a server certificate chain and key
+//! from PEM files, and optionally client certificates checked against a CA.
+//!
+//! A verified client certificate authenticates a device: its subject CN is
+//! the thing name (as AWS IoT's certificate policies use it). rumqttd's own
+//! TLS support cannot serve shade: it reads the tenant from the certificate's
+//! Organization, makes client certificates mandatory when it checks them,
+//! and performs each handshake inside its accept loop, so one client that
+//! never finishes a handshake stops every other client from connecting.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+
+/// Why the TLS settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("cannot read {what} {path}: {reason}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{path} holds no {what}")]
+    Empty { what: &'static str, path: PathBuf },
+    #[error("invalid TLS setup: {0}")]
+    Rustls(String),
+}
+
+/// Paths of the PEM files, from config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA whose certificates authenticate clients; `None` accepts no
+    /// client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse a handshake without a client certificate.
+    pub require_client_cert: bool,
+}
+
+/// Builds the rustls server configuration once; every TLS connection
+/// shares it.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = read_certs("certificate chain", &files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Read {
+        what: "private key",
+        path: files.key.clone(),
+        reason: e.to_string(),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs("CA certificate", ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Rustls(format!("CA {}: {e}", ca.display())))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+            let verifier = if files.require_client_cert {
+                verifier
+            } else {
+                // Devices with a secret and users still connect without one.
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsError::Rustls(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read_error = |reason: String| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| read_error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The subject CN of a (verified) client certificate, or `None` when it
+/// has none or cannot be parsed.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
