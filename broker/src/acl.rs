@@ -78,6 +78,25 @@ pub struct UserEntry {
     pub prefix: String,
 }
 
+/// Resolves the stamped client id of a request into its principal, for
+/// the service's own checks (ops queries).
+#[derive(Debug, Clone, Default)]
+pub struct Principals {
+    /// Authentication on; off, everyone is anonymous whatever its id.
+    pub enabled: bool,
+    pub users: Arc<Users>,
+}
+
+impl Principals {
+    /// `None` when the id names no known principal (fail closed).
+    pub fn of(&self, client_id: &str) -> Option<Principal> {
+        if !self.enabled {
+            return Some(Principal::Anonymous);
+        }
+        Principal::from_tag(crate::gateway::principal_tag(client_id), &self.users)
+    }
+}
+
 /// The tag a principal carries inside the broker (client ids, stamps):
 /// `u:<name>` or `d:<thing>`; `-` for anonymous. Names never contain `|`.
 impl Principal {

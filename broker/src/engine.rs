@@ -12,7 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::credentials::Credentials;
-use crate::service::{Outbound, Request, Service};
+use crate::dispatch::Queued;
+use crate::service::{Outbound, Service};
 use crate::store::{Store, StoreError};
 
 /// Wall-clock milliseconds since the Unix epoch: the one clock read of the
@@ -42,7 +43,7 @@ impl Engine {
         service: Service,
         credentials: Credentials,
         max_batch: usize,
-        requests: mpsc::Receiver<Request>,
+        requests: mpsc::Receiver<Queued>,
         out: mpsc::Sender<Vec<Outbound>>,
     ) -> std::io::Result<Engine> {
         let thread = std::thread::Builder::new()
@@ -88,7 +89,7 @@ fn run(
     service: Service,
     credentials: &Credentials,
     max_batch: usize,
-    mut requests: mpsc::Receiver<Request>,
+    mut requests: mpsc::Receiver<Queued>,
     out: mpsc::Sender<Vec<Outbound>>,
 ) {
     match republish(&store, &service, &out) {
@@ -110,8 +111,8 @@ fn run(
         let mut changes = Vec::new();
         let result = store.write(|t| {
             let mut replies = Vec::new();
-            for req in &batch {
-                match service.handle(t, req, now) {
+            for queued in &batch {
+                match service.handle(t, &queued.request, now) {
                     Ok(handled) => {
                         replies.extend(handled.out);
                         failures.extend(handled.on_failure);

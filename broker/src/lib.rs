@@ -20,6 +20,8 @@
 //!   queries, run on the store thread or over a stopped broker's data.
 //! - [`config`]: `shade serve` configuration, raw TOML validated into a typed `Config`.
 //! - [`store`]: the redb store of shadows, their history and agents' vectors.
+//! - [`dispatch`], [`admission`]: routing of client requests to the store
+//!   thread, with per-thing rates and per-client in-flight limits (429).
 //! - [`service`]: what each request does to a stored shadow, and its replies.
 //! - [`engine`]: the store thread, committing requests in groups.
 //! - [`serve`]: `shade serve`, wiring broker, service and store together.
@@ -28,11 +30,13 @@
 //!   offline over a stopped broker's data.
 
 pub mod acl;
+pub mod admission;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod devices;
+pub mod dispatch;
 pub mod embedded;
 pub mod engine;
 pub mod front;

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shade_shared::{Policies, ShadowId, ShadowName, ThingName};
 
+use crate::acl::Principal;
 use crate::store::{ShadowSource, StoreError};
 
 /// Where clients send queries.
@@ -72,6 +73,47 @@ impl Query {
             | Query::Conflicts { client_token, .. } => client_token,
         }
     }
+}
+
+/// Whether `principal` may run `query`, narrowing a `list` to the things it
+/// may read: a reader limited to `plant1-` asking for every thing gets
+/// `plant1-*`. Devices run no queries (the gateway already refuses them).
+pub fn authorize(principal: &Principal, query: &mut Query) -> bool {
+    let prefix = match principal {
+        Principal::Anonymous => return true,
+        Principal::Device { .. } => return false,
+        Principal::User { prefix, .. } => prefix,
+    };
+    match query {
+        Query::List { prefix: asked, .. } => {
+            if asked.starts_with(&**prefix) {
+                true
+            } else if prefix.starts_with(asked.as_str()) {
+                *asked = prefix.to_string();
+                true
+            } else {
+                false
+            }
+        }
+        Query::History { thing, .. } => principal.may_read_thing(thing),
+        Query::Conflicts { thing, .. } => thing
+            .as_deref()
+            .is_none_or(|thing| principal.may_read_thing(thing)),
+    }
+}
+
+/// Removes from a query's result what `principal` may not read: the
+/// conflicts of other things, when no thing was named.
+pub fn visible_to(principal: &Principal, query: &Query, mut result: Value) -> Value {
+    if let (Query::Conflicts { thing: None, .. }, Value::Array(records)) = (query, &mut result) {
+        records.retain(|record| {
+            record
+                .get("thing")
+                .and_then(Value::as_str)
+                .is_some_and(|thing| principal.may_read_thing(thing))
+        });
+    }
+    result
 }
 
 /// The topic to answer `client` (its stamped id) on, if `token` can be a

@@ -1,7 +1,7 @@
 //! `shade serve`: wires the embedded broker, the service and the store.
 //!
 //! ```text
-//!  clients --MQTT--> rumqttd + gateway --Inbound--> dispatch --Request--> store thread
+//!  clients --MQTT--> front --> rumqttd + gateway --Inbound--> dispatch --Request--> store thread
 //!                         ^                                      (bounded)   | commit, then
 //!                         +------------------- publisher <--Vec<Outbound>----+ replies
 //! ```
@@ -12,18 +12,18 @@
 
 use std::time::Duration;
 
-use shade_shared::aws::Rejection;
-use shade_shared::topic::{bad_request, Topic};
 use tokio::sync::mpsc;
 
+use crate::acl::Principals;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::devices;
-use crate::embedded::{self, BrokerHandle, BrokerSettings, Inbound, LogSize};
-use crate::engine::{now_ms, Engine};
+use crate::embedded::{self, BrokerHandle, BrokerSettings, LogSize};
+use crate::engine::Engine;
 use crate::front::Transport;
-use crate::service::{Outbound, Request, Service};
+use crate::dispatch::{Dispatcher, Queued};
+use crate::service::{Outbound, Service};
 use crate::store::{Store, StoreError};
 
 /// Why `shade serve` could not start.
@@ -108,8 +108,12 @@ pub async fn serve(
         limits: config.limits,
         policies: config.policies,
         history_per_shadow: config.history_per_shadow,
+        principals: Principals {
+            enabled: config.auth.enabled,
+            users: std::sync::Arc::new(config.auth.users.clone()),
+        },
     };
-    let (req_tx, req_rx) = mpsc::channel::<Request>(config.store.queue);
+    let (req_tx, req_rx) = mpsc::channel::<Queued>(config.store.queue);
     let (out_tx, out_rx) = mpsc::channel::<Vec<Outbound>>(64);
     let engine = Engine::start(
         store,
@@ -132,18 +136,19 @@ pub async fn serve(
         "shade serve is ready"
     );
 
+    let mut dispatcher = Dispatcher::new(req_tx, broker.clone(), config.rates);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             msg = inbound.recv() => match msg {
-                Some(msg) => dispatch(msg, &req_tx, &broker).await,
+                Some(msg) => dispatcher.dispatch(msg).await,
                 None => break,
             },
         }
     }
     tracing::info!("shutting down: finishing the commits in flight");
-    drop(req_tx);
+    drop(dispatcher);
     let joined = tokio::task::spawn_blocking(move || engine.join()).await;
     if joined.is_err() {
         tracing::error!("the store thread could not be joined");
@@ -161,50 +166,6 @@ pub async fn serve(
     tokio::time::sleep(Duration::from_millis(300)).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Routes one client publish to the store thread, or answers or drops it.
-async fn dispatch(msg: Inbound, requests: &mpsc::Sender<Request>, broker: &BrokerHandle) {
-    if msg.topic == crate::ops::REQUEST_TOPIC {
-        let request = Request::Ops {
-            payload: msg.payload,
-            client: msg.client_id,
-        };
-        if requests.send(request).await.is_err() {
-            tracing::warn!("store thread gone; request dropped");
-        }
-        return;
-    }
-    let request = match Topic::parse(&msg.topic) {
-        Ok(Topic::AwsRequest { id, op }) => Request::Aws {
-            id,
-            op,
-            payload: msg.payload,
-            client: msg.client_id,
-        },
-        Ok(Topic::SyncUp { id }) => Request::SyncUp {
-            id,
-            payload: msg.payload,
-            client: msg.client_id,
-        },
-        _ => {
-            if let Some(bad) = bad_request(&msg.topic) {
-                let reply = Rejection::new(400, bad.error.to_string()).to_json(now_ms());
-                if let Err(e) = broker
-                    .publish(&bad.reply_topic, reply.to_string().into_bytes(), false)
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot answer a bad request");
-                }
-            } else {
-                tracing::debug!(client = %msg.client_id, topic = %msg.topic, "dropping a publish no operation answers");
-            }
-            return;
-        }
-    };
-    if requests.send(request).await.is_err() {
-        tracing::warn!("store thread gone; request dropped");
-    }
 }
 
 async fn publish_loop(broker: BrokerHandle, mut out: mpsc::Receiver<Vec<Outbound>>) {

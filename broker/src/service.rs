@@ -15,6 +15,7 @@ use shade_shared::sync::{self, SyncDown, SyncUp};
 use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::{Limits, Policies, ReplicaId, Section, Shadow, ShadowId, VersionVector};
 
+use crate::acl::{Principal, Principals};
 use crate::credentials::DeviceChange;
 use crate::devices;
 use crate::ops::{self, Query};
@@ -83,6 +84,20 @@ pub struct Service {
     pub limits: Limits,
     pub policies: Policies,
     pub history_per_shadow: u64,
+    /// Who sent a request, for the ops queries' checks (the gateway
+    /// already checked every AWS and sync topic).
+    pub principals: Principals,
+}
+
+/// Answers an ops query its sender may not make: `not authorized`.
+fn refuse_ops(payload: &[u8], client: &str, h: &mut Handled) {
+    let token = serde_json::from_slice::<Value>(payload)
+        .ok()
+        .and_then(|v| v.get("clientToken")?.as_str().map(str::to_owned));
+    if let Some(topic) = token.as_deref().and_then(|t| ops::reply_topic(client, t)) {
+        let reply = serde_json::json!({"clientToken": token, "ok": false, "error": "not authorized"});
+        h.out.push(Outbound::json(topic, &reply));
+    }
 }
 
 fn rejected(id: &ShadowId, op: Operation, r: &Rejection, now: u64) -> Outbound {
@@ -135,12 +150,16 @@ impl Service {
         now: u64,
         h: &mut Handled,
     ) -> Result<(), StoreError> {
+        let principal = self.principals.of(client);
         if devices::is_device_query(payload) {
-            // TODO(auth): admin only. Refuse device queries here, before they
-            // run, for anyone but a full admin.
-            return devices::handle(t, payload, client, now, h);
+            if principal.as_ref().is_some_and(Principal::is_full_admin) {
+                return devices::handle(t, payload, client, now, h);
+            }
+            tracing::warn!(client, "refusing a device query from a client that is not a full admin");
+            refuse_ops(payload, client, h);
+            return Ok(());
         }
-        let query: Query = match serde_json::from_slice(payload) {
+        let mut query: Query = match serde_json::from_slice(payload) {
             Ok(q) => q,
             Err(e) => {
                 tracing::warn!(client, error = %e, "dropping an unreadable shade/ops/request");
@@ -154,7 +173,14 @@ impl Service {
             );
             return Ok(());
         };
-        let reply = ops::reply(&query, ops::execute(t, &query, &self.policies));
+        let Some(principal) = principal.filter(|p| ops::authorize(p, &mut query)) else {
+            tracing::warn!(client, ?query, "refusing an ops query outside the client's things");
+            refuse_ops(payload, client, h);
+            return Ok(());
+        };
+        let result = ops::execute(t, &query, &self.policies)
+            .map(|value| ops::visible_to(&principal, &query, value));
+        let reply = ops::reply(&query, result);
         h.out.push(Outbound::json(topic, &reply));
         Ok(())
     }
@@ -311,7 +337,9 @@ impl Service {
                 return Ok(());
             }
         };
-        match ReplicaId::agent(client) {
+        // An agent's replica id is `a:` and the client id it chose; inside
+        // the broker the id carries its principal's tag too.
+        match ReplicaId::agent(crate::gateway::external_client_id(client)) {
             Ok(expected) if expected == up.replica => {}
             _ => {
                 tracing::warn!(client, replica = %up.replica, shadow = %id,
