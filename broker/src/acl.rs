@@ -36,7 +36,9 @@ pub enum Principal {
         /// Thing-name prefix the user is limited to; empty for all.
         prefix: Arc<str>,
     },
-    Device { thing: Arc<str> },
+    Device {
+        thing: Arc<str>,
+    },
 }
 
 /// What a config user may do.
@@ -239,7 +241,28 @@ impl Principal {
             Principal::Device { thing } if grants.for_thing(thing).any(|g| covers(&g, inner)) => {
                 Access::Full
             }
-            _ => Access::Filtered,
+            _ if self.readable(grants).iter().any(|r| intersects(r, inner)) => Access::Filtered,
+            _ => Access::Denied("the filter matches nothing this client may read"),
+        }
+    }
+
+    /// Filters covering everything this principal may read (for a user
+    /// with a prefix, a superset: the per-message check narrows it).
+    fn readable(&self, grants: &DeviceGrants) -> Vec<String> {
+        match self {
+            Principal::Anonymous => vec!["#".to_owned()],
+            Principal::User { prefix, .. } if prefix.is_empty() => vec!["#".to_owned()],
+            Principal::User { .. } => {
+                vec!["$aws/things/+/#".to_owned(), "shade/things/+/#".to_owned()]
+            }
+            Principal::Device { thing } => {
+                let mut own = vec![
+                    format!("$aws/things/{thing}/#"),
+                    format!("shade/things/{thing}/#"),
+                ];
+                own.extend(grants.for_thing(thing));
+                own
+            }
         }
     }
 
@@ -262,7 +285,9 @@ impl Principal {
 
 impl DeviceGrants {
     fn for_thing<'a>(&'a self, thing: &'a str) -> impl Iterator<Item = String> + 'a {
-        self.filters.iter().map(move |f| f.replace("{thing}", thing))
+        self.filters
+            .iter()
+            .map(move |f| f.replace("{thing}", thing))
     }
 }
 
@@ -298,6 +323,18 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
         }
     }
     topic_levels.next().is_none()
+}
+
+/// Is there a topic both filters match?
+fn intersects(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('/'), b.split('/'));
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
+            (Some(x), Some(y)) if x == "+" || y == "+" || x == y => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Does `grant` match every topic `filter` can match?
@@ -341,7 +378,9 @@ mod tests {
         let d = device("t1");
         let g = grants();
         assert!(d.may_publish("$aws/things/t1/shadow/update", &g).is_ok());
-        assert!(d.may_publish("$aws/things/t1/shadow/name/cfg/get", &g).is_ok());
+        assert!(d
+            .may_publish("$aws/things/t1/shadow/name/cfg/get", &g)
+            .is_ok());
         assert!(d.may_publish("shade/things/t1/sync/up", &g).is_ok());
         assert!(d.may_publish("devices/t1/telemetry", &g).is_ok());
         assert!(d.may_publish("$aws/things/t2/shadow/update", &g).is_err());
@@ -356,9 +395,15 @@ mod tests {
         let r = user(Role::Reader, "plant1-");
         let g = DeviceGrants::default();
         assert!(r.may_publish("$aws/things/plant1-a/shadow/get", &g).is_ok());
-        assert!(r.may_publish("$aws/things/plant1-a/shadow/update", &g).is_err());
-        assert!(r.may_publish("$aws/things/plant1-a/shadow/delete", &g).is_err());
-        assert!(r.may_publish("$aws/things/plant2-a/shadow/get", &g).is_err());
+        assert!(r
+            .may_publish("$aws/things/plant1-a/shadow/update", &g)
+            .is_err());
+        assert!(r
+            .may_publish("$aws/things/plant1-a/shadow/delete", &g)
+            .is_err());
+        assert!(r
+            .may_publish("$aws/things/plant2-a/shadow/get", &g)
+            .is_err());
         assert!(r.may_publish("chat", &g).is_err());
         let a = user(Role::Admin, "");
         assert!(a.may_publish("$aws/things/x/shadow/update", &g).is_ok());
@@ -385,6 +430,8 @@ mod tests {
         ));
         assert_eq!(d.subscribe("devices/t1/#", &g), Access::Full);
         assert_eq!(d.subscribe("devices/+/x", &g), Access::Filtered);
+        assert!(matches!(d.subscribe("devices/t2/#", &g), Access::Denied(_)));
+        assert!(matches!(d.subscribe("other/+", &g), Access::Denied(_)));
         assert!(matches!(d.subscribe("chat", &g), Access::Denied(_)));
         assert_eq!(d.subscribe("shade/ops/reply/abc", &g), Access::Full);
         assert!(d.may_read("$aws/things/t1/shadow/update/delta", &g));
@@ -435,5 +482,9 @@ mod tests {
         assert!(covers("devices/t1/#", "devices/t1/+/x"));
         assert!(!covers("devices/t1/+", "devices/t1/#"));
         assert!(!covers("devices/t1/x", "devices/+/x"));
+        assert!(intersects("devices/+/x", "devices/t1/#"));
+        assert!(intersects("a/#", "a"));
+        assert!(!intersects("devices/t2/#", "devices/t1/#"));
+        assert!(!intersects("a/b", "a/b/c"));
     }
 }

@@ -132,7 +132,10 @@ mod tests {
         let start = Instant::now();
         let allowed = (0..100).filter(|_| limiter.allow("t1", start)).count();
         assert_eq!(allowed, 20, "a full bucket holds one second of requests");
-        assert!(limiter.allow("t2", start), "other things have their own bucket");
+        assert!(
+            limiter.allow("t2", start),
+            "other things have their own bucket"
+        );
         assert!(!limiter.allow("t1", start + Duration::from_millis(10)));
         assert!(limiter.allow("t1", start + Duration::from_millis(60)));
         let later = start + Duration::from_secs(5);

@@ -98,7 +98,10 @@ impl Auth {
         }
         if let Some(cn) = cert_cn {
             if ThingName::new(cn).is_err() {
-                warn!(cn, "refusing a client certificate whose CN is not a thing name");
+                warn!(
+                    cn,
+                    "refusing a client certificate whose CN is not a thing name"
+                );
                 return Err(Refusal::NotAuthorized);
             }
             return match login {

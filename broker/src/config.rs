@@ -284,7 +284,10 @@ fn auth(raw: Option<RawAuth>) -> Result<AuthConfig, ConfigError> {
     }
     for filter in &raw.device_topics {
         let levels: Vec<&str> = filter.split('/').collect();
-        let hash_last = levels.iter().position(|l| *l == "#").map_or(true, |i| i + 1 == levels.len());
+        let hash_last = levels
+            .iter()
+            .position(|l| *l == "#")
+            .is_none_or(|i| i + 1 == levels.len());
         let sample = filter.replace("{thing}", "t");
         if filter.is_empty()
             || !hash_last

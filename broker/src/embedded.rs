@@ -254,11 +254,16 @@ pub fn start(
     settings.validate()?;
     let mut bound = Vec::new();
     for (addr, transport) in &settings.listeners {
-        let listener =
-            TcpListener::bind(addr).map_err(|source| EmbeddedError::Bind { addr: *addr, source })?;
+        let listener = TcpListener::bind(addr).map_err(|source| EmbeddedError::Bind {
+            addr: *addr,
+            source,
+        })?;
         listener
             .set_nonblocking(true)
-            .map_err(|source| EmbeddedError::Bind { addr: *addr, source })?;
+            .map_err(|source| EmbeddedError::Bind {
+                addr: *addr,
+                source,
+            })?;
         bound.push((listener, transport.clone()));
     }
 
@@ -292,7 +297,11 @@ pub fn start(
         auth: settings.auth.clone(),
     }));
     let server = Server::new(
-        server_settings("shade-internal".to_owned(), internal, &settings.connection_settings()),
+        server_settings(
+            "shade-internal".to_owned(),
+            internal,
+            &settings.connection_settings(),
+        ),
         router_tx.clone(),
         gateway,
     );
@@ -302,7 +311,9 @@ pub fn start(
         secret,
         auth: settings.auth.clone(),
         connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
-        pending: Arc::new(tokio::sync::Semaphore::new(settings.max_pending_connections)),
+        pending: Arc::new(tokio::sync::Semaphore::new(
+            settings.max_pending_connections,
+        )),
         connect_timeout: settings.connect_timeout,
         max_connect_bytes: settings.max_payload,
     });

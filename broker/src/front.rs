@@ -287,6 +287,8 @@ where
 {
     use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
     use async_tungstenite::tungstenite::http::HeaderValue;
+    // The signature is tungstenite's `Callback`, large error type included.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
         let asks_mqtt = request
             .headers()

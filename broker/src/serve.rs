@@ -19,10 +19,10 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::devices;
+use crate::dispatch::{Dispatcher, Queued};
 use crate::embedded::{self, BrokerHandle, BrokerSettings, LogSize};
 use crate::engine::Engine;
 use crate::front::Transport;
-use crate::dispatch::{Dispatcher, Queued};
 use crate::service::{Outbound, Service};
 use crate::store::{Store, StoreError};
 

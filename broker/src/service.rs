@@ -95,7 +95,8 @@ fn refuse_ops(payload: &[u8], client: &str, h: &mut Handled) {
         .ok()
         .and_then(|v| v.get("clientToken")?.as_str().map(str::to_owned));
     if let Some(topic) = token.as_deref().and_then(|t| ops::reply_topic(client, t)) {
-        let reply = serde_json::json!({"clientToken": token, "ok": false, "error": "not authorized"});
+        let reply =
+            serde_json::json!({"clientToken": token, "ok": false, "error": "not authorized"});
         h.out.push(Outbound::json(topic, &reply));
     }
 }
@@ -155,7 +156,10 @@ impl Service {
             if principal.as_ref().is_some_and(Principal::is_full_admin) {
                 return devices::handle(t, payload, client, now, h);
             }
-            tracing::warn!(client, "refusing a device query from a client that is not a full admin");
+            tracing::warn!(
+                client,
+                "refusing a device query from a client that is not a full admin"
+            );
             refuse_ops(payload, client, h);
             return Ok(());
         }
@@ -174,7 +178,11 @@ impl Service {
             return Ok(());
         };
         let Some(principal) = principal.filter(|p| ops::authorize(p, &mut query)) else {
-            tracing::warn!(client, ?query, "refusing an ops query outside the client's things");
+            tracing::warn!(
+                client,
+                ?query,
+                "refusing an ops query outside the client's things"
+            );
             refuse_ops(payload, client, h);
             return Ok(());
         };

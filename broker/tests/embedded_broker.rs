@@ -47,7 +47,10 @@ fn start_broker() -> Broker {
         .try_init();
     let (tcp, ws) = free_ports();
     let settings = BrokerSettings {
-        listeners: vec![(loopback(tcp), Transport::Tcp), (loopback(ws), Transport::Ws)],
+        listeners: vec![
+            (loopback(tcp), Transport::Tcp),
+            (loopback(ws), Transport::Ws),
+        ],
         ..BrokerSettings::default()
     };
     let (handle, inbound) = embedded::start(settings).expect("broker starts");
@@ -124,7 +127,11 @@ async fn subscribe(client: &AsyncClient, packets: &mut mpsc::Receiver<Packet>, f
 
 /// A 3.1.1 client has no way to be told a publish was refused but to lose
 /// its connection: it gets no PUBACK, and the connection closes.
-async fn assert_publish_refused(client: &AsyncClient, mut packets: mpsc::Receiver<Packet>, topic: &str) {
+async fn assert_publish_refused(
+    client: &AsyncClient,
+    mut packets: mpsc::Receiver<Packet>,
+    topic: &str,
+) {
     client
         .publish(topic, QoS::AtLeastOnce, true, b"spoof".to_vec())
         .await

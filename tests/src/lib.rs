@@ -24,6 +24,7 @@
 
 pub mod agent;
 pub mod mqtt;
+pub mod pki;
 pub mod server;
 
 use std::net::TcpListener;
@@ -32,7 +33,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use mqtt::{Mqtt, Msg, Publisher};
+pub use mqtt::{Connect, Mqtt, Msg, Publisher};
 pub use server::Server;
 
 /// How long one reply may take. Generous: debug builds, two cores, and

@@ -1,11 +1,13 @@
 //! [`Mqtt`]: a rumqttc client (MQTT 3.1.1 or 5) with bounded, buffering waits.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::ClientConfig;
 
 use crate::{CLIENT_MAX_PACKET, REPLY_TIMEOUT};
 
@@ -121,13 +123,48 @@ impl Publisher {
     }
 }
 
+/// How a test client connects, beyond its port and id.
+#[derive(Debug, Clone, Default)]
+pub struct Connect {
+    /// Username and password in the CONNECT.
+    pub login: Option<(String, String)>,
+    /// TLS with this client configuration (trusted roots, client
+    /// certificate); the server name is `localhost`.
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
+impl Connect {
+    pub fn login(username: &str, password: &str) -> Connect {
+        Connect {
+            login: Some((username.to_owned(), password.to_owned())),
+            tls: None,
+        }
+    }
+}
+
 impl Mqtt {
     /// Connects an MQTT 3.1.1 client and waits for its CONNACK.
     pub async fn connect(port: u16, id: &str) -> Mqtt {
+        Self::connect_with(port, id, &Connect::default())
+            .await
+            .unwrap_or_else(|e| panic!("client {id}: {e}"))
+    }
+
+    /// Connects an MQTT 3.1.1 client `how` says; `Err` with the reason
+    /// when the server refuses it or the connection fails.
+    pub async fn connect_with(port: u16, id: &str, how: &Connect) -> Result<Mqtt, String> {
         let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
         options.set_max_packet_size(CLIENT_MAX_PACKET, CLIENT_MAX_PACKET);
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_session(true);
+        if let Some((user, password)) = &how.login {
+            options.set_credentials(user, password);
+        }
+        if let Some(tls) = &how.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
         let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
@@ -162,11 +199,26 @@ impl Mqtt {
 
     /// Connects an MQTT 5 client and waits for its CONNACK.
     pub async fn connect_v5(port: u16, id: &str) -> Mqtt {
+        Self::connect_v5_with(port, id, &Connect::default())
+            .await
+            .unwrap_or_else(|e| panic!("client {id}: {e}"))
+    }
+
+    /// [`Mqtt::connect_with`] for MQTT 5.
+    pub async fn connect_v5_with(port: u16, id: &str, how: &Connect) -> Result<Mqtt, String> {
         use rumqttc::v5::mqttbytes::v5::Packet;
         let mut options = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
         options.set_max_packet_size(Some(u32::try_from(CLIENT_MAX_PACKET).unwrap_or(u32::MAX)));
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_start(true);
+        if let Some((user, password)) = &how.login {
+            options.set_credentials(user, password);
+        }
+        if let Some(tls) = &how.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
         let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
@@ -206,7 +258,7 @@ impl Mqtt {
         inner: Inner,
         events: mpsc::UnboundedReceiver<Event>,
         task: JoinHandle<()>,
-    ) -> Mqtt {
+    ) -> Result<Mqtt, String> {
         let mut client = Mqtt {
             id: id.to_owned(),
             inner,
@@ -216,8 +268,9 @@ impl Mqtt {
             task,
         };
         match client.next_event(REPLY_TIMEOUT).await {
-            Some(Event::Connected) => client,
-            other => panic!("client {id}: expected CONNACK, got {other:?}"),
+            Some(Event::Connected) => Ok(client),
+            Some(Event::Closed(reason)) => Err(reason),
+            other => Err(format!("expected CONNACK, got {other:?}")),
         }
     }
 
@@ -245,6 +298,16 @@ impl Mqtt {
     /// Subscribes at QoS 1 and waits for the SUBACK (messages that arrive
     /// meanwhile are kept for later waits).
     pub async fn subscribe(&mut self, filter: &str) {
+        if !self.try_subscribe(filter).await {
+            panic!(
+                "client {}: subscribe {filter}: the SUBACK refused it",
+                self.id
+            );
+        }
+    }
+
+    /// Subscribes at QoS 1 and returns whether the SUBACK granted it.
+    pub async fn try_subscribe(&mut self, filter: &str) -> bool {
         let result = match &self.inner {
             Inner::V4(c) => c
                 .subscribe(filter, rumqttc::QoS::AtLeastOnce)
@@ -262,11 +325,11 @@ impl Mqtt {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next_event(left).await {
-                Some(Event::SubAck { ok: true }) => return,
+                Some(Event::SubAck { ok }) => return ok,
                 Some(Event::Message(m)) => self.pending.push_back(m),
                 Some(Event::Connected) => {}
                 other => panic!(
-                    "client {}: subscribe {filter}: expected a successful SUBACK, got {other:?}",
+                    "client {}: subscribe {filter}: expected a SUBACK, got {other:?}",
                     self.id
                 ),
             }

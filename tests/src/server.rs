@@ -230,7 +230,9 @@ fn mqtt_probe(addr: SocketAddr) -> bool {
         .is_ok()
         && stream.write_all(&connect).is_ok()
         && stream.read_exact(&mut connack).is_ok()
-        && connack == [0x20, 2, 0, 0];
+        // Any CONNACK: with authentication on, the probe is refused, but
+        // the server is up.
+        && connack[..3] == [0x20, 2, 0];
     let _ = stream.write_all(&[0xE0, 0]);
     ok
 }

@@ -12,7 +12,6 @@ pub enum Version {
     V5,
 }
 
-
 /// Reads the protocol level of the CONNECT at the head of `stream` without
 /// consuming anything. Anything but level 5 goes to `V4`, which reports
 /// what is wrong with it (rumqttd then closes the connection).
@@ -72,7 +71,6 @@ pub(super) fn without_properties(packet: Packet) -> Packet {
     }
 }
 
-
 /// QoS and packet id of the PUBLISH at the head of `stream`, read from
 /// its bytes (rumqttd keeps those fields private). `None` for any other
 /// packet or a truncated one; the packet id is 0 at QoS 0.
@@ -89,12 +87,18 @@ pub(super) fn peek_publish(stream: &[u8]) -> Option<(u8, u16)> {
             return None;
         }
     }
-    let topic_len = usize::from(u16::from_be_bytes([*stream.get(i + 1)?, *stream.get(i + 2)?]));
+    let topic_len = usize::from(u16::from_be_bytes([
+        *stream.get(i + 1)?,
+        *stream.get(i + 2)?,
+    ]));
     if qos == 0 {
         return Some((0, 0));
     }
     let at = i + 3 + topic_len;
-    Some((qos, u16::from_be_bytes([*stream.get(at)?, *stream.get(at + 1)?])))
+    Some((
+        qos,
+        u16::from_be_bytes([*stream.get(at)?, *stream.get(at + 1)?]),
+    ))
 }
 
 /// First byte of the front's preamble: MQTT packet type 0 is reserved,
@@ -167,11 +171,20 @@ mod tests {
         assert_eq!(read_preamble(&mut stream, "s3cret"), Ok("d:t1".to_owned()));
         assert_eq!(&stream[..], &[0x10, 0x00]);
         let mut forged = BytesMut::from(&preamble("guess", "u:admin")[..]);
-        assert_eq!(read_preamble(&mut forged, "s3cret"), Err(Error::InvalidProtocol));
+        assert_eq!(
+            read_preamble(&mut forged, "s3cret"),
+            Err(Error::InvalidProtocol)
+        );
         let mut direct = BytesMut::from(&[0x10u8, 0x0c][..]);
-        assert_eq!(read_preamble(&mut direct, "s3cret"), Err(Error::InvalidProtocol));
+        assert_eq!(
+            read_preamble(&mut direct, "s3cret"),
+            Err(Error::InvalidProtocol)
+        );
         let mut partial = BytesMut::from(&preamble("s3cret", "d:t1")[..4]);
-        assert!(matches!(read_preamble(&mut partial, "s3cret"), Err(Error::InsufficientBytes(_))));
+        assert!(matches!(
+            read_preamble(&mut partial, "s3cret"),
+            Err(Error::InsufficientBytes(_))
+        ));
     }
 
     #[test]

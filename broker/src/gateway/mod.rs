@@ -50,7 +50,7 @@ use bytes::BytesMut;
 use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::v5::V5;
 use rumqttd::protocol::{
-    ConnAckProperties, Error, Packet, PubAckReason, Protocol, QoS, SubscribeReasonCode,
+    ConnAckProperties, Error, Packet, Protocol, PubAckReason, QoS, SubscribeReasonCode,
 };
 use tracing::{error, warn};
 
@@ -60,12 +60,10 @@ use crate::auth::Auth;
 mod codec;
 mod namespace;
 
-pub use codec::{preamble, sniff_version, Version};
-pub use namespace::{
-    external_client_id, parse_inbound, principal_tag, reply_topic, service_topic,
-};
 use codec::{peek_publish, read_preamble, refuse_server_only_packets, without_properties};
+pub use codec::{preamble, sniff_version, Version};
 use namespace::{catches_state, client_filter, client_view, escape_client_id, route, void, Route};
+pub use namespace::{external_client_id, parse_inbound, principal_tag, reply_topic, service_topic};
 
 /// Client id of the service's in-process link. The gateway refuses remote
 /// clients that claim it: rumqttd drops the older connection on a duplicate
@@ -176,7 +174,10 @@ impl Protocol for Gateway {
                 buffer.truncate(start);
                 return Ok(0);
             }
-            error!(client_id = self.client_id(), "refusing to deliver an unreadable QoS 1 message");
+            error!(
+                client_id = self.client_id(),
+                "refusing to deliver an unreadable QoS 1 message"
+            );
             return Err(Error::IncorrectPacketFormat);
         }
         Ok(written)
@@ -211,7 +212,10 @@ impl Gateway {
                 }
                 if self.ctx.auth.enabled {
                     if connect.client_id.is_empty() {
-                        let id = format!("shade-{}", random_hex().map_err(|_| Error::IncorrectPacketFormat)?);
+                        let id = format!(
+                            "shade-{}",
+                            random_hex().map_err(|_| Error::IncorrectPacketFormat)?
+                        );
                         self.assigned = Some(id.clone());
                         connect.client_id = id;
                     }
@@ -248,8 +252,9 @@ impl Gateway {
                     publish.topic = match routed {
                         Ok(topic) => topic.into(),
                         // MQTT 5 can refuse a QoS 1 publish in its PUBACK.
-                        Err(_) if self.version == Some(Version::V5)
-                            && publish_header.is_some_and(|(qos, _)| qos > 0) =>
+                        Err(_)
+                            if self.version == Some(Version::V5)
+                                && publish_header.is_some_and(|(qos, _)| qos > 0) =>
                         {
                             let pkid = publish_header.map_or(0, |(_, pkid)| pkid);
                             self.lock_publishes().insert(pkid);
@@ -265,7 +270,10 @@ impl Gateway {
                 let tag = self.tag();
                 let mut refused = Vec::new();
                 for (i, filter) in subscribe.filters.iter_mut().enumerate() {
-                    match self.principal().subscribe(&filter.path, &self.ctx.auth.grants) {
+                    match self
+                        .principal()
+                        .subscribe(&filter.path, &self.ctx.auth.grants)
+                    {
                         Access::Denied(reason) => {
                             warn!(client_id = self.client_id(), filter = %filter.path, reason, "refusing a subscription");
                             refused.push(i);

@@ -197,9 +197,6 @@ fn unescape_client_id(escaped: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Reads the protocol level of the CONNECT at the head of `stream` without
-/// consuming anything. Anything but level 5 goes to `V4`, which reports
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,7 +237,10 @@ mod tests {
         assert_eq!(client_filter("$aws/#", "-"), "_aws/#");
         assert_eq!(client_filter("$awsx/#", "-"), "_void/$awsx/#");
         assert_eq!(client_filter("$SYS/#", "-"), "_void/$SYS/#");
-        assert_eq!(client_filter("$share/g/shade/#", "-"), "$share/g/_c/shade/#");
+        assert_eq!(
+            client_filter("$share/g/shade/#", "-"),
+            "$share/g/_c/shade/#"
+        );
         assert_eq!(client_filter("$share/g", "-"), "_void/$share/g");
     }
 
@@ -249,10 +249,19 @@ mod tests {
         let reader = client_filter("shade/ops/reply/#", "u:viewer");
         let admin_reply = reply_topic("u:admin|cli-1", "tok");
         assert_eq!(admin_reply, "_r/u:admin/tok");
-        assert!(crate::acl::filter_matches(&client_filter("shade/ops/reply/#", "u:admin"), &admin_reply));
+        assert!(crate::acl::filter_matches(
+            &client_filter("shade/ops/reply/#", "u:admin"),
+            &admin_reply
+        ));
         assert!(!crate::acl::filter_matches(&reader, &admin_reply));
-        assert!(!crate::acl::filter_matches(&client_filter("#", "u:viewer"), &admin_reply));
-        assert_eq!(client_view(&admin_reply).as_deref(), Some("shade/ops/reply/tok"));
+        assert!(!crate::acl::filter_matches(
+            &client_filter("#", "u:viewer"),
+            &admin_reply
+        ));
+        assert_eq!(
+            client_view(&admin_reply).as_deref(),
+            Some("shade/ops/reply/tok")
+        );
         assert_eq!(reply_topic("cli-1", "tok"), "_r/-/tok");
         assert_eq!(service_topic("shade/ops/reply/tok"), None);
     }
@@ -282,5 +291,4 @@ mod tests {
         }
         assert_eq!(parse_inbound("_in/%zz/x"), None);
     }
-
 }
