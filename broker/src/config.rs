@@ -546,6 +546,44 @@ mod tests {
     }
 
     #[test]
+    fn auth_users_and_tls_are_checked_with_the_key_named() {
+        let o = Overrides::default();
+        let user = |role: &str, hash: &str| {
+            format!(
+                "[[auth.users]]\nname = \"ops\"\npassword_hash = \"{hash}\"\nrole = \"{role}\"\n"
+            )
+        };
+        let ok = Config::from_toml(&user("reader", "$argon2id$x"), &o).expect("valid");
+        assert!(ok.auth.enabled);
+        assert_eq!(ok.auth.users["ops"].role, Role::Reader);
+        for (text, key) in [
+            (user("root", "$argon2id$x"), "auth.users.role"),
+            (user("admin", "plain-text"), "auth.users.password_hash"),
+            (
+                "[auth]\ndevice_topics = [\"shade/{thing}/#\"]".to_owned(),
+                "auth.device_topics",
+            ),
+            (
+                "[listen]\ntls = \"127.0.0.1:8883\"".to_owned(),
+                "listen.tls",
+            ),
+            (
+                "[tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"".to_owned(),
+                "tls.client_ca",
+            ),
+        ] {
+            let e = Config::from_toml(&text, &o).expect_err("refused");
+            assert!(e.to_string().contains(key), "{key}: {e}");
+        }
+        // With [auth], an open listener needs no --allow-anonymous.
+        let o = Overrides {
+            listen: Some("0.0.0.0:1883".into()),
+            ..Overrides::default()
+        };
+        assert!(Config::from_toml("[auth]", &o).is_ok());
+    }
+
+    #[test]
     fn example_config_file_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/broker.toml");
         let c =
