@@ -159,6 +159,8 @@ pub struct Rates {
     pub requests_per_second_per_thing: u32,
     /// Requests of one client waiting for the store; beyond it they are
     /// answered 429 (sync messages are dropped, and resent by the agent).
+    /// The default, an eighth of the store's default queue, leaves room for
+    /// bulk provisioning scripts while no single client can fill the queue.
     pub max_inflight_per_client: usize,
     /// Connections still handshaking or waiting for their CONNECT.
     pub max_pending_connections: usize,
@@ -168,7 +170,7 @@ impl Default for Rates {
     fn default() -> Self {
         Rates {
             requests_per_second_per_thing: 20,
-            max_inflight_per_client: 100,
+            max_inflight_per_client: 1000,
             max_pending_connections: 1024,
         }
     }

@@ -755,8 +755,16 @@ fn online_list_walks_every_page() {
             }
         }
         let writer = client.clone();
+        // The service answers 429 beyond `max_inflight_per_client` (1000)
+        // requests of one client waiting for the store; a bulk writer keeps
+        // under it, as a well-behaved provisioning script would.
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = acked.clone();
         tokio::spawn(async move {
             for i in 0..SHADOWS {
+                while i - seen.load(std::sync::atomic::Ordering::Relaxed) >= 500 {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
                 let topic = format!("$aws/things/bulk-{i:05}/shadow/update");
                 let body = json!({"state": {"reported": {"i": i}}}).to_string();
                 writer
@@ -769,6 +777,7 @@ fn online_list_walks_every_page() {
         while accepted < SHADOWS {
             if let Event::Incoming(Packet::Publish(_)) = events.poll().await.expect("poll") {
                 accepted += 1;
+                acked.store(accepted, std::sync::atomic::Ordering::Relaxed);
             }
         }
     });
