@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS,
-    SubscribeFilter, SubscribeReasonCode,
+    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, TlsError, Transport,
 };
 use serde_json::{Map, Value};
 use shade_shared::topic::{Operation, Reply, Topic};
@@ -78,6 +78,20 @@ impl std::fmt::Debug for Session {
 fn reason(e: &ConnectionError) -> String {
     match e {
         ConnectionError::Io(io) => io.to_string(),
+        // rumqttc wraps the handshake's error in an I/O error: its text is
+        // rustls's ("invalid peer certificate: UnknownIssuer").
+        ConnectionError::Tls(TlsError::Io(io)) => {
+            let text = io.to_string();
+            if text.contains("certificate") {
+                format!(
+                    "TLS handshake failed: {text} (does --ca hold the CA that signed the \
+                     broker's certificate, and does that certificate name the host?)"
+                )
+            } else {
+                format!("TLS handshake failed: {text}")
+            }
+        }
+        ConnectionError::Tls(tls) => format!("TLS: {tls}"),
         ConnectionError::ConnectionRefused(code) => {
             format!("the broker refused the connection ({code:?})")
         }
@@ -86,8 +100,10 @@ fn reason(e: &ConnectionError) -> String {
 }
 
 impl Session {
-    /// Connects and waits for the CONNACK, for at most `--timeout`.
+    /// Connects and waits for the CONNACK, for at most `--timeout`; over
+    /// TLS for an `mqtts://` broker.
     pub async fn connect(args: &BrokerArgs) -> Result<Session, CliError> {
+        let tls = args.tls()?;
         let mut options = MqttOptions::new(
             format!("shade-cli-{}", token()),
             args.broker.host.clone(),
@@ -101,6 +117,10 @@ impl Session {
                 args.username.clone().unwrap_or_default(),
                 args.password.clone().unwrap_or_default(),
             );
+        }
+        if let Some(config) = tls {
+            // rumqttc checks the certificate against the broker's host.
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
         }
         let (client, mut events) = AsyncClient::new(options, CHANNEL);
         let deadline = Instant::now() + args.timeout;

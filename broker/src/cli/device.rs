@@ -75,7 +75,7 @@ pub struct Target {
     #[command(flatten)]
     pub online: BrokerArgs,
     /// Work on a stopped broker's data directory instead of asking a broker.
-    #[arg(long, value_name = "DIR", conflicts_with = "broker")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["broker", "ca", "cert", "key"])]
     pub data: Option<PathBuf>,
 }
 

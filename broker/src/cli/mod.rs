@@ -10,7 +10,8 @@
 //! read-only [`crate::store::ReadStore`]; they print the same JSON either way.
 //!
 //! Exit codes: 0 success; 1 failure, with one line naming the cause on
-//! stderr ([`CliError`]); 2 a usage error (clap's).
+//! stderr ([`CliError`]); 2 a usage error (clap's, or
+//! [`CliError::Usage`]: `--ca`/`--cert`/`--key` files that cannot be used).
 //!
 //! # Layout
 //!
@@ -33,14 +34,17 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use shade_shared::{Policies, ShadowId, ShadowName, ThingName};
+use tokio_rustls::rustls::ClientConfig;
 
 use crate::config::{Config, ConfigError, Overrides};
 use crate::credentials::CredentialsError;
 use crate::store::{ReadStore, StoreError};
+use crate::tls::{self, ClientIdentity};
 
 pub mod client;
 pub mod conflicts;
@@ -54,25 +58,30 @@ pub mod query;
 pub mod update;
 pub mod watch;
 
-/// Where a broker listens: `mqtt://HOST:PORT` (the port defaults to 1883).
+/// Where a broker listens: `mqtt://HOST:PORT` (plain TCP, the port
+/// defaults to 1883) or `mqtts://HOST:PORT` (TLS, default 8883; the
+/// server's certificate must name HOST).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: MQTT over TLS.
+    pub tls: bool,
 }
 
 impl FromStr for BrokerUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let rest = match s.split_once("://") {
-            Some(("mqtt" | "tcp", rest)) => rest,
+        let (tls, rest) = match s.split_once("://") {
+            Some(("mqtt" | "tcp", rest)) => (false, rest),
+            Some(("mqtts" | "ssl", rest)) => (true, rest),
             Some((scheme, _)) => {
                 return Err(format!(
-                    "{scheme}:// is not supported; use mqtt://HOST:PORT"
+                    "{scheme}:// is not supported; use mqtt://HOST:PORT or mqtts://HOST:PORT"
                 ));
             }
-            None => s,
+            None => (false, s),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
@@ -96,6 +105,7 @@ impl FromStr for BrokerUrl {
             ));
         }
         let port = match port {
+            None if tls => 8883,
             None => 1883,
             Some(p) => p
                 .parse()
@@ -104,16 +114,18 @@ impl FromStr for BrokerUrl {
         Ok(BrokerUrl {
             host: host.to_owned(),
             port,
+            tls,
         })
     }
 }
 
 impl fmt::Display for BrokerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         if self.host.contains(':') {
-            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "mqtt://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -131,9 +143,20 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 /// How to reach a running broker.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
-    /// The broker to ask.
+    /// The broker to ask: mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS
+    /// (port 8883 by default).
     #[arg(long, value_name = "URL", default_value = "mqtt://127.0.0.1:1883")]
     pub broker: BrokerUrl,
+    /// With mqtts://: PEM file of the CA certificates to trust (default:
+    /// the system's roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// With mqtts://: a client certificate (PEM) to present; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// With mqtts://: the private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// MQTT user name, sent in the CONNECT.
     #[arg(long, value_name = "NAME", env = "SHADE_USERNAME")]
     pub username: Option<String>,
@@ -150,6 +173,32 @@ pub struct BrokerArgs {
     pub timeout: Duration,
 }
 
+impl BrokerArgs {
+    /// The TLS client configuration of an `mqtts://` broker (`None` for
+    /// `mqtt://`), from `--ca`, `--cert` and `--key`.
+    pub fn tls(&self) -> Result<Option<Arc<ClientConfig>>, CliError> {
+        if !self.broker.tls {
+            return match (&self.ca, &self.cert) {
+                (None, None) => Ok(None),
+                _ => Err(CliError::Usage(format!(
+                    "--ca, --cert and --key need an mqtts:// broker, not {}",
+                    self.broker
+                ))),
+            };
+        }
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(ClientIdentity {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        tls::client_config(self.ca.as_deref(), identity.as_ref())
+            .map(Some)
+            .map_err(|e| CliError::Usage(e.to_string()))
+    }
+}
+
 /// Where a reading command reads from: a running broker, or with `--data`
 /// a stopped broker's data directory.
 #[derive(Debug, Clone, Args)]
@@ -157,7 +206,7 @@ pub struct Source {
     #[command(flatten)]
     pub online: BrokerArgs,
     /// Read a stopped broker's data directory instead of asking a broker.
-    #[arg(long, value_name = "DIR", conflicts_with = "broker")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["broker", "ca", "cert", "key"])]
     pub data: Option<PathBuf>,
     /// With --data: the broker's config file, whose merge policies decide
     /// which side of a conflict is shown (default: lww for both sections).
@@ -257,6 +306,10 @@ pub enum CliError {
     Credentials(#[from] CredentialsError),
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
+    /// Arguments that cannot work together or files that cannot be used
+    /// (a `--ca` that holds no certificate); exits 2, as clap's errors.
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn rejection_line(id: &ShadowId, code: u16, message: &str) -> String {
@@ -297,6 +350,10 @@ pub fn execute(command: impl Future<Output = Result<(), CliError>>) -> ExitCode 
         Ok(()) => ExitCode::SUCCESS,
         // A reader that went away (`shade list | head`) is not a failure.
         Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(CliError::Usage(line)) => {
+            eprintln!("shade: {}", line.replace(['\n', '\r'], " "));
+            ExitCode::from(2)
+        }
         Err(e) => {
             let line = e.to_string().replace(['\n', '\r'], " ");
             eprintln!("shade: {line}");
@@ -323,12 +380,26 @@ mod tests {
         let v6 = url("mqtt://[::1]:1885").expect("valid");
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 1885));
         assert_eq!(v6.to_string(), "mqtt://[::1]:1885");
+        assert!(!v6.tls);
+    }
+
+    #[test]
+    fn mqtts_urls_select_tls_with_port_8883_by_default() {
+        let u = url("mqtts://broker.lan").expect("valid");
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("broker.lan", 8883, true));
+        assert_eq!(u.to_string(), "mqtts://broker.lan:8883");
+        let u = url("mqtts://127.0.0.1:18883").expect("valid");
+        assert_eq!((u.port, u.tls), (18883, true));
+        assert_eq!(
+            url("ssl://[::1]").expect("valid").to_string(),
+            "mqtts://[::1]:8883"
+        );
     }
 
     #[test]
     fn broker_urls_refuse_what_cannot_be_reached() {
-        assert!(url("mqtts://host:8883")
-            .expect_err("tls")
+        assert!(url("ws://host:8080")
+            .expect_err("websocket")
             .contains("not supported"));
         assert!(url("mqtt://host:port").is_err());
         assert!(url("mqtt://:1883").is_err());
