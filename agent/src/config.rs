@@ -3,10 +3,14 @@
 //! `config/agent.toml`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use shade_shared::{Policies, Policy, ReplicaId, ShadowId, ShadowName, ThingName};
+use tokio_rustls::rustls::ClientConfig;
+
+use crate::tls::{self, TlsError, TlsFiles};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +24,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {problem}")]
     Invalid { key: &'static str, problem: String },
+    /// A `ca`, `cert` or `key` file that cannot be used (the error names it).
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -33,6 +40,9 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields, default)]
 struct Raw {
     broker: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
     username: Option<String>,
     password: Option<String>,
     client_id: Option<String>,
@@ -55,6 +65,9 @@ struct Raw {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub broker: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
     pub thing: Option<String>,
     pub shadow: Option<String>,
     pub data_dir: Option<PathBuf>,
@@ -69,6 +82,9 @@ pub struct Overrides {
 pub struct AgentConfig {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: the TLS client configuration, built from `ca`, `cert`
+    /// and `key` when the config is loaded; `None`: plain TCP.
+    pub tls: Option<Arc<ClientConfig>>,
     pub username: Option<String>,
     pub password: Option<String>,
     /// MQTT client id; the replica id is `a:<client_id>`.
@@ -102,33 +118,78 @@ impl AgentConfig {
     }
 }
 
-/// Splits `mqtt://HOST:PORT` (the scheme and the port are optional).
-pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .unwrap_or(url);
-    if rest.contains("://") {
-        return Err(format!("{url:?}: only mqtt://HOST:PORT is supported"));
-    }
+/// Where the broker listens, from `mqtt://HOST:PORT` (plain TCP, port
+/// 1883 by default) or `mqtts://HOST:PORT` (TLS, port 8883 by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// Parses a broker URL (the scheme and the port are optional).
+pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, String> {
+    let (tls, rest) = match url.split_once("://") {
+        Some(("mqtt" | "tcp", rest)) => (false, rest),
+        Some(("mqtts" | "ssl", rest)) => (true, rest),
+        Some(_) => {
+            return Err(format!(
+                "{url:?}: only mqtt://HOST:PORT and mqtts://HOST:PORT are supported"
+            ))
+        }
+        None => (false, url),
+    };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
+        // An IPv6 address without a port: [::1]
+        Some(_) if rest.starts_with('[') && rest.ends_with(']') => (rest, None),
         Some((h, p)) => (
             h,
-            p.parse::<u16>()
-                .map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+            Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+            ),
         ),
-        None => (rest, 1883),
+        None => (rest, None),
     };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("{url:?}: no host"));
     }
-    Ok((
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        port,
-    ))
+    Ok(BrokerUrl {
+        host: host.to_owned(),
+        port: port.unwrap_or(if tls { 8883 } else { 1883 }),
+        tls,
+    })
+}
+
+/// Checks the TLS keys against the broker URL and builds the client
+/// configuration of an `mqtts://` broker.
+fn tls_config(
+    url: &BrokerUrl,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<Arc<ClientConfig>>, ConfigError> {
+    if !url.tls {
+        let set = [("ca", &ca), ("cert", &cert), ("key", &key)]
+            .into_iter()
+            .find(|(_, v)| v.is_some());
+        return match set {
+            None => Ok(None),
+            Some((key, _)) => Err(invalid(
+                key,
+                "needs an mqtts:// broker (TLS); the broker is mqtt://",
+            )),
+        };
+    }
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid("key", "required with cert (--key FILE)")),
+        (None, Some(_)) => return Err(invalid("cert", "required with key (--cert FILE)")),
+    };
+    Ok(Some(tls::client_config(&TlsFiles { ca, identity })?))
 }
 
 fn policy(key: &'static str, s: Option<String>) -> Result<Policy, ConfigError> {
@@ -158,7 +219,13 @@ impl AgentConfig {
             .clone()
             .or(raw.broker)
             .unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
-        let (host, port) = parse_broker_url(&broker).map_err(|e| invalid("broker", e))?;
+        let url = parse_broker_url(&broker).map_err(|e| invalid("broker", e))?;
+        let tls = tls_config(
+            &url,
+            o.ca.clone().or(raw.ca),
+            o.cert.clone().or(raw.cert),
+            o.key.clone().or(raw.key),
+        )?;
         let thing = o
             .thing
             .clone()
@@ -196,8 +263,9 @@ impl AgentConfig {
             ));
         }
         Ok(AgentConfig {
-            host,
-            port,
+            host: url.host,
+            port: url.port,
+            tls,
             username: o.username.clone().or(raw.username),
             password: o.password.clone().or(raw.password),
             client_id,
@@ -245,16 +313,63 @@ mod tests {
 
     #[test]
     fn broker_urls_parse() {
+        let url = |host: &str, port, tls| BrokerUrl {
+            host: host.into(),
+            port,
+            tls,
+        };
         assert_eq!(
             parse_broker_url("mqtt://127.0.0.1:1884"),
-            Ok(("127.0.0.1".into(), 1884))
+            Ok(url("127.0.0.1", 1884, false))
         );
         assert_eq!(
             parse_broker_url("localhost"),
-            Ok(("localhost".into(), 1883))
+            Ok(url("localhost", 1883, false))
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://broker.lan"),
+            Ok(url("broker.lan", 8883, true))
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://[::1]:18883"),
+            Ok(url("::1", 18883, true))
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://[::1]"),
+            Ok(url("::1", 8883, true))
         );
         assert!(parse_broker_url("http://x:1").is_err());
         assert!(parse_broker_url("mqtt://x:port").is_err());
+    }
+
+    #[test]
+    fn tls_files_need_mqtts_and_cert_goes_with_key() {
+        let lamp = |broker: &str| Overrides {
+            thing: Some("lamp".into()),
+            broker: Some(broker.into()),
+            ..Overrides::default()
+        };
+        let o = Overrides {
+            ca: Some("ca.pem".into()),
+            ..lamp("mqtt://127.0.0.1:1883")
+        };
+        let e = AgentConfig::load(None, &o).expect_err("ca without TLS");
+        assert!(
+            e.to_string().contains("`ca`") && e.to_string().contains("mqtts"),
+            "{e}"
+        );
+        let o = Overrides {
+            cert: Some("dev.crt.pem".into()),
+            ..lamp("mqtts://127.0.0.1")
+        };
+        let e = AgentConfig::load(None, &o).expect_err("cert without key");
+        assert!(e.to_string().contains("`key`"), "{e}");
+        let o = Overrides {
+            ca: Some("/nonexistent/ca.pem".into()),
+            ..lamp("mqtts://127.0.0.1")
+        };
+        let e = AgentConfig::load(None, &o).expect_err("missing CA file");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! - [`config`]: `agent.toml` and flags, validated.
 //! - [`replica`]: the local replica in redb; pending changes; durability.
 //! - [`link`]: the sync loop over rumqttc: connect, backoff, SyncUp/SyncDown.
+//! - [`tls`]: the rustls client configuration of an `mqtts://` broker.
 //! - [`hook`]: runs `--on-desired` when desired differs from reported.
 //! - [`local`]: the Unix socket that lets `report`/`desire`/`state` reach a running agent.
 //! - [`kv`]: `KEY=VALUE` arguments.
@@ -34,6 +35,7 @@ pub mod kv;
 pub mod link;
 pub mod local;
 pub mod replica;
+pub mod tls;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};

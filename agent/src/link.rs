@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use shade_shared::sync::{self, SyncDown};
 use shade_shared::topic::Topic;
 use shade_shared::Section;
@@ -44,6 +44,12 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     if let (Some(u), Some(p)) = (&c.username, &c.password) {
         options.set_credentials(u.clone(), p.clone());
     }
+    if let Some(tls) = &c.tls {
+        // rumqttc checks the server's certificate against `c.host`.
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
+    }
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let down_topic = Topic::sync_down(&c.shadow);
     let up_topic = Topic::sync_up(&c.shadow);
@@ -59,7 +65,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     failures = 0;
                     subscribed = false;
-                    tracing::info!(broker = %format!("{}:{}", c.host, c.port), "connected");
+                    tracing::info!(broker = %format!("{}:{}", c.host, c.port), tls = c.tls.is_some(), "connected");
                     if let Err(e) = client.try_subscribe(down_topic.clone(), QoS::AtLeastOnce) {
                         tracing::warn!(error = %e, "cannot subscribe to sync/down");
                     }

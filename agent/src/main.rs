@@ -28,12 +28,21 @@ const DEFAULT_DATA: &str = "./shade-agent-data";
 enum Command {
     /// Keep the local replica in sync with the broker.
     #[command(
-        after_help = "Example:\n  shade-agent run --broker mqtt://127.0.0.1:1883 --thing lamp-1 --on-desired ./apply.sh"
+        after_help = "Examples:\n  shade-agent run --broker mqtt://127.0.0.1:1883 --thing lamp-1 --on-desired ./apply.sh\n  shade-agent run --broker mqtts://broker.lan:8883 --ca ca.pem --cert lamp-1.crt.pem --key lamp-1.key.pem --thing lamp-1"
     )]
     Run {
-        /// The broker, as mqtt://HOST:PORT.
+        /// The broker, as mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS (port 8883 by default).
         #[arg(long)]
         broker: Option<String>,
+        /// With mqtts://: PEM file of the CA certificates to trust (default: the system's roots).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// With mqtts://: the device's client certificate (PEM; its CN is the thing name).
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+        /// With mqtts://: the private key (PEM) of --cert.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
         /// The thing whose shadow this agent keeps.
         #[arg(long)]
         thing: Option<String>,
@@ -105,6 +114,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run {
             broker,
+            ca,
+            cert,
+            key,
             thing,
             shadow,
             data,
@@ -117,6 +129,9 @@ fn main() -> ExitCode {
             init_tracing();
             let o = Overrides {
                 broker,
+                ca,
+                cert,
+                key,
                 thing,
                 shadow,
                 data_dir: data,
