@@ -22,6 +22,47 @@ struct Cli {
     command: Command,
 }
 
+/// The flags of `shade-agent run` (boxed: the other commands are small).
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The broker, as mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS (port 8883 by default).
+    #[arg(long)]
+    broker: Option<String>,
+    /// With mqtts://: PEM file of the CA certificates to trust (default: the system's roots).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// With mqtts://: the device's client certificate (PEM; its CN is the thing name).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// With mqtts://: the private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// The thing whose shadow this agent keeps.
+    #[arg(long)]
+    thing: Option<String>,
+    /// A named shadow (default: the classic shadow).
+    #[arg(long)]
+    shadow: Option<String>,
+    /// Directory of the local replica.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Command run (sh -c) with the delta on stdin when desired differs from reported.
+    #[arg(long, value_name = "CMD")]
+    on_desired: Option<String>,
+    /// TOML config file (see config/agent.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// MQTT client id (default shade-agent-THING[-SHADOW]); the replica id is a:<client id>.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// MQTT user name (for a broker with [auth]: the thing name).
+    #[arg(long, env = "SHADE_USERNAME")]
+    username: Option<String>,
+    /// MQTT password (for a broker with [auth]: the secret of `shade device add`).
+    #[arg(long, env = "SHADE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
 const DEFAULT_DATA: &str = "./shade-agent-data";
 
 #[derive(Debug, Subcommand)]
@@ -30,42 +71,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  shade-agent run --broker mqtt://127.0.0.1:1883 --thing lamp-1 --on-desired ./apply.sh\n  shade-agent run --broker mqtts://broker.lan:8883 --ca ca.pem --cert lamp-1.crt.pem --key lamp-1.key.pem --thing lamp-1"
     )]
-    Run {
-        /// The broker, as mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS (port 8883 by default).
-        #[arg(long)]
-        broker: Option<String>,
-        /// With mqtts://: PEM file of the CA certificates to trust (default: the system's roots).
-        #[arg(long, value_name = "FILE")]
-        ca: Option<PathBuf>,
-        /// With mqtts://: the device's client certificate (PEM; its CN is the thing name).
-        #[arg(long, value_name = "FILE")]
-        cert: Option<PathBuf>,
-        /// With mqtts://: the private key (PEM) of --cert.
-        #[arg(long, value_name = "FILE")]
-        key: Option<PathBuf>,
-        /// The thing whose shadow this agent keeps.
-        #[arg(long)]
-        thing: Option<String>,
-        /// A named shadow (default: the classic shadow).
-        #[arg(long)]
-        shadow: Option<String>,
-        /// Directory of the local replica.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Command run (sh -c) with the delta on stdin when desired differs from reported.
-        #[arg(long, value_name = "CMD")]
-        on_desired: Option<String>,
-        /// TOML config file (see config/agent.toml).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// MQTT client id (default shade-agent-THING[-SHADOW]); the replica id is a:<client id>.
-        #[arg(long)]
-        client_id: Option<String>,
-        #[arg(long, env = "SHADE_USERNAME")]
-        username: Option<String>,
-        #[arg(long, env = "SHADE_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
-    },
+    Run(Box<RunArgs>),
     /// Write reported state (durable when it exits 0).
     #[command(
         after_help = "Example:\n  shade-agent report --data ./shade-agent-data temperature=21.5 light.on=true"
@@ -112,21 +118,22 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     match cli.command {
-        Command::Run {
-            broker,
-            ca,
-            cert,
-            key,
-            thing,
-            shadow,
-            data,
-            on_desired,
-            config,
-            client_id,
-            username,
-            password,
-        } => {
+        Command::Run(args) => {
             init_tracing();
+            let RunArgs {
+                broker,
+                ca,
+                cert,
+                key,
+                thing,
+                shadow,
+                data,
+                on_desired,
+                config,
+                client_id,
+                username,
+                password,
+            } = *args;
             let o = Overrides {
                 broker,
                 ca,
