@@ -342,6 +342,11 @@ pub struct AgentSpec {
     pub on_desired: Option<String>,
     /// `--config FILE` (see [`write_agent_config`]).
     pub config: Option<PathBuf>,
+    /// `--broker URL` instead of `mqtt://127.0.0.1:<port>` (an `mqtts://`
+    /// listener, say).
+    pub broker: Option<String>,
+    /// More arguments of `run` (`--ca FILE`, `--cert FILE`, ...).
+    pub args: Vec<OsString>,
 }
 
 impl AgentSpec {
@@ -364,6 +369,19 @@ impl AgentSpec {
 
     pub fn config(mut self, path: &Path) -> AgentSpec {
         self.config = Some(path.to_owned());
+        self
+    }
+
+    /// Connects to `url` rather than to `mqtt://127.0.0.1:<port>`.
+    pub fn broker(mut self, url: &str) -> AgentSpec {
+        self.broker = Some(url.to_owned());
+        self
+    }
+
+    /// Passes `flag VALUE` to `shade-agent run`.
+    pub fn arg(mut self, flag: &str, value: impl Into<OsString>) -> AgentSpec {
+        self.args.push(flag.into());
+        self.args.push(value.into());
         self
     }
 }
@@ -446,7 +464,11 @@ impl Agent {
         let mut args: Vec<OsString> = vec![
             "run".into(),
             "--broker".into(),
-            format!("mqtt://127.0.0.1:{}", self.port).into(),
+            self.spec
+                .broker
+                .clone()
+                .unwrap_or_else(|| format!("mqtt://127.0.0.1:{}", self.port))
+                .into(),
             "--thing".into(),
             self.spec.thing.clone().into(),
             "--data".into(),
@@ -470,6 +492,7 @@ impl Agent {
                 args.push(value);
             }
         }
+        args.extend(self.spec.args.iter().cloned());
         let child = Command::new(agent_binary())
             .args(&args)
             .env("RUST_LOG", "info")
