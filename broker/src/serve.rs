@@ -87,6 +87,32 @@ pub fn broker_settings(
     })
 }
 
+/// File descriptors one client connection costs: its socket, and the
+/// front's loopback hop to rumqttd (one socket at each end).
+const FDS_PER_CONNECTION: u64 = 3;
+
+/// Raises the soft open-file limit to the hard one (as servers do: the
+/// soft default is often 1024) and warns when even that cannot hold
+/// `max_connections` clients.
+fn raise_open_file_limit(max_connections: usize) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            return;
+        }
+    };
+    let needed = FDS_PER_CONNECTION * max_connections as u64 + 256;
+    if limit < needed {
+        tracing::warn!(
+            open_files = limit,
+            clients = (limit.saturating_sub(256)) / FDS_PER_CONNECTION,
+            max_connections,
+            "the open-file limit holds fewer clients than broker.max_connections (each costs {FDS_PER_CONNECTION} descriptors); raise it (ulimit -n, systemd LimitNOFILE)"
+        );
+    }
+}
+
 /// Runs the service until `shutdown` resolves.
 pub async fn serve(
     config: Config,
@@ -96,6 +122,7 @@ pub async fn serve(
     // Device secrets for the listener to verify; the store thread keeps
     // them in step with every committed device-add and device-remove.
     let credentials = devices::load_credentials(&store)?;
+    raise_open_file_limit(config.broker.max_connections);
     if !config.auth.enabled && !credentials.is_empty() {
         tracing::warn!(
             devices = credentials.len(),
