@@ -137,3 +137,55 @@ pub fn temp_data() -> (tempfile::TempDir, PathBuf) {
     let data = dir.path().join("data");
     (dir, data)
 }
+
+/// Makes paho-mqtt importable: `None` when python3 has it already, else
+/// installs it from PyPI into `tmp/pydeps` (pass the test's
+/// `CARGO_TARGET_TMPDIR`, so `cargo test` works on a fresh machine) and
+/// returns that folder for `PYTHONPATH`.
+pub async fn paho_path(tmp: &std::path::Path) -> Option<std::path::PathBuf> {
+    let has_paho = |path: Option<&std::path::Path>| {
+        let mut cmd = tokio::process::Command::new("python3");
+        if let Some(p) = path {
+            cmd.env("PYTHONPATH", p);
+        }
+        cmd.args(["-c", "import paho.mqtt.client"])
+            .kill_on_drop(true)
+            .output()
+    };
+    let out = tokio::time::timeout(Duration::from_secs(30), has_paho(None))
+        .await
+        .expect("python3 answers within 30 s")
+        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): the paho-mqtt test needs Python 3"));
+    if out.status.success() {
+        return None;
+    }
+    let dir = tmp.join("pydeps");
+    let ok = tokio::time::timeout(Duration::from_secs(30), has_paho(Some(&dir)))
+        .await
+        .is_ok_and(|r| r.is_ok_and(|o| o.status.success()));
+    if !ok {
+        let install = tokio::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg("paho-mqtt>=2,<3")
+            .kill_on_drop(true)
+            .output();
+        let install = tokio::time::timeout(Duration::from_secs(180), install)
+            .await
+            .expect("pip install paho-mqtt finished within 180 s")
+            .expect("run python3 -m pip");
+        assert!(
+            install.status.success(),
+            "paho-mqtt is not installed and `pip install paho-mqtt` failed: {}",
+            String::from_utf8_lossy(&install.stderr)
+        );
+    }
+    Some(dir)
+}

@@ -22,6 +22,8 @@ struct Secured {
     _dir: tempfile::TempDir,
     server: Server,
     tls_port: u16,
+    wss_port: u16,
+    ca_path: PathBuf,
     ca: TestCa,
     t1_secret: String,
     t2_secret: String,
@@ -79,13 +81,14 @@ fn add_device(port: u16, thing: &str) -> String {
     secret
 }
 
-fn write_config(dir: &Path, ca: &TestCa, tls_port: u16) -> PathBuf {
+fn write_config(dir: &Path, ca: &TestCa, tls_port: u16, wss_port: u16) -> PathBuf {
     let (cert, key) = ca.server().write_pem(dir, "server");
     let ca_path = ca.write_pem(dir, "ca");
     let config = format!(
         r#"
 [listen]
 tls = "127.0.0.1:{tls_port}"
+wss = "127.0.0.1:{wss_port}"
 
 [tls]
 cert = {cert:?}
@@ -122,7 +125,9 @@ fn start() -> Secured {
     let data = dir.path().join("data");
     let ca = TestCa::new("shade test CA");
     let tls_port = free_port();
-    let config = write_config(dir.path(), &ca, tls_port);
+    let wss_port = free_port();
+    let config = write_config(dir.path(), &ca, tls_port, wss_port);
+    let ca_path = dir.path().join("ca.pem");
     let server = Server::start_with_args(&data, &["--config", config.to_str().expect("utf-8")]);
     let t1_secret = add_device(server.port(), "t1");
     let t2_secret = add_device(server.port(), "t2");
@@ -130,6 +135,8 @@ fn start() -> Secured {
         _dir: dir,
         server,
         tls_port,
+        wss_port,
+        ca_path,
         ca,
         t1_secret,
         t2_secret,
@@ -509,5 +516,36 @@ async fn requests_beyond_the_rate_of_a_thing_get_429_and_other_things_are_served
         )
         .await;
     assert!(reply.topic.ends_with("/accepted"), "{reply}");
+    s.assert_still_serving().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paho_device_over_websocket_tls_is_authenticated_and_confined_to_its_thing() {
+    let pythonpath = shade_tests::paho_path(Path::new(env!("CARGO_TARGET_TMPDIR"))).await;
+    let s = start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/wss_auth.py");
+    let mut run = tokio::process::Command::new("python3");
+    if let Some(path) = &pythonpath {
+        run.env("PYTHONPATH", path);
+    }
+    let run = run
+        .arg(&script)
+        .arg(s.wss_port.to_string())
+        .arg(&s.ca_path)
+        .args(["t1", &s.t1_secret, "t2"])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("wss_auth.py finished within 90 s")
+        .expect("run python3 wss_auth.py");
+    assert!(
+        out.status.success(),
+        "wss_auth.py failed ({}):\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        s.server.log()
+    );
     s.assert_still_serving().await;
 }

@@ -1123,7 +1123,8 @@ async fn mqtt5_client_gets_the_same_replies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_python_client_walks_update_get_conflict_delete() {
-    let pythonpath = paho_path().await;
+    let pythonpath =
+        shade_tests::paho_path(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).await;
     let (_dir, data) = temp_data();
     let server = Server::start(&data);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/aws_flow.py");
@@ -1147,55 +1148,4 @@ async fn paho_python_client_walks_update_get_conflict_delete() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Makes paho-mqtt importable: `None` when python3 has it already, else
-/// installs it from PyPI into a folder under `target/` (so `cargo test`
-/// works on a fresh machine) and returns that folder for `PYTHONPATH`.
-async fn paho_path() -> Option<std::path::PathBuf> {
-    let has_paho = |path: Option<&std::path::Path>| {
-        let mut cmd = tokio::process::Command::new("python3");
-        if let Some(p) = path {
-            cmd.env("PYTHONPATH", p);
-        }
-        cmd.args(["-c", "import paho.mqtt.client"])
-            .kill_on_drop(true)
-            .output()
-    };
-    let out = tokio::time::timeout(Duration::from_secs(30), has_paho(None))
-        .await
-        .expect("python3 answers within 30 s")
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): the paho-mqtt test needs Python 3"));
-    if out.status.success() {
-        return None;
-    }
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
-    let ok = tokio::time::timeout(Duration::from_secs(30), has_paho(Some(&dir)))
-        .await
-        .is_ok_and(|r| r.is_ok_and(|o| o.status.success()));
-    if !ok {
-        let install = tokio::process::Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-            ])
-            .arg(&dir)
-            .arg("paho-mqtt>=2,<3")
-            .kill_on_drop(true)
-            .output();
-        let install = tokio::time::timeout(Duration::from_secs(180), install)
-            .await
-            .expect("pip install paho-mqtt finished within 180 s")
-            .expect("run python3 -m pip");
-        assert!(
-            install.status.success(),
-            "paho-mqtt is not installed and `pip install paho-mqtt` failed: {}",
-            String::from_utf8_lossy(&install.stderr)
-        );
-    }
-    Some(dir)
 }
