@@ -549,3 +549,51 @@ async fn a_paho_device_over_websocket_tls_is_authenticated_and_confined_to_its_t
     );
     s.assert_still_serving().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt5_device_gets_puback_not_authorized_and_keeps_its_connection() {
+    use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let s = start();
+    let mut options = MqttOptions::new("t1-v5", "127.0.0.1", s.port());
+    options.set_credentials("t1", &s.t1_secret);
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    // Two QoS 1 publishes in order: another thing's update, then our own.
+    client
+        .publish(
+            "$aws/things/t2/shadow/update",
+            QoS::AtLeastOnce,
+            false,
+            "{}",
+        )
+        .await
+        .expect("queue");
+    client
+        .publish(
+            "$aws/things/t1/shadow/update",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"state":{"reported":{"v":5}}}"#,
+        )
+        .await
+        .expect("queue");
+    let reasons = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut reasons = Vec::new();
+        while reasons.len() < 2 {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(ack))) => reasons.push(ack.reason),
+                Ok(_) => {}
+                Err(e) => panic!("the connection failed: {e}"),
+            }
+        }
+        reasons
+    })
+    .await
+    .expect("two PUBACKs within 20 s");
+    assert_eq!(
+        reasons,
+        vec![PubAckReason::NotAuthorized, PubAckReason::Success]
+    );
+    s.assert_still_serving().await;
+}
