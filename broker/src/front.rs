@@ -19,8 +19,9 @@
 //!    (without the secret) is refused, and it enforces what the principal
 //!    may publish and receive.
 //!
-//! The cost is one loopback hop per connection: two sockets and 8 KiB of
-//! copy buffers per client, and one more copy of each packet.
+//! The cost is one loopback hop per connection: two more sockets (so three
+//! file descriptors per client in all) and 4 KiB of copy buffers per
+//! client, and one more copy of each packet.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,8 +41,10 @@ use tracing::{debug, info, warn};
 use crate::auth::{Auth, Refusal};
 use crate::gateway::{self, Version};
 
-/// Bytes of each direction's copy buffer.
-const COPY_BUFFER: usize = 4096;
+/// Bytes of each direction's copy buffer. Shadow requests and replies are
+/// mostly well under this; larger ones take a few more reads. Every idle
+/// client holds two, so they are kept small (memory: docs/BENCHMARKS.md).
+const COPY_BUFFER: usize = 2048;
 
 /// How a listener's connections arrive.
 #[derive(Clone)]
@@ -156,9 +159,11 @@ async fn serve(
     shared: &FrontShared,
     pending: OwnedSemaphorePermit,
 ) -> Result<(), FrontError> {
+    // Boxed: the handshake state (TLS, WebSocket, CONNECT buffer) is
+    // freed once admitted instead of sizing every connection's task for it.
     let admitted = tokio::time::timeout(
         shared.connect_timeout,
-        admit(stream, peer, &transport, shared),
+        Box::pin(admit(stream, peer, &transport, shared)),
     )
     .await
     .map_err(|_| FrontError::Timeout)?;
