@@ -222,39 +222,72 @@ impl Shadow {
             for leaf in &pl.leaves {
                 self.clock.observe(leaf.ts);
             }
-            let joined = {
-                let local: &[Leaf] = self
-                    .section(pl.section)
-                    .get(&pl.path)
-                    .map_or(&[], |r| r.as_slice());
-                // A dot names one write, so leaves are matched by dot.
-                let keep = |l: &Leaf| {
-                    !remote.vv.covers(&l.dot) || pl.leaves.iter().any(|r| r.dot == l.dot)
-                };
-                let take =
-                    |r: &Leaf| !self.vv.covers(&r.dot) && !local.iter().any(|l| l.dot == r.dot);
-                // Most registers of a message are new here or unchanged:
-                // decide before allocating anything.
-                if local.iter().all(keep) && !pl.leaves.iter().any(take) {
-                    continue;
-                }
-                let mut joined: Register = local.iter().filter(|l| keep(l)).cloned().collect();
-                for r in &pl.leaves {
-                    if take(r) && !joined.iter().any(|l| l.dot == r.dot) {
-                        joined.push(r.clone());
-                    }
-                }
-                joined.sort_by(|a, b| a.dot.cmp(&b.dot));
-                joined
-            };
-            if joined.iter().any(|l: &Leaf| !l.is_tombstone()) {
-                self.exists = true;
+            if self.join_path(pl, &remote.vv) {
+                outcome.changed.push((pl.section, pl.path.clone()));
             }
-            self.set_register(pl.section, &pl.path, joined);
-            outcome.changed.push((pl.section, pl.path.clone()));
         }
         self.vv.join(&remote.vv);
         outcome
+    }
+
+    /// Joins one remote register into ours (one search of the section's
+    /// map); returns whether ours changed.
+    fn join_path(&mut self, pl: &PathLeaves, remote_vv: &VersionVector) -> bool {
+        use std::collections::btree_map::Entry;
+        let map = match pl.section {
+            Section::Desired => &mut self.desired,
+            Section::Reported => &mut self.reported,
+        };
+        let (vv, index) = (&self.vv, &mut self.index);
+        let entry = map.entry(pl.path.clone());
+        let local: &[Leaf] = match &entry {
+            Entry::Occupied(o) => o.get(),
+            Entry::Vacant(_) => &[],
+        };
+        // A dot names one write, so leaves are matched by dot.
+        let keep = |l: &Leaf| !remote_vv.covers(&l.dot) || pl.leaves.iter().any(|r| r.dot == l.dot);
+        let take = |r: &Leaf| !vv.covers(&r.dot) && !local.iter().any(|l| l.dot == r.dot);
+        // Most registers of a message are new here or unchanged: decide
+        // before allocating anything.
+        if local.iter().all(keep) && !pl.leaves.iter().any(take) {
+            return false;
+        }
+        let mut joined: Register = Vec::with_capacity(local.len() + pl.leaves.len());
+        joined.extend(local.iter().filter(|l| keep(l)).cloned());
+        for r in &pl.leaves {
+            if take(r) && !joined.iter().any(|l| l.dot == r.dot) {
+                joined.push(r.clone());
+            }
+        }
+        joined.sort_by(|a, b| a.dot.cmp(&b.dot));
+        if joined.iter().any(|l| !l.is_tombstone()) {
+            self.exists = true;
+        }
+        // As `Shadow::set_register`, without searching the map again.
+        for leaf in &joined {
+            index.add(&leaf.dot, pl.section, &pl.path);
+        }
+        let old = match entry {
+            Entry::Occupied(mut o) if !joined.is_empty() => {
+                Some(std::mem::replace(o.get_mut(), joined))
+            }
+            Entry::Occupied(o) => Some(o.remove()),
+            Entry::Vacant(v) => {
+                if !joined.is_empty() {
+                    v.insert(joined);
+                }
+                None
+            }
+        };
+        if let Some(old) = old {
+            self.index.note_stale(old.len());
+            if self.index.wants_rebuild() {
+                let (d, r) = (&self.desired, &self.reported);
+                self.index
+                    .rebuild([(Section::Desired, d), (Section::Reported, r)]);
+            }
+        }
+        true
     }
 
     /// Drops registers that hold a single tombstone every replica has seen.

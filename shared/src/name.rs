@@ -163,9 +163,39 @@ impl fmt::Display for ShadowId {
 /// and every replica must break them the same way.
 ///
 /// Shared (`Arc<str>`): every dot carries one, and dots are cloned with
-/// every leaf, so a clone must not allocate.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// every leaf, so a clone must not allocate. Comparisons first check
+/// whether both share one allocation (the usual case inside one document
+/// and one decoded message), before comparing the text.
+#[derive(Debug, Clone, Eq)]
 pub struct ReplicaId(std::sync::Arc<str>);
+
+impl std::hash::Hash for ReplicaId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for ReplicaId {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl PartialOrd for ReplicaId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ReplicaId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if std::sync::Arc::ptr_eq(&self.0, &other.0) {
+            std::cmp::Ordering::Equal
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
 
 impl Serialize for ReplicaId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
