@@ -111,8 +111,16 @@ mod json_value {
         }
     }
 
+    /// A leaf holds no JSON `null` (that is a delete, `None`); one would
+    /// come back as a tombstone after a round trip. CBOR can spell one
+    /// that JSON cannot, as a non-finite float: refused.
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-        Option::<Value>::deserialize(d)
+        match Option::<Value>::deserialize(d)? {
+            Some(Value::Null) => Err(serde::de::Error::custom(
+                "a leaf value is null or a non-finite number",
+            )),
+            v => Ok(v),
+        }
     }
 }
 

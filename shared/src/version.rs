@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::name::ReplicaId;
 
 /// One write: `(replica, counter)`, serialized as `[replica, counter]`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct Dot {
     pub replica: ReplicaId,
     pub counter: u64,
@@ -28,8 +28,50 @@ pub struct Dot {
 
 crate::wire::tuple_serde!(Dot {
     replica: ReplicaId,
-    counter: u64,
+    counter: u64 => counter_wire,
 });
+
+/// The highest counter a peer may send (in a dot or a vector). A replica
+/// takes its next dot one above the highest counter merged for it, so a
+/// peer claiming `u64::MAX` would make that overflow; far above what any
+/// replica reaches by writing.
+pub const MAX_COUNTER: u64 = u64::MAX / 2;
+
+fn checked_counter<E: serde::de::Error>(c: u64) -> Result<u64, E> {
+    if c > MAX_COUNTER {
+        Err(E::custom(format_args!(
+            "counter {c} is above {MAX_COUNTER}"
+        )))
+    } else {
+        Ok(c)
+    }
+}
+
+mod counter_wire {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(c: &u64, s: S) -> Result<S::Ok, S::Error> {
+        c.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        super::checked_counter(u64::deserialize(d)?)
+    }
+}
+
+/// Field-wise, counters first: they are cheaper to compare and differ more often.
+impl PartialEq for Dot {
+    fn eq(&self, other: &Self) -> bool {
+        self.counter == other.counter && self.replica == other.replica
+    }
+}
+
+impl std::hash::Hash for Dot {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.replica.hash(state);
+        self.counter.hash(state);
+    }
+}
 
 impl Dot {
     pub fn new(replica: ReplicaId, counter: u64) -> Self {
@@ -38,9 +80,20 @@ impl Dot {
 }
 
 /// Replica -> highest counter merged.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct VersionVector(BTreeMap<ReplicaId, u64>);
+
+/// As the map it is, with every counter at most [`MAX_COUNTER`].
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<ReplicaId, u64>::deserialize(d)?;
+        for c in map.values() {
+            checked_counter::<D::Error>(*c)?;
+        }
+        Ok(VersionVector(map))
+    }
+}
 
 impl VersionVector {
     pub fn new() -> Self {

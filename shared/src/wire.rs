@@ -14,7 +14,7 @@ macro_rules! tuple_serde {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 use serde::ser::SerializeTuple;
                 let mut t = s.serialize_tuple([$(stringify!($field)),+].len())?;
-                $( $crate::wire::tuple_serde!(@ser t, &self.$field $(, $with)?); )+
+                $( $crate::wire::tuple_serde!(@ser t, &self.$field, $fty $(, $with)?); )+
                 t.end()
             }
         }
@@ -42,9 +42,9 @@ macro_rules! tuple_serde {
             }
         }
     };
-    (@ser $t:ident, $v:expr) => { $t.serialize_element($v)? };
-    (@ser $t:ident, $v:expr, $with:ident) => {{
-        struct W<'a>(&'a $crate::wire::WithValue);
+    (@ser $t:ident, $v:expr, $fty:ty) => { $t.serialize_element($v)? };
+    (@ser $t:ident, $v:expr, $fty:ty, $with:ident) => {{
+        struct W<'a>(&'a $fty);
         impl serde::Serialize for W<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 $with::serialize(self.0, s)
@@ -65,8 +65,5 @@ macro_rules! tuple_serde {
         $seq.next_element::<W>()?.ok_or_else(|| serde::de::Error::invalid_length($i, &"more fields"))?.0
     }};
 }
-
-/// The one field type that goes through a `with` module: a leaf's value.
-pub(crate) type WithValue = Option<serde_json::Value>;
 
 pub(crate) use tuple_serde;
