@@ -712,25 +712,34 @@ async fn malformed_requests_get_400_or_413_and_the_service_keeps_serving_others(
     still_serving(&mut good, n).await;
     n += 1;
 
-    // Unknown operations, and replies forged by a client, are dropped: the
-    // healthy client (subscribed to everything of `good`) never sees them.
-    for topic in [
+    // Unknown operations, and replies forged by a client, are refused: the
+    // healthy client (subscribed to everything of `good`) never sees them,
+    // and the forger's connection is closed (3.1.1 has no other way to
+    // refuse a publish; docs/SECURITY.md).
+    for (i, topic) in [
         aws("victim", "frobnicate"),
         aws("victim", "update/extra/levels"),
         aws("good", "update/accepted"),
         aws("good", "update/delta"),
         "$aws/things/good".to_owned(),
         "$aws/things".to_owned(),
-    ] {
-        bad.publish_json(
-            &topic,
-            &json!({"state": {"desired": {"forged": true}}, "clientToken": "forged"}),
-        )
-        .await;
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut forger = Mqtt::connect(server.port(), &format!("forger-{i}")).await;
+        forger
+            .publish_json(
+                &topic,
+                &json!({"state": {"desired": {"forged": true}}, "clientToken": "forged"}),
+            )
+            .await;
+        while forger
+            .next_or_closed(Duration::from_secs(20))
+            .await
+            .is_some()
+        {}
     }
-    // One connection's packets are handled in order: once the forger's next
-    // request is answered, its forged publishes went wherever they went, and
-    // each left a line in the log.
     let reply = bad
         .request(
             &aws("victim", "get"),
