@@ -293,8 +293,13 @@ impl Shade {
             .prefix("shade-bench-")
             .tempdir()
             .context("create a temp dir")?;
+        // The rate and in-flight limits (20 requests/s per thing, 1000 per
+        // client) would turn load into 429s; the benchmarks measure
+        // capacity, so they are lifted (docs/BENCHMARKS.md).
         let config = format!(
-            "[limits]\nmax_document_bytes = {}\nmax_payload_bytes = {}\n\n[broker]\nmax_connections = {}\n",
+            "[limits]\nmax_document_bytes = {}\nmax_payload_bytes = {}\n\
+             requests_per_second_per_thing = 1000000\nmax_inflight_per_client = 100000\n\n\
+             [broker]\nmax_connections = {}\n",
             opts.max_document_bytes, opts.max_payload_bytes, opts.max_connections
         );
         std::fs::write(dir.path().join("broker.toml"), config).context("write broker.toml")?;
