@@ -138,7 +138,8 @@ impl Protocol for Gateway {
                 }
             })?;
             let principal = Principal::from_tag(&tag, &self.ctx.auth.users)
-                .filter(|p| self.ctx.auth.enabled || *p == Principal::Anonymous)
+                // Anonymous exactly when authentication is off.
+                .filter(|p| self.ctx.auth.enabled != (*p == Principal::Anonymous))
                 .ok_or(Error::InvalidProtocol)?;
             self.principal = Some(principal);
         }
