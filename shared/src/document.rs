@@ -74,7 +74,7 @@ impl Leaf {
 /// Leaf values through serde: cbor4ii writes a unit (which is what
 /// `serde_json::Value::Null` serializes as) as an empty array, so nulls
 /// inside arrays would come back as `[]`. This writes them as CBOR null.
-mod json_value {
+pub(crate) mod json_value {
     use serde::ser::{SerializeMap, SerializeSeq};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use serde_json::Value;
@@ -104,7 +104,7 @@ mod json_value {
         }
     }
 
-    pub(super) fn serialize<S: Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(v) => s.serialize_some(&Json(v)),
             None => s.serialize_none(),
@@ -114,7 +114,7 @@ mod json_value {
     /// A leaf holds no JSON `null` (that is a delete, `None`); one would
     /// come back as a tombstone after a round trip. CBOR can spell one
     /// that JSON cannot, as a non-finite float: refused.
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
         match Option::<Value>::deserialize(d)? {
             Some(Value::Null) => Err(serde::de::Error::custom(
                 "a leaf value is null or a non-finite number",

@@ -45,8 +45,6 @@
 //! so the two render `k` differently for good. The same goes for a vector
 //! taken from a message that was not merged, such as one refused as a gap.
 
-use serde::{Deserialize, Serialize};
-
 use crate::document::{Leaf, Path, Register, Section, Shadow};
 use crate::version::VersionVector;
 
@@ -67,7 +65,10 @@ crate::wire::tuple_serde!(PathLeaves {
 
 /// What one replica ships to another: every register holding a leaf the
 /// peer lacks, and the sender's vector.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// Serialized in a compact form with a table of replica ids (see
+/// `wire::changes`).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Changes {
     /// The sender's vector: the causal context of `paths`.
     pub vv: VersionVector,
@@ -76,13 +77,11 @@ pub struct Changes {
     /// so [`Shadow::merge`] refuses such a message (see [`MergeOutcome::gap`]).
     /// This matters where messages are broadcast (`sync/down` reaches every
     /// agent of a shadow) or a replica lost its state.
-    #[serde(default)]
     pub since: VersionVector,
     pub paths: Vec<PathLeaves>,
     /// Cut short by [`Shadow::changes_since_limited`]: `vv` covers only what
     /// this message carries, and more is to come. Such a vector must not
     /// count towards a stable vector (see the module docs).
-    #[serde(default)]
     pub partial: bool,
 }
 

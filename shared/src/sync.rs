@@ -106,6 +106,7 @@ struct LimitedReader<'a> {
 impl<'de> cbor4ii::core::dec::Read<'de> for LimitedReader<'de> {
     type Error = std::convert::Infallible;
 
+    #[inline]
     fn fill<'b>(
         &'b mut self,
         want: usize,
@@ -114,11 +115,13 @@ impl<'de> cbor4ii::core::dec::Read<'de> for LimitedReader<'de> {
         Ok(cbor4ii::core::dec::Reference::Long(&self.buf[..len]))
     }
 
+    #[inline]
     fn advance(&mut self, n: usize) {
         let len = n.min(self.buf.len());
         self.buf = &self.buf[len..];
     }
 
+    #[inline]
     fn step_in(&mut self) -> bool {
         match self.depth_left.checked_sub(1) {
             Some(left) => {
@@ -129,6 +132,7 @@ impl<'de> cbor4ii::core::dec::Read<'de> for LimitedReader<'de> {
         }
     }
 
+    #[inline]
     fn step_out(&mut self) {
         self.depth_left += 1;
     }
@@ -170,6 +174,60 @@ mod tests {
             decode::<serde_json::Value>(&deep, 8),
             Err(SyncError::TooDeep(_))
         ));
+    }
+
+    #[test]
+    fn leaves_name_their_replica_through_the_message_table() {
+        let (a, b) = (replica("a:dev"), replica("b:local"));
+        let mut s = Shadow::new();
+        let patch = |v: serde_json::Value| Patch::Merge(v.as_object().cloned().unwrap_or_default());
+        s.write(
+            &a,
+            Section::Reported,
+            &patch(serde_json::json!({"x": 1})),
+            1_000,
+        );
+        s.write(
+            &b,
+            Section::Desired,
+            &patch(serde_json::json!({"y": [1, null]})),
+            2_000,
+        );
+        s.write(
+            &a,
+            Section::Reported,
+            &patch(serde_json::json!({"z": "z"})),
+            3_000,
+        );
+        let up = SyncUp {
+            replica: a,
+            changes: s.changes_since(&VersionVector::new()),
+        };
+        let bytes = encode(&up).expect("encodes");
+        let back: SyncUp = decode(&bytes, 8).expect("decodes");
+        assert_eq!(back, up);
+        // Each id is written once, however many leaves name it.
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(text.matches("a:dev").count(), 3, "sender, vector, table");
+        assert_eq!(text.matches("b:local").count(), 2, "vector and table");
+    }
+
+    #[test]
+    fn a_leaf_naming_a_replica_outside_the_table_is_refused() {
+        // [vv {}, since {}, partial false, replicas ["a:d"], paths [[
+        //   "reported", ["k"], [[1, index 1, counter 1, ms 5, logical 0]]]]]
+        let mut bytes = vec![];
+        bytes.extend_from_slice(&[0x85, 0xa0, 0xa0, 0xf4, 0x81, 0x63]);
+        bytes.extend_from_slice(b"a:d");
+        bytes.extend_from_slice(&[0x81, 0x83, 0x68]);
+        bytes.extend_from_slice(b"reported");
+        bytes.extend_from_slice(&[0x81, 0x61, b'k', 0x81, 0x85, 0x01, 0x01, 0x01, 0x05, 0x00]);
+        let err = decode::<Changes>(&bytes, 8).expect_err("index 1 of a 1-entry table");
+        assert!(err.to_string().contains("not in the table"), "{err}");
+        let index_at = bytes.len() - 4;
+        bytes[index_at] = 0x00;
+        let ok: Changes = decode(&bytes, 8).expect("index 0 is fine");
+        assert_eq!(ok.paths[0].leaves[0].dot.replica.as_str(), "a:d");
     }
 
     #[test]

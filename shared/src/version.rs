@@ -37,7 +37,7 @@ crate::wire::tuple_serde!(Dot {
 /// replica reaches by writing.
 pub const MAX_COUNTER: u64 = u64::MAX / 2;
 
-fn checked_counter<E: serde::de::Error>(c: u64) -> Result<u64, E> {
+pub(crate) fn checked_counter<E: serde::de::Error>(c: u64) -> Result<u64, E> {
     if c > MAX_COUNTER {
         Err(E::custom(format_args!(
             "counter {c} is above {MAX_COUNTER}"
