@@ -215,13 +215,13 @@ mod tests {
     #[test]
     fn a_leaf_naming_a_replica_outside_the_table_is_refused() {
         // [vv {}, since {}, partial false, replicas ["a:d"], paths [[
-        //   "reported", ["k"], [[1, index 1, counter 1, ms 5, logical 0]]]]]
+        //   1 (reported), ["k"], [[1, index 1, counter 1, ms 5, logical 0]]]]]
         let mut bytes = vec![];
         bytes.extend_from_slice(&[0x85, 0xa0, 0xa0, 0xf4, 0x81, 0x63]);
         bytes.extend_from_slice(b"a:d");
-        bytes.extend_from_slice(&[0x81, 0x83, 0x68]);
-        bytes.extend_from_slice(b"reported");
-        bytes.extend_from_slice(&[0x81, 0x61, b'k', 0x81, 0x85, 0x01, 0x01, 0x01, 0x05, 0x00]);
+        bytes.extend_from_slice(&[
+            0x81, 0x83, 0x01, 0x81, 0x61, b'k', 0x81, 0x85, 0x01, 0x01, 0x01, 0x05, 0x00,
+        ]);
         let err = decode::<Changes>(&bytes, 8).expect_err("index 1 of a 1-entry table");
         assert!(err.to_string().contains("not in the table"), "{err}");
         let index_at = bytes.len() - 4;

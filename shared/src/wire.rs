@@ -76,8 +76,9 @@ pub(crate) use tuple_serde;
 /// an index into it, which spares encoding, decoding, validating and
 /// allocating the same id per leaf. A leaf is one flat array,
 /// `[value, replica index, counter, ms, logical]`; a path register is
-/// `[section, path, leaves]`. Readers ignore array elements past the ones
-/// they know, so later versions may append fields.
+/// `[section, path, leaves]`, the section 0 (`desired`) or 1 (`reported`).
+/// Readers ignore array elements past the ones they know, so later
+/// versions may append fields.
 pub(crate) mod changes {
     use std::fmt;
     use std::sync::Arc;
@@ -146,23 +147,49 @@ pub(crate) mod changes {
     impl Serialize for PathOut<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut t = s.serialize_tuple(3)?;
-            t.serialize_element(&self.pl.section)?;
+            t.serialize_element(&section_number(self.pl.section))?;
             t.serialize_element(&*self.pl.path)?;
-            let leaves: Vec<LeafOut<'_>> = self
-                .pl
-                .leaves
-                .iter()
-                .map(|leaf| LeafOut {
-                    leaf,
-                    replica: self
-                        .table
-                        .iter()
-                        .position(|r| **r == leaf.dot.replica)
-                        .unwrap_or(0),
-                })
-                .collect();
-            t.serialize_element(&leaves)?;
+            t.serialize_element(&LeavesOut {
+                leaves: &self.pl.leaves,
+                table: self.table,
+            })?;
             t.end()
+        }
+    }
+
+    struct LeavesOut<'a> {
+        leaves: &'a [Leaf],
+        table: &'a [&'a ReplicaId],
+    }
+
+    impl Serialize for LeavesOut<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.leaves.len()))?;
+            for leaf in self.leaves {
+                let replica = self
+                    .table
+                    .iter()
+                    .position(|r| **r == leaf.dot.replica)
+                    .unwrap_or(0);
+                seq.serialize_element(&LeafOut { leaf, replica })?;
+            }
+            seq.end()
+        }
+    }
+
+    /// A section on the wire: 0 for `desired`, 1 for `reported`.
+    fn section_number(section: Section) -> u8 {
+        match section {
+            Section::Desired => 0,
+            Section::Reported => 1,
+        }
+    }
+
+    fn section_of<E: serde::de::Error>(n: u8) -> Result<Section, E> {
+        match n {
+            0 => Ok(Section::Desired),
+            1 => Ok(Section::Reported),
+            other => Err(E::custom(format_args!("section {other} is not 0 or 1"))),
         }
     }
 
@@ -280,7 +307,7 @@ pub(crate) mod changes {
             f.write_str("a path register as [section, path, leaves]")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PathLeaves, A::Error> {
-            let section: Section = next(&mut seq, "section")?;
+            let section = section_of(next(&mut seq, "section")?)?;
             let path = next_seed(&mut seq, PathKeys, "path")?;
             let leaves = next_seed(&mut seq, Many(LeafSeed(self.0)), "leaves")?;
             skip_rest(&mut seq)?;
