@@ -40,10 +40,7 @@ impl Section {
     }
 }
 
-/// The object keys leading to a leaf, outermost first. Shared (`Arc`), since
-/// the same path sits in a section, in the dot index and in sync messages,
-/// and cloning it must not cost an allocation per key.
-pub type Path = std::sync::Arc<[String]>;
+pub use crate::path::Path;
 
 /// Renders a path as `a.b.c` for people and conflict records.
 pub fn path_string(path: &[String]) -> String {

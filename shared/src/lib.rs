@@ -44,6 +44,7 @@
 //! # Layout
 //!
 //! - [`name`]: validated thing, shadow and replica names.
+//! - [`path`]: a leaf's path, ordered cheaply.
 //! - [`version`]: dots, version vectors, the hybrid logical clock.
 //! - [`document`]: a shadow's sections of leaves, local writes, rendering, delta.
 //! - [`merge`]: joining remote leaves, what to send a peer, tombstone collection.
@@ -58,6 +59,7 @@ mod index;
 pub mod limits;
 pub mod merge;
 pub mod name;
+pub mod path;
 pub mod sync;
 pub mod topic;
 pub mod version;

@@ -343,7 +343,11 @@ pub(crate) mod changes {
             while n < SHORT_PATH {
                 match seq.next_element::<String>()? {
                     Some(key) => short[n] = key,
-                    None => return Ok(short.into_iter().take(n).collect()),
+                    None => {
+                        return Ok(Path::from(
+                            short.into_iter().take(n).collect::<Arc<[String]>>(),
+                        ))
+                    }
                 }
                 n += 1;
             }
@@ -351,7 +355,7 @@ pub(crate) mod changes {
             while let Some(key) = seq.next_element::<String>()? {
                 long.push(key);
             }
-            Ok(Arc::from(long))
+            Ok(Path::from(long))
         }
     }
 
