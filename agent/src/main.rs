@@ -59,7 +59,12 @@ struct RunArgs {
     #[arg(long, env = "SHADE_USERNAME")]
     username: Option<String>,
     /// MQTT password (for a broker with [auth]: the secret of `shade device add`).
-    #[arg(long, env = "SHADE_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SHADE_PASSWORD",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     password: Option<String>,
 }
 

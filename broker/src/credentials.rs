@@ -57,9 +57,17 @@ pub enum CredentialsError {
 /// A fresh device secret: 32 bytes from the OS RNG as base64url without
 /// padding (43 characters, safe in shells, URLs and MQTT passwords).
 pub fn new_device_secret() -> Result<String, CredentialsError> {
-    let mut bytes = [0u8; SECRET_BYTES];
-    getrandom::fill(&mut bytes).map_err(CredentialsError::Random)?;
-    Ok(Base64UrlUnpadded::encode_string(&bytes))
+    // A secret starting with `-` reads as an option to many command lines
+    // (`--password -Nx...`), so draw again until it does not: one draw in
+    // 32 starts with `-`, and the secret keeps its 256 random bits.
+    loop {
+        let mut bytes = [0u8; SECRET_BYTES];
+        getrandom::fill(&mut bytes).map_err(CredentialsError::Random)?;
+        let secret = Base64UrlUnpadded::encode_string(&bytes);
+        if !secret.starts_with('-') {
+            return Ok(secret);
+        }
+    }
 }
 
 /// The argon2id PHC string of a device secret, with a random salt and the
@@ -242,6 +250,11 @@ mod tests {
             "{a}"
         );
         assert_ne!(a, b);
+        // One draw in 32 would start with `-`: a few hundred catch a regression.
+        for _ in 0..500 {
+            let secret = new_device_secret().expect("rng");
+            assert!(!secret.starts_with('-'), "{secret} reads as an option");
+        }
     }
 
     #[test]

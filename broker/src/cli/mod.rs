@@ -165,7 +165,9 @@ pub struct BrokerArgs {
         long,
         value_name = "PASSWORD",
         env = "SHADE_PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        // Passwords may start with `-`.
+        allow_hyphen_values = true
     )]
     pub password: Option<String>,
     /// Seconds to wait for the broker to connect and to answer.
