@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use shade_shared::aws::Rejection;
 use shade_shared::topic::{bad_request, Reply, Topic};
 use tokio::sync::mpsc;
@@ -73,7 +73,7 @@ impl Dispatcher {
                     };
                     tracing::info!(client = %msg.client_id, shadow = %id, why, "answering 429");
                     let reply = Rejection::new(429, "Too Many Requests")
-                        .with_token(client_token(&msg.payload))
+                        .with_token(ops::client_token_of(&msg.payload))
                         .to_json(now_ms());
                     let topic = Topic::aws_reply(&id, op, Reply::Rejected);
                     self.publish(&topic, &reply).await;
@@ -129,18 +129,10 @@ impl Dispatcher {
 
     async fn refuse_ops(&self, msg: &Inbound) {
         tracing::info!(client = %msg.client_id, "answering an ops request 429");
-        let Some(token) = client_token(&msg.payload) else {
-            return;
-        };
-        if let Some(topic) = ops::reply_topic(&msg.client_id, &token) {
-            let reply = json!({"clientToken": token, "ok": false, "error": "too many requests"});
+        if let Some((topic, reply)) =
+            ops::refusal(&msg.client_id, &msg.payload, "too many requests")
+        {
             self.publish(&topic, &reply).await;
         }
     }
-}
-
-/// The `clientToken` of a JSON request, if it has a string one.
-fn client_token(payload: &[u8]) -> Option<String> {
-    let value: Value = serde_json::from_slice(payload).ok()?;
-    value.get("clientToken")?.as_str().map(str::to_owned)
 }

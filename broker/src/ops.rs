@@ -75,6 +75,24 @@ impl Query {
     }
 }
 
+/// The `clientToken` of a JSON request, if it has a string one: what a
+/// refusal is addressed by, before (or without) parsing the request.
+pub fn client_token_of(payload: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(payload).ok()?;
+    value.get("clientToken")?.as_str().map(str::to_owned)
+}
+
+/// The topic and payload refusing the ops request `payload` from `client`
+/// with `error`; `None` when it has no usable clientToken to answer on.
+pub fn refusal(client: &str, payload: &[u8], error: &str) -> Option<(String, Value)> {
+    let token = client_token_of(payload)?;
+    let topic = reply_topic(client, &token)?;
+    Some((
+        topic,
+        json!({"clientToken": token, "ok": false, "error": error}),
+    ))
+}
+
 /// Whether `principal` may run `query`, narrowing a `list` to the things it
 /// may read: a reader limited to `plant1-` asking for every thing gets
 /// `plant1-*`. Devices run no queries (the gateway already refuses them).

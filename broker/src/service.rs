@@ -91,12 +91,7 @@ pub struct Service {
 
 /// Answers an ops query its sender may not make: `not authorized`.
 fn refuse_ops(payload: &[u8], client: &str, h: &mut Handled) {
-    let token = serde_json::from_slice::<Value>(payload)
-        .ok()
-        .and_then(|v| v.get("clientToken")?.as_str().map(str::to_owned));
-    if let Some(topic) = token.as_deref().and_then(|t| ops::reply_topic(client, t)) {
-        let reply =
-            serde_json::json!({"clientToken": token, "ok": false, "error": "not authorized"});
+    if let Some((topic, reply)) = ops::refusal(client, payload, "not authorized") {
         h.out.push(Outbound::json(topic, &reply));
     }
 }
