@@ -74,7 +74,7 @@ pub(super) fn without_properties(packet: Packet) -> Packet {
 /// QoS and packet id of the PUBLISH at the head of `stream`, read from
 /// its bytes (rumqttd keeps those fields private). `None` for any other
 /// packet or a truncated one; the packet id is 0 at QoS 0.
-pub(super) fn peek_publish(stream: &[u8]) -> Option<(u8, u16)> {
+pub fn peek_publish(stream: &[u8]) -> Option<(u8, u16)> {
     let first = *stream.first()?;
     if first >> 4 != 3 {
         return None;

@@ -60,8 +60,8 @@ use crate::auth::Auth;
 mod codec;
 mod namespace;
 
-use codec::{peek_publish, read_preamble, refuse_server_only_packets, without_properties};
-pub use codec::{preamble, sniff_version, Version};
+pub use codec::{peek_publish, preamble, sniff_version, Version};
+use codec::{read_preamble, refuse_server_only_packets, without_properties};
 use namespace::{catches_state, client_filter, client_view, escape_client_id, route, void, Route};
 pub use namespace::{external_client_id, parse_inbound, principal_tag, reply_topic, service_topic};
 

@@ -53,35 +53,6 @@ fn context(auth_on: bool) -> Arc<GatewayContext> {
     })
 }
 
-/// QoS and packet id of a PUBLISH at the head of `stream` (rumqttd keeps
-/// them private), so the answer can acknowledge it.
-fn publish_header(stream: &[u8]) -> Option<(u8, u16)> {
-    let first = *stream.first()?;
-    if first >> 4 != 3 {
-        return None;
-    }
-    let qos = (first >> 1) & 0b11;
-    let mut i = 1;
-    while stream.get(i)? & 0x80 != 0 {
-        i += 1;
-        if i > 4 {
-            return None;
-        }
-    }
-    let topic_len = usize::from(u16::from_be_bytes([
-        *stream.get(i + 1)?,
-        *stream.get(i + 2)?,
-    ]));
-    if qos == 0 {
-        return Some((0, 0));
-    }
-    let at = i + 3 + topic_len;
-    Some((
-        qos,
-        u16::from_be_bytes([*stream.get(at)?, *stream.get(at + 1)?]),
-    ))
-}
-
 /// What rumqttd's router would send back for `packet`, read from the client
 /// and rewritten by the gateway.
 fn answers(packet: &Packet, header: Option<(u8, u16)>) -> Vec<Packet> {
@@ -179,7 +150,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut out = BytesMut::new();
     for _ in 0..MAX_PACKETS {
         let before = stream.len();
-        let header = publish_header(&stream);
+        let header = shade_broker::gateway::peek_publish(&stream);
         let packet = match gateway.read_mut(&mut stream, MAX_SIZE) {
             Ok(packet) => packet,
             // A refusal or an incomplete packet: rumqttd stops reading here.
