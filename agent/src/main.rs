@@ -176,6 +176,9 @@ fn init_tracing() {
 }
 
 async fn run(config: AgentConfig) -> ExitCode {
+    // Installed before anything starts, so a SIGTERM that arrives while the
+    // agent starts up stops it gracefully instead of killing it.
+    let shutdown = shutdown_signal();
     let data = config.data_dir.clone();
     let agent = match Agent::start(config) {
         Ok(a) => a,
@@ -187,7 +190,7 @@ async fn run(config: AgentConfig) -> ExitCode {
         async move { local::serve(agent, &data, cancel).await }
     });
     tracing::info!(data = %data.display(), thing = %agent.config().shadow, "shade-agent running");
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("stopping");
     cancel.cancel();
     let _ = server.await;
@@ -305,17 +308,23 @@ fn print_human(doc: &serde_json::Value) {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM; the handlers are installed by this call,
+/// not when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
