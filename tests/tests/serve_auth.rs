@@ -54,6 +54,21 @@ fn shade(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     )
 }
 
+/// Runs an online `shade ARGS` against `port` as `user`.
+fn shade_as(port: u16, user: &str, password: &str, args: &[&str]) -> (bool, String, String) {
+    let broker = format!("mqtt://127.0.0.1:{port}");
+    let mut all = args.to_vec();
+    all.extend([
+        "--broker",
+        &broker,
+        "--username",
+        user,
+        "--password",
+        password,
+    ]);
+    shade(&all, None)
+}
+
 fn hash(password: &str) -> String {
     let (ok, hash, err) = shade(&["hash-password"], Some(&format!("{password}\n")));
     assert!(ok, "shade hash-password failed: {err}");
@@ -62,21 +77,7 @@ fn hash(password: &str) -> String {
 
 /// `shade device add` online, as the admin: the secret it prints.
 fn add_device(port: u16, thing: &str) -> String {
-    let broker = format!("mqtt://127.0.0.1:{port}");
-    let (ok, secret, err) = shade(
-        &[
-            "device",
-            "add",
-            thing,
-            "--broker",
-            &broker,
-            "--username",
-            "admin",
-            "--password",
-            ADMIN_PASSWORD,
-        ],
-        None,
-    );
+    let (ok, secret, err) = shade_as(port, "admin", ADMIN_PASSWORD, &["device", "add", thing]);
     assert!(ok, "shade device add {thing} failed: {err}");
     secret
 }
@@ -298,39 +299,22 @@ async fn a_wrong_secret_an_unknown_user_and_no_credentials_are_refused() {
         assert!(refused.is_err(), "{id} was admitted");
     }
     // A removed device is refused from then on; the admin removes it online.
-    let broker = format!("mqtt://127.0.0.1:{}", s.port());
-    let (ok, _, err) = shade(
-        &[
-            "device",
-            "remove",
-            "t2",
-            "--broker",
-            &broker,
-            "--username",
-            "admin",
-            "--password",
-            ADMIN_PASSWORD,
-        ],
-        None,
+    let (ok, _, err) = shade_as(
+        s.port(),
+        "admin",
+        ADMIN_PASSWORD,
+        &["device", "remove", "t2"],
     );
     assert!(ok, "shade device remove failed: {err}");
     let refused =
         Mqtt::connect_with(s.port(), "t2-gone", &Connect::login("t2", &s.t2_secret)).await;
     assert!(refused.is_err(), "a removed device was admitted");
     // A reader cannot manage devices.
-    let (ok, _, err) = shade(
-        &[
-            "device",
-            "add",
-            "t3",
-            "--broker",
-            &broker,
-            "--username",
-            "viewer",
-            "--password",
-            VIEWER_PASSWORD,
-        ],
-        None,
+    let (ok, _, err) = shade_as(
+        s.port(),
+        "viewer",
+        VIEWER_PASSWORD,
+        &["device", "add", "t3"],
     );
     assert!(!ok, "a reader added a device");
     assert!(err.contains("not authorized"), "{err}");
@@ -365,20 +349,7 @@ async fn a_reader_gets_and_subscribes_but_cannot_update_and_an_admin_can() {
     assert!(state.retain);
 
     // The CLI as the reader: list shows only its prefix.
-    let broker = format!("mqtt://127.0.0.1:{}", s.port());
-    let (ok, out, err) = shade(
-        &[
-            "list",
-            "--json",
-            "--broker",
-            &broker,
-            "--username",
-            "viewer",
-            "--password",
-            VIEWER_PASSWORD,
-        ],
-        None,
-    );
+    let (ok, out, err) = shade_as(s.port(), "viewer", VIEWER_PASSWORD, &["list", "--json"]);
     assert!(ok, "shade list as the reader failed: {err}");
     let things: Vec<String> = serde_json::from_str::<serde_json::Value>(&out)
         .expect("json")
@@ -406,20 +377,11 @@ async fn a_reader_gets_and_subscribes_but_cannot_update_and_an_admin_can() {
         .await;
     assert_eq!(reply.json()["version"].as_u64(), Some(version), "{reply}");
     // The admin can, through the CLI too.
-    let (ok, _, err) = shade(
-        &[
-            "update",
-            "t1",
-            "--desired",
-            r#"{"colour":"green"}"#,
-            "--broker",
-            &broker,
-            "--username",
-            "admin",
-            "--password",
-            ADMIN_PASSWORD,
-        ],
-        None,
+    let (ok, _, err) = shade_as(
+        s.port(),
+        "admin",
+        ADMIN_PASSWORD,
+        &["update", "t1", "--desired", r#"{"colour":"green"}"#],
     );
     assert!(ok, "shade update as the admin failed: {err}");
     s.assert_still_serving().await;
