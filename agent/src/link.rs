@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use shade_shared::sync::{self, SyncDown};
+use shade_shared::sync::SyncDown;
 use shade_shared::topic::Topic;
 use shade_shared::Section;
 use tokio_util::sync::CancellationToken;
@@ -108,14 +108,9 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 /// Sends what the broker lacks (at most [`MAX_PATHS_PER_MESSAGE`] registers).
 fn send_up(shared: &Shared, client: &AsyncClient, topic: &str) {
     let up = shared.replica().sync_up_limited(MAX_PATHS_PER_MESSAGE);
-    match sync::encode(&up) {
-        Ok(bytes) => {
-            if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, bytes) {
-                // Full request queue: the next connect or ack resends it all.
-                tracing::debug!(error = %e, "sync/up not queued");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot encode sync/up"),
+    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, up.to_cbor()) {
+        // Full request queue: the next connect or ack resends it all.
+        tracing::debug!(error = %e, "sync/up not queued");
     }
 }
 
@@ -123,7 +118,7 @@ fn send_up(shared: &Shared, client: &AsyncClient, topic: &str) {
 /// broker acknowledged progress and changes are still pending (the rest of
 /// a long catch-up), or we merged news the broker should know we have.
 fn on_down(shared: &Shared, payload: &[u8]) -> bool {
-    let down: SyncDown = match sync::decode(payload, shared.config.max_depth) {
+    let down = match SyncDown::from_cbor(payload, shared.config.max_depth) {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "dropping an unreadable sync/down");

@@ -375,11 +375,7 @@ impl Replica {
             for (path, register) in self.state.shadow.section(section) {
                 if let Some(leaf) = register.iter().find(|l| l.dot.replica == me) {
                     let mut patch = Map::new();
-                    shade_shared::document::insert_at(
-                        &mut patch,
-                        path,
-                        leaf.value.clone().unwrap_or(Value::Null),
-                    );
+                    shade_shared::document::insert_at(&mut patch, path, leaf.json());
                     mine.push((section, patch));
                 }
             }

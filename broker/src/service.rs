@@ -11,7 +11,7 @@
 use serde_json::{Map, Value};
 use shade_shared::aws::{self, Rejection};
 use shade_shared::merge::stable_vector;
-use shade_shared::sync::{self, SyncDown, SyncUp};
+use shade_shared::sync::{SyncDown, SyncUp};
 use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::{Limits, Policies, ReplicaId, Section, Shadow, ShadowId, VersionVector};
 
@@ -333,7 +333,7 @@ impl Service {
         now: u64,
         h: &mut Handled,
     ) -> Result<(), StoreError> {
-        let up: SyncUp = match sync::decode(payload, self.limits.max_depth) {
+        let up = match SyncUp::from_cbor(payload, self.limits.max_depth) {
             Ok(up) => up,
             Err(e) => {
                 tracing::warn!(client, shadow = %id, error = %e, "dropping an unreadable sync/up");
@@ -507,17 +507,11 @@ impl Service {
             changes: stored.shadow.changes_since(agent_vv),
             stable: self.stable(stored),
         };
-        match sync::encode(&down) {
-            Ok(payload) => Some(Outbound {
-                topic: Topic::sync_down(id),
-                payload,
-                retain: false,
-            }),
-            Err(e) => {
-                tracing::error!(shadow = %id, error = %e, "cannot encode sync/down");
-                None
-            }
-        }
+        Some(Outbound {
+            topic: Topic::sync_down(id),
+            payload: down.to_cbor(),
+            retain: false,
+        })
     }
 
     /// What every replica of the shadow (this broker and each agent it
@@ -547,15 +541,12 @@ impl Service {
             {
                 continue;
             }
-            let value = pl.leaves[self.policies.of(pl.section).winner(&pl.leaves)]
-                .value
-                .clone()
-                .unwrap_or(Value::Null);
+            let value = pl.leaves[self.policies.of(pl.section).winner(&pl.leaves)].json();
             let entry = out
                 .entry(pl.section.as_str())
                 .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(m) = entry {
-                m.insert(pl.path.join("."), value);
+                m.insert(pl.path.to_string(), value);
             }
         }
         Value::Object(out)

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
-use shade_shared::sync::{self, SyncUp};
+use shade_shared::sync::SyncUp;
 use shade_shared::{Patch, ReplicaId, Section, Shadow, VersionVector};
 
 use common::{
@@ -73,7 +73,7 @@ fn agent_writes_concurrently(port: u16, thing: &str) {
         replica: device,
         changes: replica.changes_since(&VersionVector::new()),
     };
-    let payload = sync::encode(&up).expect("encode");
+    let payload = up.to_cbor();
     block_on(async {
         let (client, mut events) = mqtt(port, thing).await;
         client

@@ -1,6 +1,7 @@
-//! Benchmarks of the sync messages' CBOR: our codec (cbor4ii, through
-//! `shade_shared::sync::{encode, decode}`) against minicbor-serde on the
-//! same `SyncUp`, to keep the choice of crate honest.
+//! Benchmarks of shade's CBOR. Sync messages have their own codec
+//! (`SyncUp::to_cbor` / `from_cbor`); stored documents go through serde
+//! and cbor4ii, measured against minicbor-serde on the same document to
+//! keep the choice of crate honest.
 //!
 //! `cargo bench -p shade-shared --bench cbor`. Target: encode + decode of a
 //! 100-leaf `SyncUp` (an agent catching up) in at most 10 µs. A 10-leaf one
@@ -50,81 +51,71 @@ fn sync_up(writes: usize) -> SyncUp {
     }
 }
 
-fn minicbor_encode(msg: &SyncUp) -> Vec<u8> {
-    minicbor_serde::to_vec(msg).expect("minicbor-serde encodes a SyncUp")
+/// A stored document: the broker's 1,000-leaf shadow, as redb holds it.
+fn stored_shadow() -> Shadow {
+    let mut doc = Shadow::new();
+    let broker = ReplicaId::new("b:local").expect("valid replica id");
+    for w in 0..100 {
+        let mut root = Map::new();
+        for k in 0..10 {
+            root.insert(format!("key{k}"), json!(w * 10 + k));
+        }
+        let patch = Patch::Merge(Map::from_iter([(format!("group{w}"), Value::Object(root))]));
+        doc.write(
+            &broker,
+            Section::Desired,
+            &patch,
+            1_700_000_000_000 + w as u64,
+        );
+    }
+    doc
 }
 
-fn minicbor_decode(bytes: &[u8]) -> SyncUp {
-    minicbor_serde::from_slice(bytes).expect("minicbor-serde decodes a SyncUp")
+/// Sync messages: shade's own codec (`SyncUp::to_cbor` / `from_cbor`).
+fn sync_messages(c: &mut Criterion) {
+    for (name, writes) in [("sync_up_100", 10), ("sync_up_10", 1)] {
+        let msg = sync_up(writes);
+        let bytes = msg.to_cbor();
+        assert_eq!(SyncUp::from_cbor(&bytes, MAX_DEPTH).expect("decodes"), msg);
+        eprintln!("{name}: {} bytes", bytes.len());
+        let mut group = c.benchmark_group(name);
+        group.bench_function("encode_decode", |b| {
+            b.iter(|| SyncUp::from_cbor(&black_box(&msg).to_cbor(), MAX_DEPTH).expect("decodes"))
+        });
+        group.bench_function("encode", |b| b.iter(|| black_box(&msg).to_cbor()));
+        group.bench_function("decode", |b| {
+            b.iter(|| SyncUp::from_cbor(black_box(&bytes), MAX_DEPTH).expect("decodes"))
+        });
+        group.finish();
+    }
 }
 
-/// Both crates must give back exactly what went in, `null`s in arrays included.
-fn check_round_trips(msg: &SyncUp) {
-    let ours = encode(msg).expect("cbor4ii encodes a SyncUp");
-    let back: SyncUp = decode(&ours, MAX_DEPTH).expect("cbor4ii decodes a SyncUp");
-    assert_eq!(&back, msg, "cbor4ii round trip");
-    let theirs = minicbor_encode(msg);
-    assert_eq!(&minicbor_decode(&theirs), msg, "minicbor-serde round trip");
-    // Each crate must also read the other's bytes: same wire format.
-    let cross: SyncUp = decode(&theirs, MAX_DEPTH).expect("cbor4ii reads minicbor-serde");
-    assert_eq!(&cross, msg, "cbor4ii reading minicbor-serde's bytes");
-    assert_eq!(
-        &minicbor_decode(&ours),
-        msg,
-        "minicbor-serde reading cbor4ii's bytes"
-    );
-    eprintln!(
-        "SyncUp of {} leaves: cbor4ii {} bytes, minicbor-serde {} bytes, identical: {}",
-        msg.changes.paths.len(),
-        ours.len(),
-        theirs.len(),
-        ours == theirs
-    );
-}
-
-fn cbor(c: &mut Criterion) {
-    let msg = sync_up(10);
-    check_round_trips(&msg);
-    let bytes = encode(&msg).expect("cbor4ii encodes a SyncUp");
-
-    let mut group = c.benchmark_group("sync_up_100");
+/// Stored documents go through serde: cbor4ii (ours) against
+/// minicbor-serde, to keep the choice of crate honest.
+fn stored_documents(c: &mut Criterion) {
+    let doc = stored_shadow();
+    let ours = encode(&doc).expect("cbor4ii encodes a shadow");
+    let theirs = minicbor_serde::to_vec(&doc).expect("minicbor-serde encodes a shadow");
+    // Same wire format: each crate reads the other's bytes.
+    let cross: Shadow = decode(&theirs, MAX_DEPTH).expect("cbor4ii reads minicbor-serde");
+    assert_eq!(cross, doc);
+    let back: Shadow = minicbor_serde::from_slice(&ours).expect("minicbor-serde reads cbor4ii");
+    assert_eq!(back, doc);
+    let mut group = c.benchmark_group("shadow_1000");
     group.bench_function("cbor4ii/encode_decode", |b| {
         b.iter(|| {
-            let bytes = encode(black_box(&msg)).expect("encodes");
-            decode::<SyncUp>(&bytes, MAX_DEPTH).expect("decodes")
-        })
-    });
-    group.bench_function("cbor4ii/encode", |b| {
-        b.iter(|| encode(black_box(&msg)).expect("encodes"))
-    });
-    group.bench_function("cbor4ii/decode", |b| {
-        b.iter(|| decode::<SyncUp>(black_box(&bytes), MAX_DEPTH).expect("decodes"))
-    });
-    group.bench_function("minicbor_serde/encode_decode", |b| {
-        b.iter(|| minicbor_decode(&minicbor_encode(black_box(&msg))))
-    });
-    group.bench_function("minicbor_serde/encode", |b| {
-        b.iter(|| minicbor_encode(black_box(&msg)))
-    });
-    group.bench_function("minicbor_serde/decode", |b| {
-        b.iter(|| minicbor_decode(black_box(&bytes)))
-    });
-    group.finish();
-
-    let small = sync_up(1);
-    check_round_trips(&small);
-    let mut group = c.benchmark_group("sync_up_10");
-    group.bench_function("cbor4ii/encode_decode", |b| {
-        b.iter(|| {
-            let bytes = encode(black_box(&small)).expect("encodes");
-            decode::<SyncUp>(&bytes, MAX_DEPTH).expect("decodes")
+            let bytes = encode(black_box(&doc)).expect("encodes");
+            decode::<Shadow>(&bytes, MAX_DEPTH).expect("decodes")
         })
     });
     group.bench_function("minicbor_serde/encode_decode", |b| {
-        b.iter(|| minicbor_decode(&minicbor_encode(black_box(&small))))
+        b.iter(|| {
+            let bytes = minicbor_serde::to_vec(black_box(&doc)).expect("encodes");
+            minicbor_serde::from_slice::<Shadow>(&bytes).expect("decodes")
+        })
     });
     group.finish();
 }
 
-criterion_group!(benches, cbor);
+criterion_group!(benches, sync_messages, stored_documents);
 criterion_main!(benches);

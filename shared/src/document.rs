@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::name::ReplicaId;
+use crate::value::LeafValue;
 use crate::version::{Dot, Hlc, Timestamp, VersionVector};
 
 /// `desired` or `reported`.
@@ -42,22 +43,17 @@ impl Section {
 
 pub use crate::path::Path;
 
-/// Renders a path as `a.b.c` for people and conflict records.
-pub fn path_string(path: &[String]) -> String {
-    path.join(".")
-}
-
 /// One write at one path: a value, or a tombstone when `value` is `None`.
 /// Serialized as `[value, dot, ts]` (see [`crate::wire`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Leaf {
-    pub value: Option<Value>,
+    pub value: Option<LeafValue>,
     pub dot: Dot,
     pub ts: Timestamp,
 }
 
 crate::wire::tuple_serde!(Leaf {
-    value: Option<Value> => json_value,
+    value: Option<LeafValue>,
     dot: Dot,
     ts: Timestamp,
 });
@@ -66,64 +62,17 @@ impl Leaf {
     pub fn is_tombstone(&self) -> bool {
         self.value.is_none()
     }
-}
 
-/// Leaf values through serde: cbor4ii writes a unit (which is what
-/// `serde_json::Value::Null` serializes as) as an empty array, so nulls
-/// inside arrays would come back as `[]`. This writes them as CBOR null.
-pub(crate) mod json_value {
-    use serde::ser::{SerializeMap, SerializeSeq};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use serde_json::Value;
-
-    struct Json<'a>(&'a Value);
-
-    impl Serialize for Json<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            match self.0 {
-                Value::Null => s.serialize_none(),
-                Value::Array(items) => {
-                    let mut seq = s.serialize_seq(Some(items.len()))?;
-                    for item in items {
-                        seq.serialize_element(&Json(item))?;
-                    }
-                    seq.end()
-                }
-                Value::Object(map) => {
-                    let mut m = s.serialize_map(Some(map.len()))?;
-                    for (k, v) in map {
-                        m.serialize_entry(k, &Json(v))?;
-                    }
-                    m.end()
-                }
-                other => other.serialize(s),
-            }
-        }
-    }
-
-    pub(crate) fn serialize<S: Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => s.serialize_some(&Json(v)),
-            None => s.serialize_none(),
-        }
-    }
-
-    /// A leaf holds no JSON `null` (that is a delete, `None`); one would
-    /// come back as a tombstone after a round trip. CBOR can spell one
-    /// that JSON cannot, as a non-finite float: refused.
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-        match Option::<Value>::deserialize(d)? {
-            Some(Value::Null) => Err(serde::de::Error::custom(
-                "a leaf value is null or a non-finite number",
-            )),
-            v => Ok(v),
-        }
+    /// The value as JSON, `null` for a tombstone.
+    pub fn json(&self) -> Value {
+        self.value.as_ref().map_or(Value::Null, LeafValue::to_json)
     }
 }
 
 /// The leaves of one path that are concurrent with each other, sorted by dot
-/// so that equal states compare and serialize equal.
-pub type Register = Vec<Leaf>;
+/// so that equal states compare and serialize equal. Nearly always one
+/// leaf, kept inline.
+pub type Register = smallvec::SmallVec<[Leaf; 1]>;
 
 /// Which write wins among concurrent ones, per section (config `policy`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,7 +154,7 @@ pub struct ConflictSide {
 impl ConflictSide {
     fn of(leaf: &Leaf) -> Self {
         Self {
-            value: leaf.value.clone().unwrap_or(Value::Null),
+            value: leaf.json(),
             replica: leaf.dot.replica.clone(),
             ts: leaf.ts.ms,
         }
@@ -414,10 +363,10 @@ impl Shadow {
         patch: &Patch,
         now_ms: u64,
     ) -> Option<Dot> {
-        let mut ops: Vec<(Path, Option<Value>)> = Vec::new();
+        let mut ops: Vec<(Path, Option<LeafValue>)> = Vec::new();
         match patch {
-            Patch::Clear => self.delete_ops(section, &[], &mut ops),
-            Patch::Merge(map) => self.patch_ops(section, &mut Vec::new(), map, &mut ops),
+            Patch::Clear => self.delete_ops(section, &Path::root(), &mut ops),
+            Patch::Merge(map) => self.patch_ops(section, &Path::root(), map, &mut ops),
         }
         if ops.is_empty() {
             return None;
@@ -430,7 +379,7 @@ impl Shadow {
                 dot: dot.clone(),
                 ts,
             };
-            self.set_register(section, &path, vec![leaf]);
+            self.set_register(section, &path, smallvec::smallvec![leaf]);
         }
         self.exists = true;
         Some(dot)
@@ -440,12 +389,10 @@ impl Shadow {
     fn delete_ops(
         &self,
         section: Section,
-        prefix: &[String],
-        ops: &mut Vec<(Path, Option<Value>)>,
+        prefix: &Path,
+        ops: &mut Vec<(Path, Option<LeafValue>)>,
     ) {
-        use std::ops::Bound;
-        let range = (Bound::Included(prefix), Bound::Unbounded);
-        for (path, reg) in self.section(section).range::<[String], _>(range) {
+        for (path, reg) in self.section(section).range(prefix..) {
             if !path.starts_with(prefix) {
                 break;
             }
@@ -458,34 +405,33 @@ impl Shadow {
     fn patch_ops(
         &self,
         section: Section,
-        prefix: &mut Vec<String>,
+        prefix: &Path,
         map: &Map<String, Value>,
-        ops: &mut Vec<(Path, Option<Value>)>,
+        ops: &mut Vec<(Path, Option<LeafValue>)>,
     ) {
         for (key, value) in map {
-            prefix.push(key.clone());
+            let path = prefix.child(key);
             match value {
-                Value::Null => self.delete_ops(section, prefix, ops),
+                Value::Null => self.delete_ops(section, &path, ops),
                 Value::Object(inner) => {
                     // An object replaces a scalar that stood at its place.
                     if self
                         .section(section)
-                        .get(prefix.as_slice())
+                        .get(&path)
                         .is_some_and(|r| Self::live(r))
                     {
-                        ops.push((prefix.as_slice().into(), None));
+                        ops.push((path.clone(), None));
                     }
-                    self.patch_ops(section, prefix, inner, ops);
+                    self.patch_ops(section, &path, inner, ops);
                 }
                 scalar => {
                     // A scalar replaces the subtree below it; its own entry comes first.
                     let mut below = Vec::new();
-                    self.delete_ops(section, prefix, &mut below);
-                    ops.push((prefix.as_slice().into(), Some(scalar.clone())));
-                    ops.extend(below.into_iter().filter(|(p, _)| p.len() > prefix.len()));
+                    self.delete_ops(section, &path, &mut below);
+                    ops.push((path.clone(), LeafValue::from_json(scalar)));
+                    ops.extend(below.into_iter().filter(|(p, _)| *p != path));
                 }
             }
-            prefix.pop();
         }
     }
 
@@ -508,7 +454,7 @@ impl Shadow {
                 if i != w {
                     conflicts.push(Conflict {
                         section,
-                        path: path_string(path),
+                        path: path.to_string(),
                         kept: ConflictSide::of(&reg[w]),
                         lost: ConflictSide::of(lost),
                     });
@@ -522,8 +468,7 @@ impl Shadow {
         let mut state = Map::new();
         let mut metadata = Map::new();
         for (path, leaf) in shown {
-            let value = leaf.value.clone().unwrap_or(Value::Null);
-            insert_at(&mut state, path, value);
+            insert_at(&mut state, path, leaf.json());
             insert_at(
                 &mut metadata,
                 path,
@@ -585,7 +530,7 @@ fn resolve_overlaps<'a>(
                 hidden[j] = true;
                 conflicts.push(Conflict {
                     section,
-                    path: path_string(winners[j].0),
+                    path: winners[j].0.to_string(),
                     kept: ConflictSide::of(top_leaf),
                     lost: ConflictSide::of(winners[j].1),
                 });
@@ -594,7 +539,7 @@ fn resolve_overlaps<'a>(
             hidden[i] = true;
             conflicts.push(Conflict {
                 section,
-                path: path_string(top),
+                path: top.to_string(),
                 kept: ConflictSide::of(newest_below),
                 lost: ConflictSide::of(top_leaf),
             });
@@ -610,14 +555,16 @@ fn resolve_overlaps<'a>(
 
 /// Sets `value` at `path` inside `root`, making objects on the way (and
 /// replacing a non-object that stands where one is needed).
-pub fn insert_at(root: &mut Map<String, Value>, path: &[String], value: Value) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
+pub fn insert_at(root: &mut Map<String, Value>, path: &Path, value: Value) {
+    let mut keys = path.keys().peekable();
     let mut node = root;
-    for key in parents {
+    while let Some(key) = keys.next() {
+        if keys.peek().is_none() {
+            node.insert(key.into_owned(), value);
+            return;
+        }
         let entry = node
-            .entry(key.clone())
+            .entry(key.into_owned())
             .or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
             *entry = Value::Object(Map::new());
@@ -625,7 +572,6 @@ pub fn insert_at(root: &mut Map<String, Value>, path: &[String], value: Value) {
         let Value::Object(next) = entry else { return };
         node = next;
     }
-    node.insert(last.clone(), value);
 }
 
 /// AWS's delta: the parts of `desired` that differ from `reported` at the

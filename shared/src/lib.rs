@@ -48,12 +48,16 @@
 //! - [`version`]: dots, version vectors, the hybrid logical clock.
 //! - [`document`]: a shadow's sections of leaves, local writes, rendering, delta.
 //! - [`merge`]: joining remote leaves, what to send a peer, tombstone collection.
-//! - [`sync`]: the `SyncUp` / `SyncDown` messages and their CBOR encoding.
+//! - [`value`]: a leaf's value, kept as canonical CBOR.
+//! - [`sync`]: the `SyncUp` / `SyncDown` messages; `codec` writes and reads them.
 //! - [`aws`]: the AWS IoT Device Shadow JSON API: requests, errors, replies.
 //! - [`limits`]: document size, depth and token limits.
 //! - [`topic`]: the MQTT topic grammar, AWS and native, parsed and formatted.
 
 pub mod aws;
+mod bytes;
+mod cbor;
+mod codec;
 pub mod document;
 mod index;
 pub mod limits;
@@ -62,6 +66,7 @@ pub mod name;
 pub mod path;
 pub mod sync;
 pub mod topic;
+pub mod value;
 pub mod version;
 mod wire;
 
@@ -72,4 +77,5 @@ pub use merge::{Changes, MergeOutcome, PathLeaves};
 pub use name::{NameError, ReplicaId, ShadowId, ShadowName, ThingName};
 pub use sync::{SyncDown, SyncError, SyncUp};
 pub use topic::{Operation, Reply, Topic, TopicError};
+pub use value::LeafValue;
 pub use version::{Dot, Hlc, Timestamp, VersionVector};

@@ -66,8 +66,8 @@ crate::wire::tuple_serde!(PathLeaves {
 /// What one replica ships to another: every register holding a leaf the
 /// peer lacks, and the sender's vector.
 ///
-/// Serialized in a compact form with a table of replica ids (see
-/// `wire::changes`).
+/// Carried in sync messages in a compact form with a table of replica
+/// ids (see `codec`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Changes {
     /// The sender's vector: the causal context of `paths`.
@@ -212,11 +212,16 @@ impl Shadow {
 
     /// Joins `remote` into this replica. See the module docs for the rules.
     pub fn merge(&mut self, remote: &Changes) -> MergeOutcome {
-        let mut outcome = MergeOutcome::default();
         if !self.vv.dominates(&remote.since) {
-            outcome.gap = true;
-            return outcome;
+            return MergeOutcome {
+                changed: Vec::new(),
+                gap: true,
+            };
         }
+        let mut outcome = MergeOutcome {
+            changed: Vec::with_capacity(remote.paths.len()),
+            gap: false,
+        };
         for pl in &remote.paths {
             for leaf in &pl.leaves {
                 self.clock.observe(leaf.ts);
@@ -251,7 +256,8 @@ impl Shadow {
         if local.iter().all(keep) && !pl.leaves.iter().any(take) {
             return false;
         }
-        let mut joined: Register = Vec::with_capacity(local.len() + pl.leaves.len());
+        // Grown as needed: a register of one leaf, the usual result, stays inline.
+        let mut joined = Register::new();
         joined.extend(local.iter().filter(|l| keep(l)).cloned());
         for r in &pl.leaves {
             if take(r) && !joined.iter().any(|l| l.dot == r.dot) {
@@ -306,7 +312,7 @@ impl Shadow {
                 .map(|(p, _)| p.clone())
                 .collect();
             for path in dead {
-                self.set_register(section, &path, Vec::new());
+                self.set_register(section, &path, Register::new());
                 dropped += 1;
             }
         }

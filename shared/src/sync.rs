@@ -14,8 +14,11 @@
 //!   |<---------------------------------------|   vv_b covering a dot acknowledges it
 //! ```
 //!
-//! CBOR is decoded with a nesting limit and a trailing-bytes check, so a
-//! hostile or corrupt payload is an error value, never a stack overflow.
+//! Messages are written and read by hand ([`crate::codec`], where the
+//! wire format is described); [`encode`] and [`decode`] serve stored
+//! state (documents, the agent's replica) through serde. Both decode with
+//! a nesting limit and a trailing-bytes check, so a hostile or corrupt
+//! payload is an error value, never a stack overflow.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +27,7 @@ use crate::name::ReplicaId;
 use crate::version::VersionVector;
 
 /// Agent -> broker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SyncUp {
     /// The sending agent's replica id.
     pub replica: ReplicaId,
@@ -33,7 +36,7 @@ pub struct SyncUp {
 }
 
 /// Broker -> agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SyncDown {
     /// The broker's replica id.
     pub replica: ReplicaId,
@@ -47,9 +50,35 @@ pub struct SyncDown {
     pub stable: VersionVector,
 }
 
+impl SyncUp {
+    /// The message as CBOR.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        crate::codec::encode_up(self)
+    }
+
+    /// Reads a message, refusing values nested deeper than `max_value_depth`.
+    pub fn from_cbor(bytes: &[u8], max_value_depth: usize) -> Result<Self, SyncError> {
+        crate::codec::decode_up(bytes, max_value_depth).map_err(SyncError::from)
+    }
+}
+
+impl SyncDown {
+    /// The message as CBOR.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        crate::codec::encode_down(self)
+    }
+
+    /// Reads a message, refusing values nested deeper than `max_value_depth`.
+    pub fn from_cbor(bytes: &[u8], max_value_depth: usize) -> Result<Self, SyncError> {
+        crate::codec::decode_down(bytes, max_value_depth).map_err(SyncError::from)
+    }
+}
+
 /// Why a sync payload could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    #[error("invalid CBOR sync message: {0}")]
+    Invalid(#[from] crate::cbor::CborError),
     #[error("invalid CBOR sync message: {0}")]
     Decode(String),
     #[error("CBOR sync message nests deeper than {0} levels")]
@@ -160,15 +189,16 @@ mod tests {
             replica: a,
             changes: s.changes_since(&VersionVector::new()),
         };
-        let bytes = encode(&up).expect("encodes");
-        let back: SyncUp = decode(&bytes, 8).expect("decodes");
+        let bytes = up.to_cbor();
+        let back = SyncUp::from_cbor(&bytes, 8).expect("decodes");
         assert_eq!(back, up);
     }
 
     #[test]
     fn garbage_and_deep_nesting_are_errors() {
-        assert!(decode::<SyncUp>(&[0xff, 0x00, 0x13], 8).is_err());
-        assert!(decode::<SyncUp>(&[], 8).is_err());
+        assert!(SyncUp::from_cbor(&[0xff, 0x00, 0x13], 8).is_err());
+        assert!(SyncUp::from_cbor(&[], 8).is_err());
+        assert!(SyncDown::from_cbor(&[0xa1], 8).is_err());
         let deep = vec![0x81u8; 10_000]; // arrays of one element, nested 10,000 deep
         assert!(matches!(
             decode::<serde_json::Value>(&deep, 8),
@@ -203,8 +233,8 @@ mod tests {
             replica: a,
             changes: s.changes_since(&VersionVector::new()),
         };
-        let bytes = encode(&up).expect("encodes");
-        let back: SyncUp = decode(&bytes, 8).expect("decodes");
+        let bytes = up.to_cbor();
+        let back = SyncUp::from_cbor(&bytes, 8).expect("decodes");
         assert_eq!(back, up);
         // Each id is written once, however many leaves name it.
         let text = String::from_utf8_lossy(&bytes);
@@ -212,22 +242,80 @@ mod tests {
         assert_eq!(text.matches("b:local").count(), 2, "vector and table");
     }
 
+    /// `{"replica": "a:d", "changes": ...}` around `changes`.
+    fn up_bytes(changes: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![0xa2, 0x67];
+        bytes.extend_from_slice(b"replica");
+        bytes.push(0x63);
+        bytes.extend_from_slice(b"a:d");
+        bytes.push(0x67);
+        bytes.extend_from_slice(b"changes");
+        bytes.extend_from_slice(changes);
+        bytes
+    }
+
+    /// The wire format is fixed: an agent and a broker of different
+    /// builds must read each other. These are the bytes of the format
+    /// described in `codec`, spelled out.
+    #[test]
+    fn the_wire_format_is_the_documented_one() {
+        // [vv {"a:d": 1}, since {}, partial false, replicas ["a:d"], paths [[
+        //   1 (reported), ["k"], [[7, index 0, counter 1, ms 5, logical 0]]]]]
+        let mut changes = vec![0x85, 0xa1, 0x63];
+        changes.extend_from_slice(b"a:d");
+        changes.extend_from_slice(&[0x01, 0xa0, 0xf4, 0x81, 0x63]);
+        changes.extend_from_slice(b"a:d");
+        changes.extend_from_slice(&[
+            0x81, 0x83, 0x01, 0x81, 0x61, b'k', 0x81, 0x85, 0x07, 0x00, 0x01, 0x05, 0x00,
+        ]);
+        let bytes = up_bytes(&changes);
+        let mut s = Shadow::new();
+        let patch = serde_json::json!({"k": 7});
+        let map = patch.as_object().cloned().unwrap_or_default();
+        s.write(&replica("a:d"), Section::Reported, &Patch::Merge(map), 5);
+        let up = SyncUp {
+            replica: replica("a:d"),
+            changes: s.changes_since(&VersionVector::new()),
+        };
+        assert_eq!(up.to_cbor(), bytes);
+        assert_eq!(SyncUp::from_cbor(&bytes, 8).expect("decodes"), up);
+    }
+
     #[test]
     fn a_leaf_naming_a_replica_outside_the_table_is_refused() {
         // [vv {}, since {}, partial false, replicas ["a:d"], paths [[
         //   1 (reported), ["k"], [[1, index 1, counter 1, ms 5, logical 0]]]]]
-        let mut bytes = vec![];
-        bytes.extend_from_slice(&[0x85, 0xa0, 0xa0, 0xf4, 0x81, 0x63]);
-        bytes.extend_from_slice(b"a:d");
-        bytes.extend_from_slice(&[
+        let mut changes = vec![0x85, 0xa0, 0xa0, 0xf4, 0x81, 0x63];
+        changes.extend_from_slice(b"a:d");
+        changes.extend_from_slice(&[
             0x81, 0x83, 0x01, 0x81, 0x61, b'k', 0x81, 0x85, 0x01, 0x01, 0x01, 0x05, 0x00,
         ]);
-        let err = decode::<Changes>(&bytes, 8).expect_err("index 1 of a 1-entry table");
+        let mut bytes = up_bytes(&changes);
+        let err = SyncUp::from_cbor(&bytes, 8).expect_err("index 1 of a 1-entry table");
         assert!(err.to_string().contains("not in the table"), "{err}");
         let index_at = bytes.len() - 4;
         bytes[index_at] = 0x00;
-        let ok: Changes = decode(&bytes, 8).expect("index 0 is fine");
-        assert_eq!(ok.paths[0].leaves[0].dot.replica.as_str(), "a:d");
+        let ok = SyncUp::from_cbor(&bytes, 8).expect("index 0 is fine");
+        assert_eq!(ok.changes.paths[0].leaves[0].dot.replica.as_str(), "a:d");
+        // What a later version appends is skipped; missing fields are errors.
+        let mut longer = bytes.clone();
+        longer[0] = 0xa3;
+        longer.extend_from_slice(&[0x65, b'e', b'x', b't', b'r', b'a', 0x82, 0x01, 0x02]);
+        assert_eq!(SyncUp::from_cbor(&longer, 8).expect("extra key"), ok);
+        let mut shorter = bytes.clone();
+        shorter[0] = 0xa1;
+        shorter.truncate(1 + 8 + 4);
+        let err = SyncUp::from_cbor(&shorter, 8).expect_err("no changes");
+        assert!(err.to_string().contains("missing changes"), "{err}");
+    }
+
+    #[test]
+    fn a_message_with_trailing_bytes_is_refused() {
+        let mut bytes = up_bytes(&[0x85, 0xa0, 0xa0, 0xf4, 0x80, 0x80]);
+        assert!(SyncUp::from_cbor(&bytes, 8).is_ok());
+        bytes.push(0);
+        let err = SyncUp::from_cbor(&bytes, 8).expect_err("trailing byte");
+        assert!(err.to_string().contains("trailing"), "{err}");
     }
 
     #[test]

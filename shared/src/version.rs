@@ -143,6 +143,16 @@ impl VersionVector {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The number of replicas named.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Sets the counter of `replica`, as read from a message.
+    pub(crate) fn insert(&mut self, replica: ReplicaId, counter: u64) {
+        self.0.insert(replica, counter);
+    }
 }
 
 impl FromIterator<(ReplicaId, u64)> for VersionVector {

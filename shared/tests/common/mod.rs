@@ -144,11 +144,11 @@ fn claims(
 }
 
 /// The leaves of `section` at `path` (empty when there is no register).
-pub(crate) fn register<'a>(shadow: &'a Shadow, section: Section, path: &[String]) -> &'a [Leaf] {
+pub(crate) fn register<'a>(shadow: &'a Shadow, section: Section, path: &Path) -> &'a [Leaf] {
     shadow
         .section(section)
         .get(path)
-        .map(Vec::as_slice)
+        .map(|r| r.as_slice())
         .unwrap_or(&[])
 }
 
@@ -194,18 +194,19 @@ pub(crate) fn assert_same(a: &Shadow, b: &Shadow, what: &str) -> Result<(), Test
 }
 
 /// The value rendered at `path` in a rendered state, if any.
-pub(crate) fn value_at<'a>(state: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(state, |node, key| node.get(key))
+pub(crate) fn value_at<'a>(state: &'a Value, path: &Path) -> Option<&'a Value> {
+    path.keys()
+        .try_fold(state, |node, key| node.get(key.as_ref()))
 }
 
 /// Does `rendered` report `leaf` at `path` as a conflict's losing side?
-pub(crate) fn lost_in_conflict(rendered: &Rendered, path: &[String], leaf: &Leaf) -> bool {
+pub(crate) fn lost_in_conflict(rendered: &Rendered, path: &Path, leaf: &Leaf) -> bool {
     let side = ConflictSide {
-        value: leaf.value.clone().unwrap_or(Value::Null),
+        value: leaf.json(),
         replica: leaf.dot.replica.clone(),
         ts: leaf.ts.ms,
     };
-    let path = path.join(".");
+    let path = path.to_string();
     rendered
         .conflicts
         .iter()

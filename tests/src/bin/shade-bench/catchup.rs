@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rumqttc::{Event, Packet};
-use shade_shared::sync::{self, SyncDown};
+use shade_shared::sync::SyncDown;
 use shade_shared::ReplicaId;
 
 use crate::client::{connect, options};
@@ -154,7 +154,7 @@ pub(crate) async fn run(bins: &Path, p: Params) -> Result<Metrics> {
                     continue;
                 }
                 downs += 1;
-                let down: SyncDown = sync::decode(&msg.payload, 64)?;
+                let down = SyncDown::from_cbor(&msg.payload, 64)?;
                 if down.changes.vv.get(&me) >= target {
                     return anyhow::Ok(t0.elapsed());
                 }

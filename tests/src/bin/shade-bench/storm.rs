@@ -26,7 +26,7 @@ use anyhow::{bail, Result};
 use rand::SeedableRng;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::json;
-use shade_shared::sync::{self, SyncDown, SyncUp};
+use shade_shared::sync::{SyncDown, SyncUp};
 use shade_shared::{Patch, ReplicaId, Section, Shadow, ShadowId, ThingName, Topic, VersionVector};
 use tokio::sync::watch;
 
@@ -87,12 +87,12 @@ impl Agent {
             replica: self.me.clone(),
             changes: self.shadow.changes_since(&self.broker_vv),
         };
-        Ok(sync::encode(&up)?)
+        Ok(up.to_cbor())
     }
 
     /// Merges a `SyncDown`; true when it acknowledges the last write.
     fn on_down(&mut self, payload: &[u8]) -> bool {
-        let Ok(down) = sync::decode::<SyncDown>(payload, 8) else {
+        let Ok(down) = SyncDown::from_cbor(payload, 8) else {
             return false;
         };
         let outcome = self.shadow.merge(&down.changes);
