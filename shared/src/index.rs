@@ -42,6 +42,22 @@ impl DotIndex {
         self.entries += 1;
     }
 
+    /// Adds entries, one search per run of equal dots.
+    pub(crate) fn add_all(&mut self, entries: Vec<(&Dot, Section, &Path)>) {
+        let mut rest = entries.as_slice();
+        while let Some(((dot, _, _), _)) = rest.split_first() {
+            let run = rest.iter().take_while(|(d, _, _)| d == dot).count();
+            let by_counter = match self.by_replica.get_mut(&dot.replica) {
+                Some(b) => b,
+                None => self.by_replica.entry(dot.replica.clone()).or_default(),
+            };
+            let paths = by_counter.entry(dot.counter).or_default();
+            paths.extend(rest[..run].iter().map(|(_, s, p)| (*s, (*p).clone())));
+            self.entries += run;
+            rest = &rest[run..];
+        }
+    }
+
     /// `n` entries no longer match their register.
     pub(crate) fn note_stale(&mut self, n: usize) {
         self.stale += n;

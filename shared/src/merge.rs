@@ -46,7 +46,7 @@
 //! taken from a message that was not merged, such as one refused as a gap.
 
 use crate::document::{Leaf, Path, Register, Section, Shadow};
-use crate::version::VersionVector;
+use crate::version::{Dot, VersionVector};
 
 /// The register of one path, as shipped between replicas:
 /// `[section, path, leaves]` on the wire.
@@ -222,27 +222,42 @@ impl Shadow {
             changed: Vec::with_capacity(remote.paths.len()),
             gap: false,
         };
+        // Index entries of the leaves taken, added at the end: a message's
+        // leaves mostly share a few dots, so they go in one search per dot.
+        let mut taken: Vec<(&Dot, Section, &Path)> = Vec::with_capacity(remote.paths.len());
         for pl in &remote.paths {
             for leaf in &pl.leaves {
                 self.clock.observe(leaf.ts);
             }
-            if self.join_path(pl, &remote.vv) {
+            if self.join_path(pl, &remote.vv, &mut taken) {
                 outcome.changed.push((pl.section, pl.path.clone()));
             }
+        }
+        self.index.add_all(taken);
+        if self.index.wants_rebuild() {
+            let (d, r) = (&self.desired, &self.reported);
+            self.index
+                .rebuild([(Section::Desired, d), (Section::Reported, r)]);
         }
         self.vv.join(&remote.vv);
         outcome
     }
 
     /// Joins one remote register into ours (one search of the section's
-    /// map); returns whether ours changed.
-    fn join_path(&mut self, pl: &PathLeaves, remote_vv: &VersionVector) -> bool {
+    /// map); returns whether ours changed. The remote leaves it takes are
+    /// pushed to `taken` for the dot index.
+    fn join_path<'m>(
+        &mut self,
+        pl: &'m PathLeaves,
+        remote_vv: &VersionVector,
+        taken: &mut Vec<(&'m Dot, Section, &'m Path)>,
+    ) -> bool {
         use std::collections::btree_map::Entry;
         let map = match pl.section {
             Section::Desired => &mut self.desired,
             Section::Reported => &mut self.reported,
         };
-        let (vv, index) = (&self.vv, &mut self.index);
+        let vv = &self.vv;
         let entry = map.entry(pl.path.clone());
         let local: &[Leaf] = match &entry {
             Entry::Occupied(o) => o.get(),
@@ -259,37 +274,28 @@ impl Shadow {
         // Grown as needed: a register of one leaf, the usual result, stays inline.
         let mut joined = Register::new();
         joined.extend(local.iter().filter(|l| keep(l)).cloned());
+        let dropped = local.len() - joined.len();
         for r in &pl.leaves {
             if take(r) && !joined.iter().any(|l| l.dot == r.dot) {
                 joined.push(r.clone());
+                taken.push((&r.dot, pl.section, &pl.path));
             }
         }
         joined.sort_by(|a, b| a.dot.cmp(&b.dot));
         if joined.iter().any(|l| !l.is_tombstone()) {
             self.exists = true;
         }
-        // As `Shadow::set_register`, without searching the map again.
-        for leaf in &joined {
-            index.add(&leaf.dot, pl.section, &pl.path);
-        }
-        let old = match entry {
-            Entry::Occupied(mut o) if !joined.is_empty() => {
-                Some(std::mem::replace(o.get_mut(), joined))
+        // Kept leaves keep their index entries; dropped ones' go stale.
+        self.index.note_stale(dropped);
+        match entry {
+            Entry::Occupied(mut o) if !joined.is_empty() => *o.get_mut() = joined,
+            Entry::Occupied(o) => {
+                o.remove();
             }
-            Entry::Occupied(o) => Some(o.remove()),
             Entry::Vacant(v) => {
                 if !joined.is_empty() {
                     v.insert(joined);
                 }
-                None
-            }
-        };
-        if let Some(old) = old {
-            self.index.note_stale(old.len());
-            if self.index.wants_rebuild() {
-                let (d, r) = (&self.desired, &self.reported);
-                self.index
-                    .rebuild([(Section::Desired, d), (Section::Reported, r)]);
             }
         }
         true
