@@ -344,6 +344,12 @@ pub(crate) fn f64_bytes(v: f64) -> [u8; 9] {
 /// values build theirs on the stack while they fit inline).
 pub(crate) trait Sink {
     fn put(&mut self, bytes: &[u8]);
+
+    /// One byte: most heads (short lengths, small numbers) are one.
+    #[inline]
+    fn put_byte(&mut self, byte: u8) {
+        self.put(&[byte]);
+    }
 }
 
 /// UTF-8, with short ASCII (keys, words) spared the full validation.
@@ -357,10 +363,19 @@ impl Sink for Vec<u8> {
     fn put(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
     }
+
+    #[inline]
+    fn put_byte(&mut self, byte: u8) {
+        self.push(byte);
+    }
 }
 
 #[inline]
 pub(crate) fn write_head(out: &mut impl Sink, major: u8, n: u64) {
+    if n < 24 {
+        out.put_byte(major << 5 | n as u8);
+        return;
+    }
     let (b, len) = head_bytes(major, n);
     out.put(b.get(..len).unwrap_or_default());
 }
@@ -389,12 +404,12 @@ pub(crate) fn write_text(out: &mut impl Sink, s: &str) {
 
 #[inline]
 pub(crate) fn write_bool(out: &mut impl Sink, b: bool) {
-    out.put(&[if b { TRUE } else { FALSE }]);
+    out.put_byte(if b { TRUE } else { FALSE });
 }
 
 #[inline]
 pub(crate) fn write_null(out: &mut impl Sink) {
-    out.put(&[NULL]);
+    out.put_byte(NULL);
 }
 
 #[inline]

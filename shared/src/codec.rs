@@ -103,14 +103,7 @@ fn write_changes(out: &mut Vec<u8>, changes: &Changes) {
     for pl in &changes.paths {
         cbor::write_array_len(out, 3);
         cbor::write_u64(out, section_number(pl.section));
-        cbor::write_array_len(out, pl.path.len());
-        // Keys straight from the path's encoding: they were valid UTF-8
-        // when the path was made, so they are not validated again.
-        let mut keys = pl.path.keys();
-        while let Some(key) = keys.next_bytes() {
-            cbor::write_head(out, cbor::TEXT, key.len() as u64);
-            out.extend_from_slice(&key);
-        }
+        write_path(out, &pl.path);
         cbor::write_array_len(out, pl.leaves.len());
         for leaf in &pl.leaves {
             let index = table
@@ -127,6 +120,39 @@ fn write_changes(out: &mut Vec<u8>, changes: &Changes) {
             cbor::write_u64(out, leaf.ts.ms);
             cbor::write_u64(out, u64::from(leaf.ts.logical));
         }
+    }
+}
+
+/// A path as its list of keys, copied from its encoding in one pass: a
+/// placeholder array head is patched with the count once the keys are
+/// written. Paths with a key holding `\0` or with 24 keys or more (a
+/// longer head) are written again key by key.
+fn write_path(out: &mut Vec<u8>, path: &Path) {
+    let head_at = out.len();
+    out.push(0);
+    let mut count = 0u8;
+    let mut rest = path.encoded();
+    while !rest.is_empty() && count < 24 {
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        if rest.get(end + 1) != Some(&1) {
+            count = 24; // an escaped 0x00: not a key's end
+            break;
+        }
+        cbor::write_head(out, cbor::TEXT, end as u64);
+        out.extend_from_slice(&rest[..end]);
+        rest = &rest[end + 2..];
+        count += 1;
+    }
+    if count < 24 {
+        out[head_at] = 0x80 | count;
+        return;
+    }
+    out.truncate(head_at);
+    cbor::write_array_len(out, path.len());
+    let mut keys = path.keys();
+    while let Some(key) = keys.next_bytes() {
+        cbor::write_head(out, cbor::TEXT, key.len() as u64);
+        out.extend_from_slice(&key);
     }
 }
 

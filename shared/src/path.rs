@@ -133,16 +133,26 @@ impl Path {
 
     /// The keys, outermost first.
     pub fn keys(&self) -> Keys<'_> {
-        Keys { rest: &self.bytes }
+        Keys {
+            rest: &self.bytes,
+            escaped: self.bytes.contains(&0xff),
+        }
     }
 
-    /// The number of keys.
+    /// The number of keys: every `0x00` ends a key or escapes one, and
+    /// `0xff`, which UTF-8 never holds, marks the escapes.
     pub fn len(&self) -> usize {
-        self.bytes.windows(2).filter(|w| w == &[0, 1]).count()
+        let zeros = self.bytes.iter().filter(|&&b| b == 0).count();
+        zeros - self.bytes.iter().filter(|&&b| b == 0xff).count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
+    }
+
+    /// The encoding (see the module docs).
+    pub(crate) fn encoded(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// Whether `ancestor` is this path or a path above it.
@@ -155,6 +165,8 @@ impl Path {
 #[derive(Debug, Clone)]
 pub struct Keys<'a> {
     rest: &'a [u8],
+    /// Some key holds a `\0` (escaped `0x00 0xff`); else each `0x00` ends one.
+    escaped: bool,
 }
 
 impl<'a> Keys<'a> {
@@ -162,6 +174,16 @@ impl<'a> Keys<'a> {
     pub(crate) fn next_bytes(&mut self) -> Option<Cow<'a, [u8]>> {
         if self.rest.is_empty() {
             return None;
+        }
+        if !self.escaped {
+            let end = self
+                .rest
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(self.rest.len());
+            let (key, rest) = self.rest.split_at(end);
+            self.rest = rest.get(2..).unwrap_or(&[]);
+            return Some(Cow::Borrowed(key));
         }
         // Every 0x00 starts a pair: 0x00 0x01 ends the key, 0x00 0xff is a 0x00.
         let mut end = 0;

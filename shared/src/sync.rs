@@ -194,6 +194,42 @@ mod tests {
         assert_eq!(back, up);
     }
 
+    /// Keys holding `\0`, empty keys and paths of more keys than a
+    /// one-byte array head holds take the slower ways through the codec.
+    #[test]
+    fn unusual_paths_round_trip() {
+        let mut s = Shadow::new();
+        let a = replica("a:dev");
+        let long: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+        let mut value = serde_json::json!(1);
+        for key in long.iter().rev() {
+            value = serde_json::json!({ key.clone(): value });
+        }
+        for patch in [
+            serde_json::json!({"a\u{0}b": {"\u{0}": 1, "": 2}, "c": [null]}),
+            value,
+        ] {
+            let map = patch.as_object().cloned().unwrap_or_default();
+            s.write(&a, Section::Reported, &Patch::Merge(map), 1_000);
+        }
+        let up = SyncUp {
+            replica: a,
+            changes: s.changes_since(&VersionVector::new()),
+        };
+        assert_eq!(up.changes.paths.len(), 4);
+        let back = SyncUp::from_cbor(&up.to_cbor(), 40).expect("decodes");
+        assert_eq!(back, up);
+        let keys: Vec<Vec<String>> = back
+            .changes
+            .paths
+            .iter()
+            .map(|pl| pl.path.keys().map(|k| k.into_owned()).collect())
+            .collect();
+        assert!(keys.contains(&vec!["a\0b".to_string(), "\0".to_string()]));
+        assert!(keys.contains(&vec!["a\0b".to_string(), String::new()]));
+        assert!(keys.contains(&long));
+    }
+
     #[test]
     fn garbage_and_deep_nesting_are_errors() {
         assert!(SyncUp::from_cbor(&[0xff, 0x00, 0x13], 8).is_err());
