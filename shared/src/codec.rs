@@ -243,12 +243,18 @@ fn read_vv(r: &mut Reader<'_>) -> Result<VersionVector, CborError> {
 }
 
 /// An array's length, which must be at least `min`.
+#[inline]
 fn array_of(r: &mut Reader<'_>, min: usize, what: &str) -> Result<usize, CborError> {
     let n = r.array_len()?;
     if n < min {
-        return Err(err(r, format_args!("{what} has {n} elements, not {min}")));
+        return Err(too_short(r, n, min, what));
     }
     Ok(n)
+}
+
+#[cold]
+fn too_short(r: &Reader<'_>, n: usize, min: usize, what: &str) -> CborError {
+    err(r, format_args!("{what} has {n} elements, not {min}"))
 }
 
 /// Skips the `n - known` elements a later version may have appended.

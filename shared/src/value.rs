@@ -78,6 +78,9 @@ impl LeafValue {
         if r.peek_null() {
             return Err(CborError::new("a leaf value is null", start));
         }
+        if let Some(value) = Self::read_short_scalar(r)? {
+            return Ok(value);
+        }
         let mut check = Canonical(true);
         walk(r, max_depth, max_depth, &mut check)?;
         let input = r.since(start);
@@ -87,6 +90,47 @@ impl LeafValue {
         let mut out = Scratch::new();
         walk(&mut Reader::new(input), max_depth, max_depth, &mut out)?;
         Ok(LeafValue(out.finish()))
+    }
+
+    /// The scalars most leaves hold, when already canonical: a number or
+    /// length in the initial byte, `true`/`false`, a finite f64. `None`
+    /// (nothing consumed) sends anything else through the full walk.
+    #[inline]
+    fn read_short_scalar(r: &mut Reader<'_>) -> Result<Option<LeafValue>, CborError> {
+        let start = r.position();
+        let initial = r.peek_byte()?;
+        let len = match (initial >> 5, initial & 0x1f) {
+            (cbor::UNSIGNED | cbor::NEGATIVE, info) if info < 24 => 1,
+            (cbor::UNSIGNED | cbor::NEGATIVE, 24) => 2,
+            (cbor::UNSIGNED | cbor::NEGATIVE, 25) => 3,
+            (cbor::UNSIGNED | cbor::NEGATIVE, 26) => 5,
+            (cbor::TEXT, info) if info < 24 => 1 + usize::from(info),
+            _ if initial == cbor::TRUE || initial == cbor::FALSE => 1,
+            _ if initial == cbor::F64 => 9,
+            _ => return Ok(None),
+        };
+        let mut ahead = *r;
+        let Ok(bytes) = ahead.take(len as u64) else {
+            return Ok(None);
+        };
+        // Shortest heads only: a longer one than its number needs is not
+        // canonical (the full walk rewrites it).
+        let ok = match bytes {
+            [cbor::F64, bits @ ..] => {
+                <[u8; 8]>::try_from(bits).is_ok_and(|b| f64::from_be_bytes(b).is_finite())
+            }
+            [head, n] if head & 0x1f == 24 => *n >= 24,
+            [head, n @ ..] if head & 0x1f == 25 => n[0] != 0,
+            [head, n @ ..] if head & 0x1f == 26 => n[0] != 0 || n[1] != 0,
+            [head, text @ ..] if head >> 5 == cbor::TEXT => cbor::valid_utf8(text),
+            _ => true,
+        };
+        if !ok {
+            return Ok(None);
+        }
+        *r = ahead;
+        debug_assert_eq!(r.position(), start + len);
+        Ok(Some(LeafValue(Bytes::new(bytes))))
     }
 
     /// Appends the canonical bytes.
