@@ -196,6 +196,51 @@ fn hash_password_prints_an_argon2id_hash_of_the_first_line() {
     shade_with_stdin(&["hash-password"], None).fails_with("the password is empty");
 }
 
+/// Typed on a terminal, the password is not echoed. Python's `pty` gives
+/// `shade hash-password` a real terminal; the transcript must hold the
+/// prompt and the hash, never the password.
+#[test]
+fn hash_password_on_a_terminal_does_not_echo_the_password() {
+    const SCRIPT: &str = r#"
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "hash-password"])
+out = b""
+def read(seconds):
+    global out
+    end = time.time() + seconds
+    while time.time() < end:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            out += chunk
+read(2)
+os.write(fd, b"tr0ub4dor\n")
+read(10)
+os.waitpid(pid, 0)
+sys.stdout.write(out.decode("utf-8", "replace"))
+"#;
+    let run = std::process::Command::new("python3")
+        .args(["-c", SCRIPT, common::SHADE])
+        .output()
+        .expect("python3 runs (CI installs it for the paho tests)");
+    let transcript = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{run:?}");
+    assert!(transcript.contains("password (not shown):"), "{transcript}");
+    assert!(!transcript.contains("tr0ub4dor"), "echoed: {transcript}");
+    let phc = transcript
+        .split_whitespace()
+        .find(|w| w.starts_with("$argon2id$"))
+        .unwrap_or_else(|| panic!("no hash in {transcript}"));
+    assert!(shade_broker::credentials::verify_phc(phc, "tr0ub4dor"));
+}
+
 #[test]
 fn device_commands_and_hash_password_have_help_with_examples() {
     for command in [

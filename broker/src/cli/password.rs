@@ -2,7 +2,8 @@
 //! stdin, for a user's `password_hash` in the broker's config.
 //!
 //! The password comes from stdin, not an argument, so that it stays out of
-//! the shell history and the process list.
+//! the shell history and the process list; typed on a terminal, it is not
+//! echoed.
 
 use std::io::{BufRead, IsTerminal};
 
@@ -48,10 +49,18 @@ fn read_password(input: impl BufRead) -> Result<String, CliError> {
 
 pub fn run(_args: HashPasswordArgs) -> Result<(), CliError> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprintln!("shade: type the password and press Enter (it is shown as you type)");
+    let password = if stdin.is_terminal() {
+        // The prompt goes to the terminal, echo is off while typing.
+        rpassword::prompt_password("password (not shown): ")
+            .map_err(|e| CliError::Refused(format!("cannot read the password: {e}")))?
+    } else {
+        read_password(stdin.lock())?
+    };
+    if password.len() as u64 > MAX_LINE {
+        return Err(CliError::Refused(format!(
+            "the password is longer than {MAX_LINE} bytes"
+        )));
     }
-    let password = read_password(stdin.lock())?;
     let phc = hash_password(&password)?;
     let mut out = Out::plain();
     out.line(&phc)?;
