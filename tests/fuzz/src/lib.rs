@@ -5,3 +5,6 @@
 mod checks;
 
 pub use checks::*;
+
+#[cfg(feature = "gateway")]
+pub mod gateway;
