@@ -1,9 +1,14 @@
 //! The `shade` binary: `shade serve` and the operator commands.
 
+mod quiet_log;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 use shade_broker::cli::{self, conflicts, device, get, history, list, password, update, watch};
 use shade_broker::config::{Config, Overrides};
 
@@ -72,9 +77,10 @@ fn init_tracing() {
         // rustls warns on every handshake whose SNI is an IP address (what
         // mosquitto clients send for `-h 127.0.0.1`), which it then ignores.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rustls=error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(quiet_log::QuietDisconnects)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
 }
 

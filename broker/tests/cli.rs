@@ -196,6 +196,37 @@ fn update_get_and_delete_round_trip_through_the_broker() {
     );
 }
 
+/// Clients that connect, ask and disconnect cleanly leave no ERROR in the
+/// service's log (rumqttd logs two for each clean disconnect; `shade`
+/// drops exactly those), while a real error still shows.
+#[test]
+fn clients_coming_and_going_leave_no_error_in_the_service_log() {
+    let server = Server::start();
+    server
+        .shade(&["update", "lamp-1", "--desired", r#"{"on":true}"#])
+        .ok();
+    for _ in 0..3 {
+        server.shade(&["get", "lamp-1"]).ok();
+    }
+    server.shade(&["list"]).ok();
+    // The service logged each client's CONNECT: the log was being read.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines = loop {
+        let lines = server.log.lines();
+        let disconnects = lines.iter().filter(|l| l.contains("Disconnecting")).count();
+        if disconnects >= 5 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        lines.iter().filter(|l| l.contains("Disconnecting")).count() >= 5,
+        "the log shows no disconnects: {lines:#?}"
+    );
+    let errors: Vec<&String> = lines.iter().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "errors in the log: {errors:#?}");
+}
+
 #[test]
 fn null_deletes_a_key_and_an_expected_version_guards_the_update() {
     let server = Server::start();

@@ -95,7 +95,7 @@ impl Drop for Guard {
 
 /// Starts `shade serve` on a free port over `data`, and waits until it is
 /// ready and listening.
-fn spawn_serve(data: &Path) -> (Guard, u16) {
+fn spawn_serve(data: &Path) -> (Guard, u16, Log) {
     let port = free_port();
     let mut child = Command::new(SHADE)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
@@ -108,9 +108,19 @@ fn spawn_serve(data: &Path) -> (Guard, u16) {
         .expect("spawn shade serve");
     let log = lines(child.stderr.take().expect("stderr"));
     let guard = Guard(child);
-    wait_for_line(&log, "ready", "shade serve");
-    // Keep draining the log so the server never blocks on a full pipe.
-    thread::spawn(move || log.iter().for_each(drop));
+    let mut kept = wait_for_line(&log, "ready", "shade serve");
+    // Keep draining the log so the server never blocks on a full pipe,
+    // and keep its lines for tests that read them.
+    let lines = Log::default();
+    lines.0.lock().map(|mut l| l.append(&mut kept)).ok();
+    let sink = lines.clone();
+    thread::spawn(move || {
+        for line in log.iter() {
+            if let Ok(mut l) = sink.0.lock() {
+                l.push(line);
+            }
+        }
+    });
     // Listeners bind on their own threads, a moment after `ready`.
     let deadline = Instant::now() + BOUND;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -120,7 +130,17 @@ fn spawn_serve(data: &Path) -> (Guard, u16) {
         );
         thread::sleep(Duration::from_millis(20));
     }
-    (guard, port)
+    (guard, port, lines)
+}
+
+/// The stderr lines of one `shade serve`, as they arrive.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Log {
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
 }
 
 /// A running `shade serve`.
@@ -128,6 +148,7 @@ pub(crate) struct Server {
     pub(crate) guard: Option<Guard>,
     pub(crate) port: u16,
     pub(crate) data: PathBuf,
+    pub(crate) log: Log,
     _dir: tempfile::TempDir,
 }
 
@@ -135,11 +156,12 @@ impl Server {
     pub(crate) fn start() -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("shade-data");
-        let (guard, port) = spawn_serve(&data);
+        let (guard, port, log) = spawn_serve(&data);
         Server {
             guard: Some(guard),
             port,
             data,
+            log,
             _dir: dir,
         }
     }
@@ -148,9 +170,10 @@ impl Server {
     /// [`Server::stop`].
     pub(crate) fn restart(&mut self) {
         assert!(self.guard.is_none(), "stop the server before restarting it");
-        let (guard, port) = spawn_serve(&self.data);
+        let (guard, port, log) = spawn_serve(&self.data);
         self.guard = Some(guard);
         self.port = port;
+        self.log = log;
     }
 
     pub(crate) fn url(&self) -> String {
