@@ -80,7 +80,12 @@ fn init_tracing() {
     tracing_subscriber::registry()
         .with(filter)
         .with(quiet_log::QuietDisconnects)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colours only on a terminal: not in log files or the journal.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
 }
 
