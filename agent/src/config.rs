@@ -110,6 +110,7 @@ impl AgentConfig {
         crate::replica::Bounds {
             max_pending: self.max_pending_leaves,
             max_document_bytes: self.max_document_bytes,
+            max_depth: self.max_depth,
         }
     }
 
@@ -298,7 +299,19 @@ impl AgentConfig {
                 Some(n) => n,
                 None => 100_000,
             },
-            max_depth: raw.max_depth.unwrap_or(8),
+            max_depth: match raw.max_depth {
+                Some(n) if n == 0 || n > shade_shared::limits::MAX_DEPTH_CEILING => {
+                    return Err(invalid(
+                        "max_depth",
+                        format!(
+                            "must be between 1 and {}",
+                            shade_shared::limits::MAX_DEPTH_CEILING
+                        ),
+                    ))
+                }
+                Some(n) => n,
+                None => 8,
+            },
             policies: Policies {
                 desired: policy("policy_desired", raw.policy_desired)?,
                 reported: policy("policy_reported", raw.policy_reported)?,

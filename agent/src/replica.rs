@@ -42,6 +42,8 @@ pub enum ReplicaError {
     TooManyPending { pending: usize, max: usize },
     #[error("the document would be {size} bytes; the limit is {max} (max_document_bytes, as the broker's limits.max_document_bytes)")]
     TooLarge { size: usize, max: usize },
+    #[error("the change nests {depth} levels; the limit is {max} (max_depth, as the broker's limits.max_depth)")]
+    TooDeep { depth: usize, max: usize },
     #[error("the replica belongs to {found}, not {wanted}: use another --data directory")]
     WrongReplica { found: ReplicaId, wanted: ReplicaId },
 }
@@ -77,6 +79,14 @@ pub struct Bounds {
     /// (`max_document_bytes`): the broker would refuse a bigger document,
     /// and the change would wait forever.
     pub max_document_bytes: usize,
+    /// Nesting levels inside a section, as the broker counts them
+    /// (`max_depth`): the broker drops a `SyncUp` holding a deeper leaf.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+}
+
+fn default_max_depth() -> usize {
+    8
 }
 
 impl Default for Bounds {
@@ -84,6 +94,7 @@ impl Default for Bounds {
         Self {
             max_pending: 100_000,
             max_document_bytes: 8 * 1024,
+            max_depth: default_max_depth(),
         }
     }
 }
@@ -242,6 +253,20 @@ impl Replica {
         patch: &Patch,
         now_ms: u64,
     ) -> Result<bool, ReplicaError> {
+        let bounds = self.state.bounds;
+        if let Patch::Merge(map) = patch {
+            let depth = map
+                .values()
+                .map(|v| 1 + shade_shared::limits::depth(v))
+                .max()
+                .unwrap_or(0);
+            if depth > bounds.max_depth {
+                return Err(ReplicaError::TooDeep {
+                    depth,
+                    max: bounds.max_depth,
+                });
+            }
+        }
         let before = self.state.shadow.clone();
         let replica = self.state.replica.clone();
         if self
@@ -252,7 +277,6 @@ impl Replica {
         {
             return Ok(false);
         }
-        let bounds = self.state.bounds;
         let pending = self.pending();
         if pending > bounds.max_pending {
             self.state.shadow = before;

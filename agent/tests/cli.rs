@@ -144,3 +144,29 @@ fn a_write_past_the_document_limit_is_refused_clearly() {
     let small = agent(&["report", "--data", data_s, "ok=1"]);
     assert!(small.status.success(), "{}", stderr(&small));
 }
+
+/// A write nesting deeper than the broker's `max_depth` is refused on the
+/// device at once: the broker would drop every `SyncUp` carrying it.
+#[test]
+fn a_write_past_the_depth_limit_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("d");
+    let data_s = data.to_str().expect("utf-8");
+    let mut run = run_offline(data_s, "deep");
+    // Nine keys: one level past the default of 8.
+    let deep = "a.b.c.d.e.f.g.h.i=1";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = agent(&["report", "--data", data_s, deep]);
+        if stderr(&out).contains("max_depth") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = run.kill();
+    let _ = run.wait();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nests 9 levels"), "{}", stderr(&out));
+    let ok = agent(&["report", "--data", data_s, "a.b.c.d.e.f.g.h=1"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}

@@ -439,8 +439,14 @@ impl Config {
                 rate_defaults.max_pending_connections,
             )?,
         };
-        if limits.max_depth == 0 {
-            return Err(invalid("limits.max_depth", "must be at least 1"));
+        if limits.max_depth == 0 || limits.max_depth > shade_shared::limits::MAX_DEPTH_CEILING {
+            return Err(invalid(
+                "limits.max_depth",
+                format!(
+                    "must be between 1 and {}",
+                    shade_shared::limits::MAX_DEPTH_CEILING
+                ),
+            ));
         }
         if limits.max_document_bytes == 0 || limits.max_payload_bytes == 0 {
             return Err(invalid("limits", "sizes must be at least 1 byte"));
@@ -545,6 +551,11 @@ mod tests {
             e.to_string().contains("history.max_entries_per_shadow"),
             "{e}"
         );
+        // The depth limit also bounds the stack of rendering a document.
+        let e =
+            Config::from_toml("[limits]\nmax_depth = 65", &Overrides::default()).expect_err("bad");
+        assert!(e.to_string().contains("between 1 and 64"), "{e}");
+        assert!(Config::from_toml("[limits]\nmax_depth = 64", &Overrides::default()).is_ok());
     }
 
     #[test]

@@ -24,8 +24,10 @@
 //! Readers skip array elements and map keys they do not know, so a later
 //! version may append fields. Everything read is checked: ids are
 //! validated, indexes must be in the table, counters at most
-//! [`MAX_COUNTER`](crate::version::MAX_COUNTER), values well-formed JSON
-//! nested at most the document depth limit.
+//! [`MAX_COUNTER`](crate::version::MAX_COUNTER), values well-formed JSON,
+//! and a leaf's keys plus its value's levels at most the document depth
+//! limit (a 40 kB message holding a path of 20,000 keys used to overflow
+//! the stack of whatever rendered the document).
 
 use crate::cbor::{self, CborError, Reader};
 use crate::document::{Leaf, Register, Section};
@@ -304,15 +306,25 @@ fn read_path_leaves(
         1 => Section::Reported,
         other => return Err(err(r, format_args!("section {other} is not 0 or 1"))),
     };
+    // A path's keys are levels of the document as much as its value's
+    // are: together they may not nest deeper than the limit, which is
+    // also what bounds the stack of rendering and dropping the document.
+    let keys = r.array_len()?;
+    let Some(value_depth) = max_depth.checked_sub(keys) else {
+        return Err(err(
+            r,
+            format_args!("a path of {keys} keys nests deeper than {max_depth} levels"),
+        ));
+    };
     key_buf.clear();
-    for _ in 0..r.array_len()? {
+    for _ in 0..keys {
         path::push_key_bytes(key_buf, r.text_bytes()?);
     }
     let path = Path::from_encoded(key_buf);
     let count = r.array_len()?;
     let mut leaves = Register::with_capacity(count);
     for _ in 0..count {
-        leaves.push(read_leaf(r, table, max_depth)?);
+        leaves.push(read_leaf(r, table, value_depth)?);
     }
     skip_extra(r, n, 3, depth)?;
     Ok(PathLeaves {

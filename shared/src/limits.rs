@@ -17,6 +17,11 @@ pub struct Limits {
     pub max_payload_bytes: usize,
 }
 
+/// The most nesting levels a config may allow. Rendering, serializing and
+/// dropping a JSON document recurse once per level, so the depth limit is
+/// also what bounds their stack use; serde_json's own parser stops at 128.
+pub const MAX_DEPTH_CEILING: usize = 64;
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

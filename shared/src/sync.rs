@@ -230,6 +230,47 @@ mod tests {
         assert!(keys.contains(&long));
     }
 
+    /// A path's keys count towards the depth limit with its value's
+    /// levels. A path of 20,000 keys in a 40 kB message once made rendering
+    /// the merged document overflow the store thread's stack.
+    #[test]
+    fn a_path_nesting_deeper_than_the_limit_is_refused() {
+        let a = replica("a:dev");
+        let up = |keys: usize, value: serde_json::Value| {
+            let path = crate::document::Path::from_keys(std::iter::repeat_n("k", keys));
+            let mut vv = VersionVector::new();
+            let leaf = crate::document::Leaf {
+                value: crate::value::LeafValue::from_json(&value),
+                dot: vv.next_dot(&a),
+                ts: crate::version::Timestamp::from_ms(5),
+            };
+            SyncUp {
+                replica: a.clone(),
+                changes: crate::merge::Changes {
+                    vv,
+                    since: VersionVector::new(),
+                    paths: vec![crate::merge::PathLeaves {
+                        section: Section::Reported,
+                        path,
+                        leaves: [leaf].into_iter().collect(),
+                    }],
+                    partial: false,
+                },
+            }
+            .to_cbor()
+        };
+        assert!(SyncUp::from_cbor(&up(8, serde_json::json!(1)), 8).is_ok());
+        assert!(SyncUp::from_cbor(&up(6, serde_json::json!([[1]])), 8).is_ok());
+        for (keys, value) in [
+            (9, serde_json::json!(1)),
+            (7, serde_json::json!([[1]])),
+            (20_000, serde_json::json!(1)),
+        ] {
+            let err = SyncUp::from_cbor(&up(keys, value), 8).expect_err("too deep");
+            assert!(err.to_string().contains("deeper than"), "{err}");
+        }
+    }
+
     #[test]
     fn garbage_and_deep_nesting_are_errors() {
         assert!(SyncUp::from_cbor(&[0xff, 0x00, 0x13], 8).is_err());
