@@ -282,7 +282,8 @@ pub fn start(
     // rumqttd listens on a loopback port of its own that only the front
     // dials. rumqttd binds it itself, so the port is picked free here and
     // released: another process could take it in between, a small window
-    // at start only, and the bind failure is logged.
+    // at start only; then the listener's bind fails and the process exits
+    // (see `spawn_listener`) rather than run with every connection closed.
     let internal = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map_err(|source| EmbeddedError::Bind {
@@ -457,9 +458,16 @@ fn spawn_listener(
         .name(name.clone())
         .spawn(move || {
             runtime.block_on(async move {
-                // `start` only returns on failing to bind.
+                // `start` only returns on failing to bind. Every client goes
+                // through this listener: without it the service would run
+                // and close every connection at once, so the process ends
+                // loudly instead (a supervisor restarts it on a new port).
                 if let Err(e) = server.start(link_type).await {
-                    error!(listener = name, error = %e, "MQTT listener stopped");
+                    error!(listener = name, error = %e, "MQTT listener stopped; exiting");
+                    eprintln!(
+                        "shade serve: the internal MQTT listener could not start ({e}); exiting"
+                    );
+                    std::process::exit(1);
                 }
             });
         })

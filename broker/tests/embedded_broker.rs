@@ -2,6 +2,8 @@
 //! free ports, real rumqttc clients (3.1.1 and 5), a raw WebSocket client,
 //! and a tiny echo service on the `Inbound` receiver. Every test is bounded.
 
+mod common;
+
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
@@ -27,12 +29,15 @@ struct Broker {
     inbound: mpsc::Receiver<Inbound>,
 }
 
-/// Ports picked free by binding port 0, held together so they differ.
+/// Two different free ports (see `common::free_port` for where from).
 fn free_ports() -> (u16, u16) {
-    let a = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let b = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = |l: &TcpListener| l.local_addr().expect("addr").port();
-    (port(&a), port(&b))
+    let a = common::free_port();
+    loop {
+        let b = common::free_port();
+        if b != a {
+            return (a, b);
+        }
+    }
 }
 
 fn loopback(port: u16) -> SocketAddr {

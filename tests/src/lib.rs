@@ -57,9 +57,26 @@ pub fn aws_named(thing: &str, shadow: &str, rest: &str) -> String {
 }
 
 /// A port nobody listened on a moment ago: bind port 0, read it, let go.
+///
+/// Picked at random below the kernel's ephemeral range (Linux: 32768 and
+/// up), not by binding port 0: a server picks its internal rumqttd port
+/// that way and every client's outgoing connection gets one, so a port 0
+/// handed to a test could be taken by one of those between the test
+/// releasing it and its server binding it (seen as a client closed at
+/// once: its front had dialled another server).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..1000 {
+        // A randomly keyed hasher: a random number without a dependency.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = 20_000 + (random % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-31999 after 1000 tries");
 }
 
 /// Path of the `shade` binary of this build profile.

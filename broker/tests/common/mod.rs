@@ -20,9 +20,20 @@ pub(crate) const SHADE: &str = env!("CARGO_BIN_EXE_shade");
 /// The longest any one step may take.
 pub(crate) const BOUND: Duration = Duration::from_secs(30);
 
+/// A free loopback port, picked at random below the kernel's ephemeral
+/// range (as `shade_tests::free_port`, which says why).
 pub(crate) fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..1000 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = 20_000 + (random % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-31999 after 1000 tries");
 }
 
 /// Lines a child writes to one of its pipes, read on a thread of their own.
