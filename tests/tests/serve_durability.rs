@@ -8,6 +8,13 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use shade_tests::{aws, expect_rejected, expect_topic, temp_data, Mqtt, Server, REPLY_TIMEOUT};
 
+/// The tests of this file run one at a time. Each kills and restarts its
+/// server on new ports many times a second; run side by side, a client was
+/// seen closed right after its CONNACK, about once in 25 runs, with nothing
+/// in its server's log (also with earlier builds; see docs/ARCHITECTURE.md,
+/// "Known issues"). Serial, that did not happen in 40 runs.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const SHADOWS: usize = 5;
 const KEYS: usize = 4;
 
@@ -222,6 +229,7 @@ async fn write_until_stopped(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_stream_of_updates_loses_nothing_acknowledged() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     const N: usize = 200;
     const ROUNDS: usize = 3;
     let (_dir, data) = temp_data();
@@ -260,6 +268,7 @@ async fn kill_9_during_a_stream_of_updates_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_0_and_everything_accepted_is_there_after_restart() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     const N: usize = 60;
     let (_dir, data) = temp_data();
     let mut server = Server::start(&data);
@@ -292,6 +301,7 @@ async fn sigterm_exits_0_and_everything_accepted_is_there_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_keep_increasing_across_restart_and_delete() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (_dir, data) = temp_data();
     let mut server = Server::start(&data);
     let thing = "ver";
@@ -413,6 +423,7 @@ async fn versions_keep_increasing_across_restart_and_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_state_of_live_shadows_is_republished_after_kill_9() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (_dir, data) = temp_data();
     let mut server = Server::start(&data);
     let mut c = Mqtt::connect(server.port(), "ret-writer").await;
