@@ -48,6 +48,12 @@ impl CborError {
         }))
     }
 
+    /// Nesting past `max_depth` levels, at byte `at`.
+    #[cold]
+    pub(crate) fn too_deep(max_depth: usize, at: usize) -> Self {
+        Self::new(format!("nesting deeper than {max_depth}"), at)
+    }
+
     /// What was wrong, without the offset.
     pub fn message(&self) -> &str {
         &self.0.what
@@ -269,10 +275,7 @@ impl<'a> Reader<'a> {
             _ => return Ok(()),
         };
         let Some(left) = max_depth.checked_sub(1) else {
-            return Err(CborError::new(
-                format!("nesting deeper than {max_depth}"),
-                at,
-            ));
+            return Err(CborError::too_deep(max_depth, at));
         };
         for _ in 0..items {
             self.skip(left)?;

@@ -176,6 +176,19 @@ mod tests {
         ReplicaId::new(s).expect("valid replica id")
     }
 
+    /// The `SyncUp` of everything `s` holds, from `sender`: its CBOR must
+    /// read back equal. Returns the bytes.
+    fn round_trips(s: &Shadow, sender: ReplicaId) -> Vec<u8> {
+        let up = SyncUp {
+            replica: sender,
+            changes: s.changes_since(&VersionVector::new()),
+        };
+        let bytes = up.to_cbor();
+        let back = SyncUp::from_cbor(&bytes, 8).expect("decodes");
+        assert_eq!(back, up);
+        bytes
+    }
+
     #[test]
     fn sync_up_round_trips_through_cbor() {
         let mut s = Shadow::new();
@@ -185,13 +198,7 @@ mod tests {
             panic!("object literal")
         };
         s.write(&a, Section::Reported, &Patch::Merge(map), 1_700_000_000_000);
-        let up = SyncUp {
-            replica: a,
-            changes: s.changes_since(&VersionVector::new()),
-        };
-        let bytes = up.to_cbor();
-        let back = SyncUp::from_cbor(&bytes, 8).expect("decodes");
-        assert_eq!(back, up);
+        round_trips(&s, a);
     }
 
     /// Keys holding `\0`, empty keys and paths of more keys than a
@@ -306,13 +313,7 @@ mod tests {
             &patch(serde_json::json!({"z": "z"})),
             3_000,
         );
-        let up = SyncUp {
-            replica: a,
-            changes: s.changes_since(&VersionVector::new()),
-        };
-        let bytes = up.to_cbor();
-        let back = SyncUp::from_cbor(&bytes, 8).expect("decodes");
-        assert_eq!(back, up);
+        let bytes = round_trips(&s, a);
         // Each id is written once, however many leaves name it.
         let text = String::from_utf8_lossy(&bytes);
         assert_eq!(text.matches("a:dev").count(), 3, "sender, vector, table");

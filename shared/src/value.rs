@@ -272,10 +272,7 @@ fn walk(
         _ => return Ok(()),
     };
     let Some(left) = depth_left.checked_sub(1) else {
-        return Err(CborError::new(
-            format!("nesting deeper than {max_depth}"),
-            at,
-        ));
+        return Err(CborError::too_deep(max_depth, at));
     };
     for _ in 0..n {
         if is_map {
