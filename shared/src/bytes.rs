@@ -35,6 +35,43 @@ impl Bytes {
         }
     }
 
+    /// The first `len` bytes of `window`, which may go on past them. With
+    /// 24 bytes in the window (a message being read usually has them) a
+    /// short string is copied as whole words and masked, not by a
+    /// `memcpy` of `len` bytes: the bytes a `memcpy` stores one piece at a
+    /// time cannot be forwarded to the wider loads that move the result
+    /// right after, and that wait was most of a sync message's decoding.
+    #[inline]
+    pub(crate) fn from_window(window: &[u8], len: usize) -> Self {
+        match window.first_chunk::<24>() {
+            Some(w) if len <= INLINE => {
+                let lo = u128::from_le_bytes(*w.first_chunk().unwrap_or(&[0; 16]));
+                let hi = u64::from_le_bytes(*w.last_chunk().unwrap_or(&[0; 8]));
+                // Bytes past `len` cleared: little-endian, so the low ones stay.
+                let keep_lo = u128::MAX.checked_shr(8 * (16 - len.min(16)) as u32).unwrap_or(0);
+                let keep_hi = u64::MAX.checked_shr(8 * (24 - len.max(16)) as u32).unwrap_or(0);
+                Self::from_le_words(lo & keep_lo, hi & keep_hi, len)
+            }
+            _ => Self::new(window.get(..len).unwrap_or(window)),
+        }
+    }
+
+    /// Inline bytes from the 24 bytes of two little-endian words (the last
+    /// two dropped), `len` of them kept. `len` must be at most 22 and the
+    /// bytes past it zero.
+    #[inline]
+    pub(crate) fn from_le_words(lo: u128, hi: u64, len: usize) -> Self {
+        debug_assert!(len <= INLINE);
+        let mut buf = [0u8; INLINE];
+        let (head, tail) = buf.split_at_mut(16);
+        head.copy_from_slice(&lo.to_le_bytes());
+        tail.copy_from_slice(&hi.to_le_bytes()[..INLINE - 16]);
+        Bytes::Inline {
+            len: len.min(INLINE) as u8,
+            buf,
+        }
+    }
+
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             Bytes::Inline { len, buf } => &buf[..usize::from(*len).min(INLINE)],
@@ -91,6 +128,24 @@ impl std::fmt::Debug for Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_from_a_window_are_the_bytes_of_the_slice() {
+        let window: Vec<u8> = (1..=40).collect();
+        for len in 0..=30 {
+            for end in [len, 23, 24, 40] {
+                if end < len {
+                    continue;
+                }
+                let b = Bytes::from_window(&window[..end], len);
+                assert_eq!(b, Bytes::new(&window[..len]), "len {len}, window {end}");
+                assert_eq!(b.as_slice(), &window[..len]);
+                if let Bytes::Inline { buf, .. } = b {
+                    assert!(buf[len.min(INLINE)..].iter().all(|&x| x == 0), "tail cleared");
+                }
+            }
+        }
+    }
 
     #[test]
     fn short_and_long_bytes_read_back_and_order_as_slices() {

@@ -88,9 +88,9 @@ impl<'a> Reader<'a> {
         self.buf.len().saturating_sub(self.pos)
     }
 
-    /// The bytes read since `start` (an earlier `position()`).
-    pub(crate) fn since(&self, start: usize) -> &'a [u8] {
-        self.buf.get(start..self.pos).unwrap_or_default()
+    /// The bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
     }
 
     fn eof(&self) -> CborError {
@@ -551,7 +551,7 @@ mod tests {
         ];
         let mut r = Reader::new(&bytes);
         assert_eq!(r.skip(3), Ok(()));
-        assert_eq!(r.since(0).len(), bytes.len() - 1);
+        assert_eq!(r.position(), bytes.len() - 1);
         assert_eq!(r.u64(), Ok(5));
         assert!(Reader::new(&bytes).skip(2).is_err(), "3 levels deep");
     }

@@ -81,14 +81,15 @@ impl LeafValue {
         if let Some(value) = Self::read_short_scalar(r)? {
             return Ok(value);
         }
-        let mut check = Canonical(true);
-        walk(r, max_depth, max_depth, &mut check)?;
-        let input = r.since(start);
-        if check.0 {
-            return Ok(LeafValue(Bytes::new(input)));
+        let rest = r.rest();
+        if let Some(len) = scan::canonical_len(rest, max_depth) {
+            r.take(len as u64)?;
+            return Ok(LeafValue(Bytes::from_window(rest, len)));
         }
+        // Not canonical, or not a value: the walk rewrites it or says why.
         let mut out = Scratch::new();
-        walk(&mut Reader::new(input), max_depth, max_depth, &mut out)?;
+        walk(r, max_depth, max_depth, &mut out)?;
+        debug_assert!(r.position() > start);
         Ok(LeafValue(out.finish()))
     }
 
@@ -109,6 +110,7 @@ impl LeafValue {
             _ if initial == cbor::F64 => 9,
             _ => return Ok(None),
         };
+        let window = r.rest();
         let mut ahead = *r;
         let Ok(bytes) = ahead.take(len as u64) else {
             return Ok(None);
@@ -130,7 +132,7 @@ impl LeafValue {
         }
         *r = ahead;
         debug_assert_eq!(r.position(), start + len);
-        Ok(Some(LeafValue(Bytes::new(bytes))))
+        Ok(Some(LeafValue(Bytes::from_window(window, len))))
     }
 
     /// Appends the canonical bytes.
@@ -207,6 +209,7 @@ fn f16_to_f64(h: u16) -> f64 {
 }
 
 /// Bytes the canonical form of a token takes (of an array or map: its head).
+#[cfg(test)]
 fn canonical_len(t: Token<'_>) -> usize {
     match t {
         Token::U64(n) => cbor::head_len(n),
@@ -239,9 +242,12 @@ trait Walker {
     fn token(&mut self, t: Token<'_>, input_len: usize);
 }
 
-/// Whether every token so far was already in canonical form.
+/// Whether every token so far was already in canonical form: the oracle
+/// the fast check ([`scan`]) is tested against.
+#[cfg(test)]
 struct Canonical(bool);
 
+#[cfg(test)]
 impl Walker for Canonical {
     #[inline]
     fn token(&mut self, t: Token<'_>, input_len: usize) {
@@ -419,6 +425,7 @@ impl fmt::Debug for LeafValue {
     }
 }
 
+mod scan;
 mod serde_impls;
 #[cfg(test)]
 mod tests;

@@ -298,3 +298,76 @@ fn small_shows_as_json() {
         Bytes::Shared(_)
     ));
 }
+
+/// CBOR items as a peer might write them: any head width, f16/f32/f64
+/// floats, keys of any type, the odd tag, byte string or simple value.
+fn arb_cbor() -> impl Strategy<Value = Vec<u8>> {
+    // A head with its argument in one of the widths that can hold it.
+    fn head(major: u8, n: u64, width: u8) -> Vec<u8> {
+        let m = major << 5;
+        match width % 5 {
+            0 if n < 24 => vec![m | n as u8],
+            0 | 1 if n <= 0xff => vec![m | 24, n as u8],
+            0..=2 if n <= 0xffff => [vec![m | 25], (n as u16).to_be_bytes().to_vec()].concat(),
+            0..=3 if n <= 0xffff_ffff => [vec![m | 26], (n as u32).to_be_bytes().to_vec()].concat(),
+            _ => [vec![m | 27], n.to_be_bytes().to_vec()].concat(),
+        }
+    }
+    let small = prop_oneof![0..30u64, Just(255), Just(256), Just(65_536), any::<u64>()];
+    let scalar = prop_oneof![
+        (0..2u8, small.clone(), any::<u8>()).prop_map(|(m, n, w)| head(m, n, w)),
+        ("(\\PC|\0){0,30}", any::<u8>())
+            .prop_map(|(s, w)| [head(3, s.len() as u64, w), s.into_bytes()].concat()),
+        prop::collection::vec(any::<u8>(), 0..3).prop_map(|b| [vec![0x60 | 2], b].concat()),
+        prop_oneof![
+            Just(vec![0xf4]),
+            Just(vec![0xf5]),
+            Just(vec![0xf6]),
+            Just(vec![0xf7]),
+            Just(vec![0xf9, 0x3e, 0x00]),
+            Just(vec![0xfa, 0x3f, 0xc0, 0, 0]),
+            Just(vec![0x41, 0x00]),
+            Just(vec![0xc1, 0x00]),
+            Just(vec![0x7f, 0xff]),
+            any::<f64>().prop_map(|f| [vec![0xfb], f.to_be_bytes().to_vec()].concat()),
+        ],
+    ];
+    scalar.prop_recursive(5, 64, 6, |inner| {
+        (
+            prop::collection::vec(inner, 0..6),
+            any::<bool>(),
+            any::<u8>(),
+            0..3usize,
+        )
+            .prop_map(|(items, map, w, off)| {
+                // A map takes the items pairwise; a wrong count now and
+                // then makes it short or long.
+                let n = if map { items.len() / 2 } else { items.len() } as u64;
+                let n = if off == 2 { n + 1 } else { n };
+                [head(if map { 5 } else { 4 }, n, w), items.concat()].concat()
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The fast check accepts exactly what the full walk finds well-formed
+    /// and canonical, and reads as far: where it says yes, a peer's bytes
+    /// are kept as they are, so it must never keep a form the walk would
+    /// rewrite (two replicas would hold one value as different bytes).
+    #[test]
+    fn fast_check_accepts_exactly_canonical_values(
+        bytes in prop_oneof![arb_cbor(), prop::collection::vec(any::<u8>(), 0..24)],
+        max_depth in 0..6usize,
+    ) {
+        let mut r = Reader::new(&bytes);
+        let mut check = Canonical(true);
+        let walked = walk(&mut r, max_depth, max_depth, &mut check);
+        let oracle = match walked {
+            Ok(()) if check.0 => Some(r.position()),
+            _ => None,
+        };
+        prop_assert_eq!(scan::canonical_len(&bytes, max_depth), oracle);
+    }
+}
