@@ -33,7 +33,7 @@ use crate::cbor::{self, CborError, Reader};
 use crate::document::{Leaf, Register, Section};
 use crate::merge::{Changes, PathLeaves};
 use crate::name::ReplicaId;
-use crate::path::{self, Path};
+use crate::path::{self, Path, ShortPath};
 use crate::sync::{SyncDown, SyncUp};
 use crate::value::LeafValue;
 use crate::version::{Dot, Timestamp, VersionVector, MAX_COUNTER};
@@ -316,11 +316,16 @@ fn read_path_leaves(
             format_args!("a path of {keys} keys nests deeper than {max_depth} levels"),
         ));
     };
-    key_buf.clear();
-    for _ in 0..keys {
-        path::push_key_bytes(key_buf, r.text_bytes()?);
-    }
-    let path = Path::from_encoded(key_buf);
+    let path = match read_short_path(r, keys) {
+        Some(path) => path,
+        None => {
+            key_buf.clear();
+            for _ in 0..keys {
+                path::push_key_bytes(key_buf, r.text_bytes()?);
+            }
+            Path::from_encoded(key_buf)
+        }
+    };
     let count = r.array_len()?;
     let mut leaves = Register::with_capacity(count);
     for _ in 0..count {
@@ -332,6 +337,28 @@ fn read_path_leaves(
         path,
         leaves,
     })
+}
+
+/// A path of `keys` keys the short way ([`ShortPath`]), or `None` with
+/// nothing consumed.
+#[inline]
+fn read_short_path(r: &mut Reader<'_>, keys: usize) -> Option<Path> {
+    let mut ahead = *r;
+    let mut short = ShortPath::default();
+    for _ in 0..keys {
+        let rest = ahead.rest();
+        // A text head holding its length, the key after it.
+        let len = match rest.first() {
+            Some(&b) if b >> 5 == cbor::TEXT && b & 0x1f < 24 => usize::from(b & 0x1f),
+            _ => return None,
+        };
+        if !short.push(rest.get(1..)?, len) {
+            return None;
+        }
+        ahead.take(1 + len as u64).ok()?;
+    }
+    *r = ahead;
+    Some(short.finish())
 }
 
 fn read_leaf(r: &mut Reader<'_>, table: &[ReplicaId], max_depth: usize) -> Result<Leaf, CborError> {

@@ -38,6 +38,57 @@ pub(crate) fn push_key(out: &mut Vec<u8>, key: &str) {
     push_key_bytes(out, key.as_bytes());
 }
 
+/// A path being read from a message while it is short and plain: up to
+/// 22 bytes of encoding, keys of ASCII without `\0`, each at most 14
+/// bytes (most paths). It is built in two registers from whole-word loads
+/// of the message, which spares writing the encoding into a buffer and
+/// loading its prefix back: those loads could not be forwarded from the
+/// narrower stores just made, and waited for them.
+#[derive(Debug, Default)]
+pub(crate) struct ShortPath {
+    /// Bytes 0..16 and 16..32 of the encoding, big-endian.
+    hi: u128,
+    lo: u128,
+    len: usize,
+}
+
+impl ShortPath {
+    /// Appends the key made of the first `len` bytes of `window`; false,
+    /// with nothing appended, if the key is not plain, the path would not
+    /// be short, or `window` is under 16 bytes.
+    #[inline]
+    pub(crate) fn push(&mut self, window: &[u8], len: usize) -> bool {
+        let (Some(word), Some(key)) = (window.first_chunk::<16>(), window.get(..len)) else {
+            return false;
+        };
+        let off = self.len;
+        if len > 14 || off + len + 2 > 22 || !key.iter().all(|&b| b.wrapping_sub(1) < 0x7f) {
+            return false;
+        }
+        // The key's bytes, then the terminator 0x00 0x01.
+        let bits = 8 * len as u32;
+        let keep = !(u128::MAX.checked_shr(bits).unwrap_or(0));
+        let chunk = u128::from_be_bytes(*word) & keep | 1u128 << (112 - bits);
+        let shift = 8 * off as u32;
+        if off < 16 {
+            self.hi |= chunk >> shift;
+            self.lo |= chunk.checked_shl(128 - shift).unwrap_or(0);
+        } else {
+            self.lo |= chunk >> (shift - 128);
+        }
+        self.len = off + len + 2;
+        true
+    }
+
+    pub(crate) fn finish(self) -> Path {
+        let tail = (self.lo >> 64) as u64;
+        Path {
+            prefix: [(self.hi >> 64) as u64, self.hi as u64],
+            bytes: Bytes::from_le_words(self.hi.swap_bytes(), tail.swap_bytes(), self.len),
+        }
+    }
+}
+
 /// [`push_key`] of a key's bytes, which must be UTF-8. One pass: keys are
 /// short, and a `memchr` plus a `memcpy` call cost more than the loop.
 pub(crate) fn push_key_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -344,6 +395,37 @@ mod tests {
                 assert_eq!(pa.cmp(&pb), a.cmp(b), "{a:?} vs {b:?}");
                 assert_eq!(pa == pb, a == b, "{a:?} vs {b:?}");
                 assert_eq!(pa.starts_with(&pb), a.starts_with(b), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// A path read the short way is the path of its keys, bit for bit
+        /// (prefix words included), whenever the short way takes it.
+        #[test]
+        fn short_paths_equal_paths_from_keys(
+            keys in proptest::collection::vec("[a-z\0é~]{0,15}", 0..6),
+            junk in proptest::collection::vec(proptest::num::u8::ANY, 16),
+        ) {
+            let mut short = ShortPath::default();
+            let mut taken = true;
+            for key in &keys {
+                let window = [key.as_bytes(), &junk].concat();
+                let plain = key.bytes().all(|b| (1..0x80).contains(&b));
+                let fits = short.len + key.len() + 2 <= 22 && key.len() <= 14;
+                let pushed = short.push(&window, key.len());
+                proptest::prop_assert_eq!(pushed, plain && fits);
+                proptest::prop_assert!(!ShortPath::default().push(&window[..15], 0), "a window under 16 bytes");
+                taken &= pushed;
+                if !pushed {
+                    break;
+                }
+            }
+            if taken {
+                let path = short.finish();
+                let expected = Path::from_keys(&keys);
+                proptest::prop_assert_eq!(path.prefix, expected.prefix);
+                proptest::prop_assert_eq!(&path, &expected);
             }
         }
     }
