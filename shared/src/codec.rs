@@ -282,7 +282,7 @@ fn read_changes(r: &mut Reader<'_>, max_depth: usize) -> Result<Changes, CborErr
     let mut paths = Vec::with_capacity(count);
     let mut key_buf = Vec::with_capacity(64);
     for _ in 0..count {
-        paths.push(read_path_leaves(r, &table, &mut key_buf, max_depth)?);
+        read_path_leaves(r, &table, &mut key_buf, max_depth, &mut paths)?;
     }
     skip_extra(r, n, 5, depth)?;
     Ok(Changes {
@@ -293,12 +293,18 @@ fn read_changes(r: &mut Reader<'_>, max_depth: usize) -> Result<Changes, CborErr
     })
 }
 
+/// Reads one register into `paths`. It and its leaves are built in their
+/// final place (pushed, then filled) rather than returned: moving a
+/// just-written leaf means loading it back before its stores can be
+/// forwarded, and those waits were a large part of decoding.
+#[inline(always)]
 fn read_path_leaves(
     r: &mut Reader<'_>,
     table: &[ReplicaId],
     key_buf: &mut Vec<u8>,
     max_depth: usize,
-) -> Result<PathLeaves, CborError> {
+    paths: &mut Vec<PathLeaves>,
+) -> Result<(), CborError> {
     let depth = ENVELOPE_DEPTH + max_depth;
     let n = array_of(r, 3, "a path register")?;
     let section = match r.u64()? {
@@ -327,16 +333,18 @@ fn read_path_leaves(
         }
     };
     let count = r.array_len()?;
-    let mut leaves = Register::with_capacity(count);
-    for _ in 0..count {
-        leaves.push(read_leaf(r, table, value_depth)?);
-    }
-    skip_extra(r, n, 3, depth)?;
-    Ok(PathLeaves {
+    paths.push(PathLeaves {
         section,
         path,
-        leaves,
-    })
+        leaves: Register::new(),
+    });
+    if let Some(PathLeaves { leaves, .. }) = paths.last_mut() {
+        leaves.reserve_exact(count);
+        for _ in 0..count {
+            read_leaf(r, table, value_depth, leaves)?;
+        }
+    }
+    skip_extra(r, n, 3, depth)
 }
 
 /// A path of `keys` keys the short way ([`ShortPath`]), or `None` with
@@ -361,7 +369,13 @@ fn read_short_path(r: &mut Reader<'_>, keys: usize) -> Option<Path> {
     Some(short.finish())
 }
 
-fn read_leaf(r: &mut Reader<'_>, table: &[ReplicaId], max_depth: usize) -> Result<Leaf, CborError> {
+#[inline(always)]
+fn read_leaf(
+    r: &mut Reader<'_>,
+    table: &[ReplicaId],
+    max_depth: usize,
+    leaves: &mut Register,
+) -> Result<(), CborError> {
     let n = array_of(r, 5, "a leaf")?;
     let value = if r.peek_null() {
         r.null()?;
@@ -385,9 +399,10 @@ fn read_leaf(r: &mut Reader<'_>, table: &[ReplicaId], max_depth: usize) -> Resul
         )
     })?;
     skip_extra(r, n, 5, ENVELOPE_DEPTH + max_depth)?;
-    Ok(Leaf {
+    leaves.push(Leaf {
         value,
         dot: Dot::new(replica, counter),
         ts: Timestamp { ms, logical },
-    })
+    });
+    Ok(())
 }

@@ -58,17 +58,27 @@ impl ShortPath {
     /// be short, or `window` is under 16 bytes.
     #[inline]
     pub(crate) fn push(&mut self, window: &[u8], len: usize) -> bool {
-        let (Some(word), Some(key)) = (window.first_chunk::<16>(), window.get(..len)) else {
+        let Some(word) = window.first_chunk::<16>() else {
             return false;
         };
         let off = self.len;
-        if len > 14 || off + len + 2 > 22 || !key.iter().all(|&b| b.wrapping_sub(1) < 0x7f) {
+        if len > 14 || off + len + 2 > 22 {
+            return false;
+        }
+        let bits = 8 * len as u32;
+        let keep = !(u128::MAX.checked_shr(bits).unwrap_or(0));
+        let word = u128::from_be_bytes(*word);
+        // Plain: no high bit, and no zero byte, in the key's bytes (the
+        // bytes after them set to 1 for the zero test, which is exact
+        // once no byte has its high bit).
+        const LOW: u128 = u128::MAX / 0xff;
+        const HIGH: u128 = LOW << 7;
+        let key = word & keep | LOW & !keep;
+        if key & HIGH != 0 || key.wrapping_sub(LOW) & HIGH != 0 {
             return false;
         }
         // The key's bytes, then the terminator 0x00 0x01.
-        let bits = 8 * len as u32;
-        let keep = !(u128::MAX.checked_shr(bits).unwrap_or(0));
-        let chunk = u128::from_be_bytes(*word) & keep | 1u128 << (112 - bits);
+        let chunk = word & keep | 1u128 << (112 - bits);
         let shift = 8 * off as u32;
         if off < 16 {
             self.hi |= chunk >> shift;
@@ -400,6 +410,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
         /// A path read the short way is the path of its keys, bit for bit
         /// (prefix words included), whenever the short way takes it.
         #[test]

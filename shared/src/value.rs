@@ -73,13 +73,23 @@ impl LeafValue {
     /// that is already canonical (all that shade writes) is validated in
     /// one pass and its bytes copied as they are; any other (an f16, a
     /// long head) is then rewritten, still on the stack while it fits.
+    ///
+    /// The short scalars most leaves hold are read inline, so that a
+    /// decoder builds them in registers rather than through a returned
+    /// copy in memory; everything else is a call.
+    #[inline(always)]
     pub(crate) fn read(r: &mut Reader<'_>, max_depth: usize) -> Result<LeafValue, CborError> {
+        match Self::read_short_scalar(r) {
+            Some(value) => Ok(value),
+            None => Self::read_other(r, max_depth),
+        }
+    }
+
+    #[inline(never)]
+    fn read_other(r: &mut Reader<'_>, max_depth: usize) -> Result<LeafValue, CborError> {
         let start = r.position();
         if r.peek_null() {
             return Err(CborError::new("a leaf value is null", start));
-        }
-        if let Some(value) = Self::read_short_scalar(r)? {
-            return Ok(value);
         }
         let rest = r.rest();
         if let Some(len) = scan::canonical_len(rest, max_depth) {
@@ -96,10 +106,10 @@ impl LeafValue {
     /// The scalars most leaves hold, when already canonical: a number or
     /// length in the initial byte, `true`/`false`, a finite f64. `None`
     /// (nothing consumed) sends anything else through the full walk.
-    #[inline]
-    fn read_short_scalar(r: &mut Reader<'_>) -> Result<Option<LeafValue>, CborError> {
+    #[inline(always)]
+    fn read_short_scalar(r: &mut Reader<'_>) -> Option<LeafValue> {
         let start = r.position();
-        let initial = r.peek_byte()?;
+        let initial = r.peek_byte().ok()?;
         let len = match (initial >> 5, initial & 0x1f) {
             (cbor::UNSIGNED | cbor::NEGATIVE, info) if info < 24 => 1,
             (cbor::UNSIGNED | cbor::NEGATIVE, 24) => 2,
@@ -108,13 +118,11 @@ impl LeafValue {
             (cbor::TEXT, info) if info < 24 => 1 + usize::from(info),
             _ if initial == cbor::TRUE || initial == cbor::FALSE => 1,
             _ if initial == cbor::F64 => 9,
-            _ => return Ok(None),
+            _ => return None,
         };
         let window = r.rest();
         let mut ahead = *r;
-        let Ok(bytes) = ahead.take(len as u64) else {
-            return Ok(None);
-        };
+        let bytes = ahead.take(len as u64).ok()?;
         // Shortest heads only: a longer one than its number needs is not
         // canonical (the full walk rewrites it).
         let ok = match bytes {
@@ -128,11 +136,11 @@ impl LeafValue {
             _ => true,
         };
         if !ok {
-            return Ok(None);
+            return None;
         }
         *r = ahead;
         debug_assert_eq!(r.position(), start + len);
-        Ok(Some(LeafValue(Bytes::from_window(window, len))))
+        Some(LeafValue(Bytes::from_window(window, len)))
     }
 
     /// Appends the canonical bytes.
