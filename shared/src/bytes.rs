@@ -12,7 +12,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 /// Bytes up to this long are stored inline.
-const INLINE: usize = 22;
+pub(crate) const INLINE: usize = 22;
 
 /// Immutable bytes: inline up to 22, else one shared allocation.
 #[derive(Clone)]
@@ -41,15 +41,19 @@ impl Bytes {
     /// `memcpy` of `len` bytes: the bytes a `memcpy` stores one piece at a
     /// time cannot be forwarded to the wider loads that move the result
     /// right after, and that wait was most of a sync message's decoding.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn from_window(window: &[u8], len: usize) -> Self {
         match window.first_chunk::<24>() {
             Some(w) if len <= INLINE => {
                 let lo = u128::from_le_bytes(*w.first_chunk().unwrap_or(&[0; 16]));
                 let hi = u64::from_le_bytes(*w.last_chunk().unwrap_or(&[0; 8]));
                 // Bytes past `len` cleared: little-endian, so the low ones stay.
-                let keep_lo = u128::MAX.checked_shr(8 * (16 - len.min(16)) as u32).unwrap_or(0);
-                let keep_hi = u64::MAX.checked_shr(8 * (24 - len.max(16)) as u32).unwrap_or(0);
+                let keep_lo = u128::MAX
+                    .checked_shr(8 * (16 - len.min(16)) as u32)
+                    .unwrap_or(0);
+                let keep_hi = u64::MAX
+                    .checked_shr(8 * (24 - len.max(16)) as u32)
+                    .unwrap_or(0);
                 Self::from_le_words(lo & keep_lo, hi & keep_hi, len)
             }
             _ => Self::new(window.get(..len).unwrap_or(window)),
@@ -59,7 +63,7 @@ impl Bytes {
     /// Inline bytes from the 24 bytes of two little-endian words (the last
     /// two dropped), `len` of them kept. `len` must be at most 22 and the
     /// bytes past it zero.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn from_le_words(lo: u128, hi: u64, len: usize) -> Self {
         debug_assert!(len <= INLINE);
         let mut buf = [0u8; INLINE];
@@ -69,6 +73,15 @@ impl Bytes {
         Bytes::Inline {
             len: len.min(INLINE) as u8,
             buf,
+        }
+    }
+
+    /// An inline string's whole buffer (zero past `len`) and `len`.
+    #[inline(always)]
+    pub(crate) fn inline(&self) -> Option<(&[u8; INLINE], usize)> {
+        match self {
+            Bytes::Inline { len, buf } => Some((buf, usize::from(*len).min(INLINE))),
+            Bytes::Shared(_) => None,
         }
     }
 
@@ -93,9 +106,18 @@ impl Deref for Bytes {
     }
 }
 
+/// Two inline strings compare as their whole buffers, whose bytes past
+/// `len` are always zero: fixed-size compares, no `memcmp` call (replica
+/// ids are compared per leaf when a message is written).
 impl PartialEq for Bytes {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
+        match (self, other) {
+            (Bytes::Inline { len: a, buf: x }, Bytes::Inline { len: b, buf: y }) => {
+                a == b && x == y
+            }
+            _ => self.as_slice() == other.as_slice(),
+        }
     }
 }
 
@@ -107,10 +129,29 @@ impl PartialOrd for Bytes {
     }
 }
 
+/// Inline strings compare as their zero-padded buffers read as two
+/// big-endian words, then by length: the same order as the slices (where
+/// the padded buffers are equal, the shorter slice is a prefix).
 impl Ord for Bytes {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
-        self.as_slice().cmp(other.as_slice())
+        match (self, other) {
+            (Bytes::Inline { len: a, buf: x }, Bytes::Inline { len: b, buf: y }) => {
+                words(x).cmp(&words(y)).then(a.cmp(b))
+            }
+            _ => self.as_slice().cmp(other.as_slice()),
+        }
     }
+}
+
+#[inline]
+fn words(buf: &[u8; INLINE]) -> (u128, u64) {
+    let mut tail = [0u8; 8];
+    tail[..INLINE - 16].copy_from_slice(&buf[16..]);
+    (
+        u128::from_be_bytes(*buf.first_chunk().unwrap_or(&[0; 16])),
+        u64::from_be_bytes(tail),
+    )
 }
 
 impl std::hash::Hash for Bytes {
@@ -141,7 +182,10 @@ mod tests {
                 assert_eq!(b, Bytes::new(&window[..len]), "len {len}, window {end}");
                 assert_eq!(b.as_slice(), &window[..len]);
                 if let Bytes::Inline { buf, .. } = b {
-                    assert!(buf[len.min(INLINE)..].iter().all(|&x| x == 0), "tail cleared");
+                    assert!(
+                        buf[len.min(INLINE)..].iter().all(|&x| x == 0),
+                        "tail cleared"
+                    );
                 }
             }
         }
@@ -158,6 +202,11 @@ mod tests {
             vec![1; INLINE + 1],
             vec![2; 100],
             b"abc".to_vec(),
+            b"ab\0".to_vec(),
+            b"ab\0\0c".to_vec(),
+            b"ab\0\x01".to_vec(),
+            vec![0xff; INLINE],
+            [vec![0xff; INLINE - 1], vec![0]].concat(),
         ];
         for a in &samples {
             let ba = Bytes::new(a);

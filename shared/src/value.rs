@@ -143,9 +143,12 @@ impl LeafValue {
         Some(LeafValue(Bytes::from_window(window, len)))
     }
 
-    /// Appends the canonical bytes.
-    pub(crate) fn write(&self, out: &mut impl Sink) {
-        out.put(self.as_cbor());
+    /// The canonical bytes of a short value as the whole inline buffer
+    /// (zero past them) and their length, for writers that store fixed
+    /// sizes; `None` for a long value.
+    #[inline(always)]
+    pub(crate) fn inline_cbor(&self) -> Option<(&[u8; crate::bytes::INLINE], usize)> {
+        self.0.inline()
     }
 }
 

@@ -76,7 +76,9 @@ pub(super) fn canonical_len(buf: &[u8], max_depth: usize) -> Option<usize> {
                     return None;
                 }
                 let map = major == cbor::MAP;
-                let items = usize::try_from(arg).ok()?.checked_mul(1 + usize::from(map))?;
+                let items = usize::try_from(arg)
+                    .ok()?
+                    .checked_mul(1 + usize::from(map))?;
                 // Each item takes a byte at least.
                 if items > buf.len() - pos {
                     return None;

@@ -286,9 +286,9 @@ fn small_shows_as_json() {
         leaf(json!({"a": [1, "x", null]})).to_string(),
         r#"{"a":[1,"x",null]}"#
     );
-    let mut out = vec![0xff];
-    v.write(&mut out);
-    assert_eq!(out, [0xff, 0x18, 42]);
+    assert_eq!(v.as_cbor(), [0x18, 42]);
+    let (buf, len) = v.inline_cbor().expect("inline");
+    assert_eq!((&buf[..3], len), (&[0x18, 42, 0][..], 2));
     assert!(matches!(
         leaf(json!("twenty-one characters")).0,
         Bytes::Inline { .. }
@@ -316,8 +316,11 @@ fn arb_cbor() -> impl Strategy<Value = Vec<u8>> {
     let small = prop_oneof![0..30u64, Just(255), Just(256), Just(65_536), any::<u64>()];
     let scalar = prop_oneof![
         (0..2u8, small.clone(), any::<u8>()).prop_map(|(m, n, w)| head(m, n, w)),
-        ("(\\PC|\0){0,30}", any::<u8>())
-            .prop_map(|(s, w)| [head(3, s.len() as u64, w), s.into_bytes()].concat()),
+        ("(\\PC|\0){0,30}", any::<u8>()).prop_map(|(s, w)| [
+            head(3, s.len() as u64, w),
+            s.into_bytes()
+        ]
+        .concat()),
         prop::collection::vec(any::<u8>(), 0..3).prop_map(|b| [vec![0x60 | 2], b].concat()),
         prop_oneof![
             Just(vec![0xf4]),
