@@ -12,7 +12,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 /// Bytes up to this long are stored inline.
-pub(crate) const INLINE: usize = 22;
+const INLINE: usize = 22;
 
 /// Immutable bytes: inline up to 22, else one shared allocation.
 #[derive(Clone)]
@@ -73,15 +73,6 @@ impl Bytes {
         Bytes::Inline {
             len: len.min(INLINE) as u8,
             buf,
-        }
-    }
-
-    /// An inline string's whole buffer (zero past `len`) and `len`.
-    #[inline(always)]
-    pub(crate) fn inline(&self) -> Option<(&[u8; INLINE], usize)> {
-        match self {
-            Bytes::Inline { len, buf } => Some((buf, usize::from(*len).min(INLINE))),
-            Bytes::Shared(_) => None,
         }
     }
 

@@ -21,10 +21,7 @@ use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::bytes::{Bytes, INLINE};
-
-/// Inline bytes past the prefix's 16.
-const INLINE_TAIL: usize = INLINE - 16;
+use crate::bytes::Bytes;
 
 /// The object keys leading to a leaf, as their order-preserving encoding.
 /// Serialized as a list of keys.
@@ -100,59 +97,6 @@ impl ShortPath {
             prefix: [(self.hi >> 64) as u64, self.hi as u64],
             bytes: Bytes::from_le_words(self.hi.swap_bytes(), tail.swap_bytes(), self.len),
         }
-    }
-}
-
-/// The keys of an inline path, for writing: each key's bytes left-aligned
-/// in a big-endian word, found and cut out with word operations (the
-/// reverse of [`ShortPath`]). A key over 14 bytes or holding a `\0` (an
-/// escape) comes out as `Some(None)`: the writer starts the path again
-/// the general way.
-#[derive(Debug)]
-pub(crate) struct WordKeys {
-    /// Bytes 0..16 and 16..32 of what is left of the encoding.
-    hi: u128,
-    lo: u128,
-    left: usize,
-}
-
-impl WordKeys {
-    /// The keys of `path` this way, if it is inline.
-    #[inline(always)]
-    pub(crate) fn of(path: &Path) -> Option<WordKeys> {
-        let (buf, len) = path.bytes.inline()?;
-        let mut tail = [0u8; 16];
-        tail[..INLINE_TAIL].copy_from_slice(&buf[16..]);
-        Some(WordKeys {
-            hi: u128::from(path.prefix[0]) << 64 | u128::from(path.prefix[1]),
-            lo: u128::from_be_bytes(tail),
-            left: len,
-        })
-    }
-
-    /// The next key as (word, length); `Some(None)` for a key this way
-    /// cannot take.
-    #[inline(always)]
-    pub(crate) fn next(&mut self) -> Option<Option<(u128, usize)>> {
-        if self.left == 0 {
-            return None;
-        }
-        const LOW7: u128 = u128::MAX / 0xff * 0x7f;
-        const HIGH: u128 = !LOW7;
-        // High bit set in each non-zero byte, exactly (no carries).
-        let nonzero = (((self.hi & LOW7) + LOW7) | self.hi) & HIGH;
-        let len = ((!nonzero & HIGH).leading_zeros() / 8) as usize;
-        // The key must end inside this word, with 0x00 0x01 (not an escape).
-        if len > 14 || len + 2 > self.left || (self.hi << (8 * len)) >> 112 != 1 {
-            return Some(None);
-        }
-        let word = self.hi;
-        let shift = 8 * (len as u32 + 2);
-        self.hi =
-            self.hi.checked_shl(shift).unwrap_or(0) | self.lo.checked_shr(128 - shift).unwrap_or(0);
-        self.lo = self.lo.checked_shl(shift).unwrap_or(0);
-        self.left -= len + 2;
-        Some(Some((word, len)))
     }
 }
 

@@ -142,14 +142,6 @@ impl LeafValue {
         debug_assert_eq!(r.position(), start + len);
         Some(LeafValue(Bytes::from_window(window, len)))
     }
-
-    /// The canonical bytes of a short value as the whole inline buffer
-    /// (zero past them) and their length, for writers that store fixed
-    /// sizes; `None` for a long value.
-    #[inline(always)]
-    pub(crate) fn inline_cbor(&self) -> Option<(&[u8; crate::bytes::INLINE], usize)> {
-        self.0.inline()
-    }
 }
 
 /// One CBOR item as JSON sees it; arrays and maps by their lengths.
