@@ -12,7 +12,19 @@ command -v mosquitto_pub >/dev/null || { echo "mosquitto-clients is not installe
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# TERM first: `timeout` passes it on to the client it runs (a KILL would
+# leave that client running, orphaned).
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for _ in $(seq 30); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 "$SHADE" serve --listen "127.0.0.1:$port" --data "$work/data" 2>"$work/serve.log" &
@@ -27,7 +39,7 @@ mapfile -t cmds < <(grep -E '^(mosquitto_(pub|sub)|  -m )' README.md | sed -e ':
   | awk '/^mosquitto/ {print}' | sed "s/-p 1883/-p $port/")
 sub_first=${cmds[0]}
 [[ $sub_first == mosquitto_sub* ]] || { echo "README walk-through should start with mosquitto_sub"; exit 1; }
-timeout 6 bash -c "$sub_first" >"$work/sub.out" 2>&1 &
+timeout 6 bash -c "exec $sub_first" >"$work/sub.out" 2>&1 &
 pids+=($!)
 sleep 0.5
 state_sub=""
