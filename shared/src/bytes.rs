@@ -97,18 +97,9 @@ impl Deref for Bytes {
     }
 }
 
-/// Two inline strings compare as their whole buffers, whose bytes past
-/// `len` are always zero: fixed-size compares, no `memcmp` call (replica
-/// ids are compared per leaf when a message is written).
 impl PartialEq for Bytes {
-    #[inline]
     fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Bytes::Inline { len: a, buf: x }, Bytes::Inline { len: b, buf: y }) => {
-                a == b && x == y
-            }
-            _ => self.as_slice() == other.as_slice(),
-        }
+        self.as_slice() == other.as_slice()
     }
 }
 
@@ -120,29 +111,10 @@ impl PartialOrd for Bytes {
     }
 }
 
-/// Inline strings compare as their zero-padded buffers read as two
-/// big-endian words, then by length: the same order as the slices (where
-/// the padded buffers are equal, the shorter slice is a prefix).
 impl Ord for Bytes {
-    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
-        match (self, other) {
-            (Bytes::Inline { len: a, buf: x }, Bytes::Inline { len: b, buf: y }) => {
-                words(x).cmp(&words(y)).then(a.cmp(b))
-            }
-            _ => self.as_slice().cmp(other.as_slice()),
-        }
+        self.as_slice().cmp(other.as_slice())
     }
-}
-
-#[inline]
-fn words(buf: &[u8; INLINE]) -> (u128, u64) {
-    let mut tail = [0u8; 8];
-    tail[..INLINE - 16].copy_from_slice(&buf[16..]);
-    (
-        u128::from_be_bytes(*buf.first_chunk().unwrap_or(&[0; 16])),
-        u64::from_be_bytes(tail),
-    )
 }
 
 impl std::hash::Hash for Bytes {

@@ -8,8 +8,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bytes::Bytes;
-
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -164,30 +162,44 @@ impl fmt::Display for ShadowId {
 /// Ordered, because ties between equal timestamps are broken by replica id,
 /// and every replica must break them the same way.
 ///
-/// Every dot carries one and dots are cloned with every leaf, so a clone
-/// must not allocate, nor (decoding a sync message clones one per leaf)
-/// take an atomic reference count: that is a full barrier, and it was the
-/// costliest single step of reading a leaf. Ids up to 22 bytes (`a:` and
-/// a 20-byte client id) are kept inline; longer ones share one
-/// allocation. Ids are ASCII, so byte order is text order.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ReplicaId(Bytes);
+/// Shared (`Arc<str>`): every dot carries one, and dots are cloned with
+/// every leaf, so a clone must not allocate. Comparisons first check
+/// whether both share one allocation (the usual case inside one document
+/// and one decoded message), before comparing the text.
+#[derive(Debug, Clone, Eq)]
+pub struct ReplicaId(std::sync::Arc<str>);
 
 impl std::hash::Hash for ReplicaId {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
+        self.0.hash(state);
     }
 }
 
-impl fmt::Debug for ReplicaId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ReplicaId").field(&self.as_str()).finish()
+impl PartialEq for ReplicaId {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl PartialOrd for ReplicaId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ReplicaId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if std::sync::Arc::ptr_eq(&self.0, &other.0) {
+            std::cmp::Ordering::Equal
+        } else {
+            self.0.cmp(&other.0)
+        }
     }
 }
 
 impl Serialize for ReplicaId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
+        s.serialize_str(&self.0)
     }
 }
 
@@ -209,7 +221,7 @@ impl ReplicaId {
             .or_else(|| id.strip_prefix("a:"))
             .ok_or_else(|| NameError::BadReplica(id.clone()))?;
         check("replica", rest, Self::MAX_LEN - 2)?;
-        Ok(Self(Bytes::new(id.as_bytes())))
+        Ok(Self(id.into()))
     }
 
     /// The broker replica of node `node`.
@@ -223,12 +235,11 @@ impl ReplicaId {
     }
 
     pub fn is_broker(&self) -> bool {
-        self.0.starts_with(b"b:")
+        self.0.starts_with("b:")
     }
 
     pub fn as_str(&self) -> &str {
-        // Checked ASCII when made: this cannot fail.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        &self.0
     }
 }
 
@@ -248,13 +259,13 @@ impl std::str::FromStr for ReplicaId {
 
 impl From<ReplicaId> for String {
     fn from(r: ReplicaId) -> String {
-        r.as_str().to_owned()
+        r.0.to_string()
     }
 }
 
 impl fmt::Display for ReplicaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.0)
     }
 }
 
