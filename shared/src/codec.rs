@@ -173,9 +173,9 @@ fn read_changes(r: &mut Reader<'_>, max_depth: usize) -> Result<Changes, CborErr
     })
 }
 
-/// Reads one register into `paths`. It and its leaves are built in their
-/// final place (pushed, then filled) rather than returned: moving a
-/// just-written leaf means loading it back before its stores can be
+/// Reads one register into `paths`: the entry is pushed first and its
+/// leaves are read into it, rather than built apart and moved in. Moving
+/// a just-written struct loads it back before its stores can be
 /// forwarded, and those waits were a large part of decoding.
 #[inline(always)]
 fn read_path_leaves(
