@@ -13,10 +13,12 @@
 //!    CONNACK code MQTT defines and the connection is closed;
 //! 3. opens a loopback connection to rumqttd's internal listener, sends a
 //!    preamble (a per-process secret and the principal's tag) and then the
-//!    client's bytes unchanged, and copies bytes both ways until either side
-//!    closes. The per-connection [`Gateway`](crate::gateway::Gateway) reads
-//!    the preamble, so a local process that dials the internal port directly
-//!    (without the secret) is refused, and it enforces what the principal
+//!    client's bytes unchanged, and copies bytes both ways until the
+//!    connection is over (`relay.rs`, which also keeps rumqttd from closing
+//!    the wrong client after a DISCONNECT). The per-connection
+//!    [`Gateway`](crate::gateway::Gateway) reads the preamble, so a local
+//!    process that dials the internal port directly (without the secret)
+//!    is refused, and it enforces what the principal
 //!    may publish and receive.
 //!
 //! The cost is one loopback hop per connection: two more sockets (so three
@@ -167,7 +169,7 @@ async fn serve(
     )
     .await
     .map_err(|_| FrontError::Timeout)?;
-    let (mut client, preamble, head) = match admitted {
+    let (client, preamble, head) = match admitted {
         Ok(admitted) => admitted,
         Err(e @ (FrontError::Tls(_) | FrontError::Ws(_))) => {
             info!(%peer, listener = transport.name(), error = %e, "handshake failed");
@@ -180,8 +182,7 @@ async fn serve(
     broker.write_all(&preamble).await?;
     broker.write_all(&head).await?;
     drop(pending);
-    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut broker, COPY_BUFFER, COPY_BUFFER)
-        .await?;
+    crate::relay::relay(client, broker, &head, COPY_BUFFER).await?;
     Ok(())
 }
 

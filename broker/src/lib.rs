@@ -42,6 +42,7 @@ pub mod engine;
 pub mod front;
 pub mod gateway;
 pub mod ops;
+mod relay;
 pub mod serve;
 pub mod service;
 pub mod store;

@@ -85,7 +85,12 @@ impl Server {
             .arg("--data")
             .arg(&self.data_dir)
             .args(&self.extra_args)
-            .env("RUST_LOG", "info,rumqttd=warn")
+            // SHADE_E2E_LOG=debug,rumqttd=debug shows each connection's
+            // slot in the router, which is what a flake needs.
+            .env(
+                "RUST_LOG",
+                std::env::var("SHADE_E2E_LOG").unwrap_or_else(|_| "info,rumqttd=warn".to_owned()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

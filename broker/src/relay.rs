@@ -1,0 +1,223 @@
+//! Copying an admitted client's bytes to rumqttd's internal listener and
+//! back, ending each side the way rumqttd needs.
+//!
+//! rumqttd 0.20 frees a connection's slot when it reads DISCONNECT, and
+//! later, when that connection's socket closes, tells its router again
+//! that the slot's connection is gone. If another client connected in
+//! between, the slot (a reused number) is now that client's, and the new
+//! client is closed right after its CONNACK (`rumqttd::server::broker`:
+//! "some other connection might be using this connection ID"). It does
+//! not send that second notice when the router ended the link first, as
+//! it does right after a DISCONNECT. So after a client's DISCONNECT the
+//! front does not close the internal socket: it waits for rumqttd to
+//! close it (bounded by [`DISCONNECT_GRACE`]). A client that just goes
+//! away, without DISCONNECT, is passed on at once as a closed socket,
+//! which is also what makes rumqttd publish its will.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long rumqttd gets to close a connection after its DISCONNECT.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+
+/// MQTT's DISCONNECT packet type (the high nibble of its first byte).
+const DISCONNECT: u8 = 14;
+
+/// Copies between `client` and `broker` until the connection is over.
+/// `head` is what the front already sent on from the client (its
+/// CONNECT, perhaps more): packet framing starts there.
+pub(crate) async fn relay<C>(
+    client: C,
+    broker: TcpStream,
+    head: &[u8],
+    buffer: usize,
+) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let (mut broker_rx, mut broker_tx) = broker.into_split();
+    let mut framer = Framer::default();
+    framer.feed(head);
+    let upstream = async {
+        let mut buf = vec![0u8; buffer];
+        loop {
+            let n = match client_rx.read(&mut buf).await {
+                Ok(n) => n,
+                // A reset after a DISCONNECT is still a goodbye.
+                Err(_) if framer.ended_with_disconnect() => break,
+                Err(e) => return Err(e),
+            };
+            let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
+                break;
+            };
+            framer.feed(bytes);
+            broker_tx.write_all(bytes).await?;
+        }
+        let said_goodbye = framer.ended_with_disconnect();
+        if !said_goodbye {
+            broker_tx.shutdown().await?;
+        }
+        // Returned, not dropped: dropping a write half shuts it down.
+        Ok::<_, std::io::Error>((said_goodbye, broker_tx))
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; buffer];
+        loop {
+            let n = broker_rx.read(&mut buf).await?;
+            let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
+                break;
+            };
+            client_tx.write_all(bytes).await?;
+        }
+        client_tx.shutdown().await
+    };
+    tokio::pin!(upstream, downstream);
+    tokio::select! {
+        up = &mut upstream => {
+            let (said_goodbye, _broker_tx) = up?;
+            if said_goodbye {
+                // Some clients never read what follows; rumqttd closing
+                // its side (or the grace running out) is the end.
+                let _ = tokio::time::timeout(DISCONNECT_GRACE, downstream).await;
+                Ok(())
+            } else {
+                downstream.await
+            }
+        }
+        // rumqttd ended the connection: nothing the client sends now has
+        // anywhere to go.
+        down = &mut downstream => down,
+    }
+}
+
+/// Where the client's byte stream is in MQTT's packet framing: a fixed
+/// header byte, a remaining length of 1 to 4 bytes, then that many bytes.
+#[derive(Debug, Default)]
+struct Framer {
+    state: State,
+    /// The type of the last whole packet.
+    last: u8,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+enum State {
+    #[default]
+    Header,
+    Length {
+        kind: u8,
+        value: usize,
+        shift: u32,
+    },
+    Body {
+        kind: u8,
+        left: usize,
+    },
+}
+
+impl Framer {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some((&b, rest)) = bytes.split_first() {
+            match self.state {
+                State::Header => {
+                    self.state = State::Length {
+                        kind: b >> 4,
+                        value: 0,
+                        shift: 0,
+                    };
+                    bytes = rest;
+                }
+                State::Length { kind, value, shift } => {
+                    let value = value | usize::from(b & 0x7f) << shift;
+                    bytes = rest;
+                    // A fifth length byte is malformed; rumqttd refuses
+                    // it, and the framing no longer matters.
+                    if b & 0x80 != 0 && shift < 21 {
+                        self.state = State::Length {
+                            kind,
+                            value,
+                            shift: shift + 7,
+                        };
+                    } else if value == 0 {
+                        self.whole(kind);
+                    } else {
+                        self.state = State::Body { kind, left: value };
+                    }
+                }
+                State::Body { kind, left } => {
+                    let take = left.min(bytes.len());
+                    bytes = bytes.get(take..).unwrap_or_default();
+                    if take == left {
+                        self.whole(kind);
+                    } else {
+                        self.state = State::Body {
+                            kind,
+                            left: left - take,
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    fn whole(&mut self, kind: u8) {
+        self.last = kind;
+        self.state = State::Header;
+    }
+
+    /// The stream ended right after a whole DISCONNECT.
+    fn ended_with_disconnect(&self) -> bool {
+        matches!(self.state, State::Header) && self.last == DISCONNECT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CONNECT, a PUBLISH with a two-byte length, a PINGREQ and a
+    /// DISCONNECT, as one stream.
+    fn stream(disconnect: &[u8]) -> Vec<u8> {
+        let mut s = vec![0x10, 3, 0, 0, 0];
+        s.extend([0x30, 0x80 | 0x2c, 0x01]); // 172 bytes follow
+        s.extend([b'x'; 172]);
+        s.extend([0xc0, 0]);
+        s.extend(disconnect);
+        s
+    }
+
+    #[test]
+    fn a_stream_ending_in_a_whole_disconnect_is_told_apart_at_any_split() {
+        for (tail, expected) in [
+            (&[0xe0, 0][..], true),       // 3.1.1 DISCONNECT
+            (&[0xe0, 1, 0x04][..], true), // 5: with a reason code
+            (&[][..], false),             // gone after a PINGREQ
+            (&[0xe0][..], false),         // cut inside the DISCONNECT
+            (&[0xe0, 2, 0][..], false),   // cut inside its body
+        ] {
+            let bytes = stream(tail);
+            for split in 0..=bytes.len() {
+                let mut f = Framer::default();
+                let (a, b) = bytes.split_at(split);
+                f.feed(a);
+                f.feed(b);
+                assert_eq!(
+                    f.ended_with_disconnect(),
+                    expected,
+                    "tail {tail:?}, split at {split}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_disconnect_byte_inside_a_payload_is_not_a_disconnect() {
+        let mut f = Framer::default();
+        f.feed(&[0x30, 4, 0, 0, 0xe0, 0]);
+        assert!(!f.ended_with_disconnect());
+        f.feed(&[0xe0, 0]);
+        assert!(f.ended_with_disconnect());
+    }
+}

@@ -1,0 +1,122 @@
+//! Connections coming and going at the front: one client's clean
+//! disconnect must never close another client's connection.
+//!
+//! rumqttd 0.20 frees a connection's slot when it reads DISCONNECT, and
+//! then, when the socket closes, sends the router a second disconnect for
+//! the same slot number, which by then may belong to a client that just
+//! connected (`rumqttd::server::broker`, "some other connection might be
+//! using this connection ID"). Seen in CI as a test client closed before
+//! its first SUBACK, right after the readiness probe disconnected.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use shade_tests::{temp_data, Server};
+
+/// An MQTT 3.1.1 CONNECT with a clean session and `id`.
+fn connect_packet(id: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30];
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+/// Connects `id` and reads its CONNACK; `Err` says what went wrong.
+fn connect(port: u16, id: &str) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("{id}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.write_all(&connect_packet(id))
+        .map_err(|e| format!("{id}: CONNECT: {e}"))?;
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack)
+        .map_err(|e| format!("{id}: CONNACK: {e}"))?;
+    if connack != [0x20, 2, 0, 0] {
+        return Err(format!("{id}: CONNACK {connack:?}"));
+    }
+    Ok(s)
+}
+
+/// Subscribes to `filter` and reads the SUBACK.
+fn subscribe(s: &mut TcpStream, id: &str, filter: &str) -> Result<(), String> {
+    let mut body = vec![0, 1];
+    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(0);
+    let mut packet = vec![0x82, body.len() as u8];
+    packet.extend(body);
+    s.write_all(&packet)
+        .map_err(|e| format!("{id}: SUBSCRIBE: {e}"))?;
+    let mut suback = [0u8; 5];
+    s.read_exact(&mut suback)
+        .map_err(|e| format!("{id}: no SUBACK, the connection ended: {e}"))?;
+    if suback != [0x90, 3, 0, 1, 0] {
+        return Err(format!("{id}: SUBACK {suback:?}"));
+    }
+    Ok(())
+}
+
+const THREADS: usize = 8;
+const PAIRS: usize = 150;
+
+/// `PAIRS` times: a client connects and disconnects cleanly, then another
+/// connects and subscribes twice. The errors, one per pair that failed.
+fn pairs(port: u16, thread: usize) -> Vec<String> {
+    let mut failures = Vec::new();
+    for i in 0..PAIRS {
+        let result = (|| {
+            let leaver = format!("leaver-{thread}-{i}");
+            let mut a = connect(port, &leaver)?;
+            // DISCONNECT, then close at once, as most clients do.
+            a.write_all(&[0xe0, 0])
+                .map_err(|e| format!("{leaver}: DISCONNECT: {e}"))?;
+            drop(a);
+            let stayer = format!("stayer-{thread}-{i}");
+            let mut b = connect(port, &stayer)?;
+            subscribe(&mut b, &stayer, "$aws/things/t/shadow/update/accepted")?;
+            // Still open a moment later (the stray disconnect comes late).
+            std::thread::sleep(Duration::from_millis(2));
+            subscribe(&mut b, &stayer, "$aws/things/t/shadow/get/accepted")?;
+            let _ = b.write_all(&[0xe0, 0]);
+            Ok::<(), String>(())
+        })();
+        if let Err(e) = result {
+            failures.push(e);
+        }
+    }
+    failures
+}
+
+#[test]
+fn a_clean_disconnect_never_closes_a_client_that_just_connected() {
+    let (_dir, data) = temp_data();
+    let server = Server::start(&data);
+    let port = server.port();
+    // Pairs of clients on several threads at once, so that one client's
+    // DISCONNECT and another's CONNECT meet in the router as they do when
+    // a fleet reconnects.
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| scope.spawn(move || pairs(port, t)))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| vec!["a worker panicked".into()])
+            })
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {} fresh connections were closed: {:?}\n{}",
+        failures.len(),
+        THREADS * PAIRS,
+        &failures[..failures.len().min(5)],
+        server.log()
+    );
+}
