@@ -85,6 +85,7 @@ struct RawTls {
     client_ca: Option<PathBuf>,
     #[serde(default)]
     require_client_cert: bool,
+    crl: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -379,7 +380,17 @@ impl Config {
             key: t.key,
             client_ca: t.client_ca,
             require_client_cert: t.require_client_cert,
+            crl: t.crl,
         });
+        if tls
+            .as_ref()
+            .is_some_and(|t| t.crl.is_some() && t.client_ca.is_none())
+        {
+            return Err(invalid(
+                "tls.crl",
+                "a CRL revokes client certificates: it needs client_ca",
+            ));
+        }
         if tls.is_none() && (listen.tls.is_some() || listen.wss.is_some()) {
             return Err(invalid(
                 "listen.tls",
@@ -583,6 +594,10 @@ mod tests {
             (
                 "[tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"".to_owned(),
                 "tls.client_ca",
+            ),
+            (
+                "[tls]\ncert = \"c\"\nkey = \"k\"\ncrl = \"revoked.pem\"".to_owned(),
+                "tls.crl",
             ),
         ] {
             let e = Config::from_toml(&text, &o).expect_err("refused");

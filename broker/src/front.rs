@@ -36,12 +36,13 @@ use rumqttd::protocol::{ConnAck, ConnectReturnCode, Packet, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::rustls::ServerConfig;
+
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::auth::{Auth, Refusal};
 use crate::gateway::{self, Version};
+use crate::tls::ServerTls;
 
 /// Bytes of each direction's copy buffer. Shadow requests and replies are
 /// mostly well under this; larger ones take a few more reads. Every idle
@@ -52,9 +53,9 @@ const COPY_BUFFER: usize = 2048;
 #[derive(Clone)]
 pub enum Transport {
     Tcp,
-    Tls(Arc<ServerConfig>),
+    Tls(Arc<ServerTls>),
     Ws,
-    Wss(Arc<ServerConfig>),
+    Wss(Arc<ServerTls>),
 }
 
 impl Transport {
@@ -270,9 +271,9 @@ async fn admit(
 
 async fn tls(
     stream: TcpStream,
-    config: &Arc<ServerConfig>,
+    config: &ServerTls,
 ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<String>), FrontError> {
-    let tls = TlsAcceptor::from(config.clone())
+    let tls = TlsAcceptor::from(config.current())
         .accept(stream)
         .await
         .map_err(FrontError::Tls)?;

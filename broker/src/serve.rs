@@ -9,6 +9,9 @@
 //! Shutdown (SIGINT, SIGTERM): stop taking requests, let the store thread
 //! commit what it holds, publish those replies, then return. rumqttd has no
 //! shutdown of its own; its threads end with the process.
+//!
+//! SIGHUP reads the TLS files again (certificate, key, client CA, CRL);
+//! connected clients stay connected, new handshakes use the new files.
 
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ use crate::engine::Engine;
 use crate::front::Transport;
 use crate::service::{Outbound, Service};
 use crate::store::{Store, StoreError};
+use crate::tls::ServerTls;
 
 /// Why `shade serve` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,19 +44,19 @@ pub enum ServeError {
 }
 
 /// Broker settings from the config, with the device secrets the listeners
-/// check logins against. Fails when the TLS files cannot be loaded.
+/// check logins against and the TLS settings loaded from `config.tls`.
 pub fn broker_settings(
     config: &Config,
     devices: Credentials,
-) -> Result<BrokerSettings, crate::tls::TlsError> {
+    tls: Option<&std::sync::Arc<ServerTls>>,
+) -> BrokerSettings {
     let defaults = BrokerSettings::default();
     let mut listeners: Vec<_> = std::iter::once(config.listen.tcp)
         .chain(config.listen.tcp_v5)
         .map(|addr| (addr, Transport::Tcp))
         .collect();
     listeners.extend(config.listen.websocket.map(|addr| (addr, Transport::Ws)));
-    if let Some(files) = &config.tls {
-        let tls = crate::tls::server_config(files)?;
+    if let Some(tls) = tls {
         listeners.extend(
             config
                 .listen
@@ -72,7 +76,7 @@ pub fn broker_settings(
         config.auth.grants.clone(),
         devices,
     );
-    Ok(BrokerSettings {
+    BrokerSettings {
         listeners,
         max_connections: config.broker.max_connections,
         max_pending_connections: config.rates.max_pending_connections,
@@ -84,7 +88,7 @@ pub fn broker_settings(
             segments: config.broker.segment_count,
         },
         ..defaults
-    })
+    }
 }
 
 /// File descriptors one client connection costs: its socket, and the
@@ -129,7 +133,10 @@ pub async fn serve(
             "device secrets are stored but authentication is off (no [auth] in config): any client may connect"
         );
     }
-    let (broker, mut inbound) = embedded::start(broker_settings(&config, credentials.clone())?)?;
+    let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
+    let settings = broker_settings(&config, credentials.clone(), tls.as_ref());
+    let (broker, mut inbound) = embedded::start(settings)?;
+    tokio::spawn(reload_on_hangup(tls));
     let service = Service {
         node: config.node.clone(),
         limits: config.limits,
@@ -193,6 +200,49 @@ pub async fn serve(
     tokio::time::sleep(Duration::from_millis(300)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the TLS files on each SIGHUP. The handler is installed here,
+/// before `serve` says it is ready, so a SIGHUP sent after that never
+/// meets the default action (ending the process); the returned task then
+/// serves the signals. Without TLS a SIGHUP is logged and ignored.
+#[cfg(unix)]
+fn reload_on_hangup(
+    tls: Option<std::sync::Arc<ServerTls>>,
+) -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let hangups = signal(SignalKind::hangup());
+    async move {
+        let mut hangups = match hangups {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS files are read only at start");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            let Some(tls) = tls.clone() else {
+                tracing::info!("SIGHUP: nothing to reload (no [tls] section)");
+                continue;
+            };
+            // Reading and parsing a few PEM files: short, but blocking.
+            match tokio::task::spawn_blocking(move || tls.reload()).await {
+                Ok(Ok(())) => tracing::info!("SIGHUP: TLS files reloaded"),
+                Ok(Err(e)) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS files not reloaded, the previous ones stay in force"
+                ),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the TLS reload failed"),
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn reload_on_hangup(
+    _tls: Option<std::sync::Arc<ServerTls>>,
+) -> impl std::future::Future<Output = ()> {
+    std::future::pending()
 }
 
 async fn publish_loop(broker: BrokerHandle, mut out: mpsc::Receiver<Vec<Outbound>>) {

@@ -9,15 +9,23 @@
 //! and performs each handshake inside its accept loop, so one client that
 //! never finishes a handshake stops every other client from connecting.
 //!
+//! Client certificates can be revoked with a CRL file (`[tls] crl`). The
+//! files are read at start and again on SIGHUP ([`ServerTls::reload`]), so
+//! an operator revokes a device, or renews the server's certificate,
+//! without dropping every connected client; a file that does not load
+//! keeps the previous settings in force.
+//!
 //! [`client_config`] is the other side, for the operator CLI's `mqtts://`
 //! connections: the roots it trusts (`--ca`, else the system's) and an
 //! optional client certificate (`--cert`, `--key`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer,
+};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 
@@ -48,6 +56,50 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
     /// Refuse a handshake without a client certificate.
     pub require_client_cert: bool,
+    /// Revoked client certificates (PEM CRLs of `client_ca`); `None`
+    /// checks no revocation.
+    pub crl: Option<PathBuf>,
+}
+
+/// The server side's TLS settings, shared by the `tls` and `wss`
+/// listeners and replaced as a whole on reload: a handshake uses the
+/// settings current when it starts.
+#[derive(Debug)]
+pub struct ServerTls {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    /// Loads the files; fails when any cannot be read or used.
+    pub fn load(files: &TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
+        Ok(Arc::new(ServerTls {
+            current: RwLock::new(server_config(files)?),
+            files: files.clone(),
+        }))
+    }
+
+    /// The settings for a new handshake.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        // A poisoned lock still holds a complete configuration: writers
+        // only swap in an `Arc` built beforehand.
+        match self.current.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the files again. On error the previous settings stay in
+    /// force (a half-written CRL must not let revoked devices back in, nor
+    /// take TLS down).
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = server_config(&self.files)?;
+        match self.current.write() {
+            Ok(mut config) => *config = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
 }
 
 /// Builds the rustls server configuration once; every TLS connection
@@ -72,7 +124,15 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
                     .add(cert)
                     .map_err(|e| TlsError::Rustls(format!("CA {}: {e}", ca.display())))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+            if let Some(crl) = &files.crl {
+                // Only the device's own certificate: intermediates of the
+                // CA have no CRL of their own here, and an unknown status
+                // is a refusal.
+                verifier = verifier
+                    .with_crls(read_crls(crl)?)
+                    .only_check_end_entity_revocation();
+            }
             let verifier = if files.require_client_cert {
                 verifier
             } else {
@@ -171,6 +231,25 @@ fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
         });
     }
     Ok(certs)
+}
+
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let read_error = |reason: String| TlsError::Read {
+        what: "certificate revocation list",
+        path: path.to_owned(),
+        reason,
+    };
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| read_error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_error(e.to_string()))?;
+    if crls.is_empty() {
+        return Err(TlsError::Empty {
+            what: "certificate revocation list",
+            path: path.to_owned(),
+        });
+    }
+    Ok(crls)
 }
 
 /// The subject CN of a (verified) client certificate, or `None` when it

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
+    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SerialNumber,
 };
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
@@ -31,6 +32,11 @@ impl TestCa {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.distinguished_name.push(DnType::CommonName, name);
         let cert = params.self_signed(&key).expect("self-signed CA");
         TestCa { cert, key }
@@ -50,10 +56,55 @@ impl TestCa {
         self.issue(cn, &[], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A client certificate whose subject CN is `cn`, with serial number
+    /// `serial` (what a CRL names).
+    pub fn client_with_serial(&self, cn: &str, serial: u64) -> Issued {
+        self.issue_with(cn, &[], ExtendedKeyUsagePurpose::ClientAuth, Some(serial))
+    }
+
+    /// A CRL of this CA, numbered `number`, revoking the certificates
+    /// with these serial numbers; PEM.
+    pub fn crl_pem(&self, number: u64, revoked: &[u64]) -> String {
+        // Fixed dates: issued in the past, next one due far ahead.
+        let past = rcgen::date_time_ymd(2020, 1, 1);
+        let params = CertificateRevocationListParams {
+            this_update: past,
+            next_update: rcgen::date_time_ymd(4000, 1, 1),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|&serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(serial),
+                    revocation_time: past,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.cert, &self.key)
+            .expect("signed CRL")
+            .pem()
+            .expect("CRL as PEM")
+    }
+
     fn issue(&self, cn: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Issued {
+        self.issue_with(cn, names, usage, None)
+    }
+
+    fn issue_with(
+        &self,
+        cn: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        serial: Option<u64>,
+    ) -> Issued {
         let key = KeyPair::generate().expect("key");
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names).expect("params");
+        params.serial_number = serial.map(SerialNumber::from);
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = vec![usage];
         let cert = params

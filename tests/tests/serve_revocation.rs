@@ -1,0 +1,153 @@
+//! Revoking device certificates: `shade serve` with `[tls] crl` refuses a
+//! client certificate its CRL names, and on SIGHUP reads the CRL again, so
+//! an operator revokes a device without a restart. A CRL that does not
+//! load on reload leaves the previous one in force.
+//!
+//! Real parts: the `shade` binary on loopback ports picked free, a test CA,
+//! its certificates and CRLs made here with rcgen, rumqttc clients over TLS.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shade_tests::mqtt::{Connect, Mqtt};
+use shade_tests::pki::{Issued, TestCa};
+use shade_tests::server::Server;
+use shade_tests::{aws, free_port};
+
+/// A config with a `tls` listener whose client certificates are checked
+/// against `ca.pem` and the CRL at `crl`.
+fn write_config(dir: &Path, ca: &TestCa, tls_port: u16, crl: &Path) -> std::path::PathBuf {
+    let (cert, key) = ca.server().write_pem(dir, "server");
+    let ca_path = ca.write_pem(dir, "ca");
+    let config = format!(
+        r#"
+[listen]
+tls = "127.0.0.1:{tls_port}"
+
+[tls]
+cert = {cert:?}
+key = {key:?}
+client_ca = {ca_path:?}
+crl = {crl:?}
+
+[auth]
+"#
+    );
+    let path = dir.join("broker.toml");
+    std::fs::write(&path, config).expect("write config");
+    path
+}
+
+fn hangup(server: &Server) {
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -HUP failed");
+}
+
+/// Connects a device by its certificate alone over TLS.
+async fn connect(ca: &TestCa, port: u16, cert: &Issued, id: &str) -> Result<Mqtt, String> {
+    let how = Connect {
+        login: None,
+        tls: Some(ca.client_config(Some(cert))),
+    };
+    Mqtt::connect_with(port, id, &how).await
+}
+
+/// The device updates its own shadow and gets `accepted`.
+async fn assert_serves(ca: &TestCa, port: u16, cert: &Issued, thing: &str) {
+    let mut client = connect(ca, port, cert, &format!("{thing}-ok"))
+        .await
+        .unwrap_or_else(|e| panic!("{thing}, not revoked, cannot connect: {e}"));
+    client.subscribe(&aws(thing, "update/+")).await;
+    let reply = client
+        .request(
+            &aws(thing, "update"),
+            &json!({"state": {"reported": {"up": true}}, "clientToken": thing}),
+        )
+        .await;
+    assert!(reply.topic.ends_with("/accepted"), "{reply}");
+}
+
+/// Waits (bounded) until the server's log holds `line` `count` times.
+fn wait_for_log(server: &Server, line: &str, count: usize) {
+    let start = Instant::now();
+    while server.log().matches(line).count() < count {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no {line:?} in the log after 10 s:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_and_sighup_revokes_more_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new("shade test CA");
+    let lamp = ca.client_with_serial("lamp", 101);
+    let fan = ca.client_with_serial("fan", 102);
+    let door = ca.client_with_serial("door", 103);
+    let crl = dir.path().join("revoked.pem");
+    std::fs::write(&crl, ca.crl_pem(1, &[101])).expect("write CRL");
+    let tls_port = free_port();
+    let config = write_config(dir.path(), &ca, tls_port, &crl);
+    let server = Server::start_with_args(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8")],
+    );
+
+    // The CRL names the lamp's certificate: refused at the handshake.
+    assert!(
+        connect(&ca, tls_port, &lamp, "lamp-1").await.is_err(),
+        "a revoked certificate was accepted"
+    );
+    assert_serves(&ca, tls_port, &fan, "fan").await;
+
+    // The operator revokes the fan too and signals the server.
+    std::fs::write(&crl, ca.crl_pem(2, &[101, 102])).expect("write CRL");
+    hangup(&server);
+    wait_for_log(&server, "TLS files reloaded", 1);
+    assert!(
+        connect(&ca, tls_port, &fan, "fan-2").await.is_err(),
+        "a certificate revoked by a reloaded CRL was accepted"
+    );
+    assert!(connect(&ca, tls_port, &lamp, "lamp-2").await.is_err());
+    assert_serves(&ca, tls_port, &door, "door").await;
+
+    // A broken CRL (a half-written file) is not loaded: the previous one
+    // stays in force, and the listener keeps serving.
+    std::fs::write(&crl, "-----BEGIN X509 CRL-----\nnot base64\n").expect("write CRL");
+    hangup(&server);
+    wait_for_log(&server, "TLS files not reloaded", 1);
+    assert!(
+        connect(&ca, tls_port, &fan, "fan-3").await.is_err(),
+        "a broken CRL let a revoked certificate back in"
+    );
+    assert_serves(&ca, tls_port, &door, "door").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_that_cannot_be_read_stops_the_start_with_its_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new("shade test CA");
+    let crl = dir.path().join("missing-crl.pem");
+    let config = write_config(dir.path(), &ca, free_port(), &crl);
+    let out = Command::new(shade_tests::shade_binary())
+        .args(["serve", "--config", config.to_str().expect("utf-8")])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run shade serve");
+    assert!(!out.status.success(), "shade serve started without its CRL");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("missing-crl.pem") && stderr.contains("certificate revocation list"),
+        "{stderr}"
+    );
+}
