@@ -86,7 +86,7 @@ pub struct UserEntry {
 pub struct Principals {
     /// Authentication on; off, everyone is anonymous whatever its id.
     pub enabled: bool,
-    pub users: Arc<Users>,
+    pub users: crate::auth::SharedUsers,
 }
 
 impl Principals {
@@ -95,7 +95,10 @@ impl Principals {
         if !self.enabled {
             return Some(Principal::Anonymous);
         }
-        Principal::from_tag(crate::gateway::principal_tag(client_id), &self.users)
+        Principal::from_tag(
+            crate::gateway::principal_tag(client_id),
+            &self.users.current(),
+        )
     }
 }
 
@@ -111,8 +114,8 @@ impl Principal {
     }
 
     /// The principal of a tag, looking users up in `users`. `None` for a
-    /// tag that names nobody (a user removed from config cannot appear: the
-    /// config is read once).
+    /// tag that names nobody (such as a user removed from the config by a
+    /// reload since it connected).
     pub fn from_tag(tag: &str, users: &Users) -> Option<Principal> {
         if tag == "-" {
             return Some(Principal::Anonymous);

@@ -16,7 +16,7 @@
 //! most [`MAX_CONCURRENT_CHECKS`] at a time, so a flood of wrong passwords
 //! slows down logins but never the connections already serving.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rumqttd::protocol::Login;
 use shade_shared::ThingName;
@@ -40,12 +40,52 @@ pub enum Refusal {
     NotAuthorized,
 }
 
+/// The config users, replaced as a whole when the config is reloaded
+/// (SIGHUP): a lookup sees the old list or the new one, never a mix.
+/// Clones share the list.
+#[derive(Clone, Default)]
+pub struct SharedUsers(Arc<RwLock<Arc<Users>>>);
+
+impl SharedUsers {
+    pub fn new(users: Users) -> SharedUsers {
+        SharedUsers(Arc::new(RwLock::new(Arc::new(users))))
+    }
+
+    /// The list as it is now.
+    pub fn current(&self) -> Arc<Users> {
+        // Writers only swap a complete list in, so a poisoned lock still
+        // holds one.
+        match self.0.read() {
+            Ok(users) => users.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, users: Users) {
+        let users = Arc::new(users);
+        match self.0.write() {
+            Ok(mut current) => *current = users,
+            Err(poisoned) => *poisoned.into_inner() = users,
+        }
+    }
+}
+
+impl std::fmt::Debug for SharedUsers {
+    /// Names users, never their hashes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let users = self.current();
+        let mut names: Vec<&String> = users.keys().collect();
+        names.sort();
+        f.debug_list().entries(names).finish()
+    }
+}
+
 /// Everything a listener needs to authenticate and authorize clients.
 #[derive(Clone)]
 pub struct Auth {
     /// `false`: every client is anonymous with full access.
     pub enabled: bool,
-    pub users: Arc<Users>,
+    pub users: SharedUsers,
     pub grants: Arc<DeviceGrants>,
     pub devices: Credentials,
     checks: Arc<Semaphore>,
@@ -54,11 +94,9 @@ pub struct Auth {
 impl std::fmt::Debug for Auth {
     /// Names users, never their hashes.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut users: Vec<&String> = self.users.keys().collect();
-        users.sort();
         f.debug_struct("Auth")
             .field("enabled", &self.enabled)
-            .field("users", &users)
+            .field("users", &self.users)
             .field("grants", &self.grants)
             .field("devices", &self.devices.len())
             .finish()
@@ -66,10 +104,15 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    pub fn new(enabled: bool, users: Users, grants: DeviceGrants, devices: Credentials) -> Auth {
+    pub fn new(
+        enabled: bool,
+        users: SharedUsers,
+        grants: DeviceGrants,
+        devices: Credentials,
+    ) -> Auth {
         Auth {
             enabled,
-            users: Arc::new(users),
+            users,
             grants: Arc::new(grants),
             devices,
             checks: Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS)),
@@ -80,7 +123,7 @@ impl Auth {
     pub fn disabled() -> Auth {
         Auth::new(
             false,
-            Users::new(),
+            SharedUsers::default(),
             DeviceGrants::default(),
             Credentials::default(),
         )
@@ -132,7 +175,7 @@ impl Auth {
 
     /// The blocking part: argon2 verification of a user or device secret.
     fn check_password(&self, name: &str, secret: &str) -> Result<Principal, Refusal> {
-        if let Some(user) = self.users.get(name) {
+        if let Some(user) = self.users.current().get(name) {
             return if verify_phc(&user.password_hash, secret) {
                 Ok(Principal::User {
                     name: name.into(),

@@ -221,6 +221,10 @@ pub struct Config {
     pub history_per_shadow: u64,
     pub broker: BrokerSizing,
     pub store: StoreSizing,
+    /// The file this was read from and the command line's overrides, to
+    /// read it again on SIGHUP; `None` for the defaults or text.
+    pub source: Option<PathBuf>,
+    pub overrides: Overrides,
 }
 
 /// Command-line overrides, applied over the file.
@@ -343,7 +347,9 @@ impl Config {
                 })?
             }
         };
-        Self::validate(raw, overrides)
+        let mut config = Self::validate(raw, overrides)?;
+        config.source = path.map(Path::to_owned);
+        Ok(config)
     }
 
     /// Parses config text (for tests and `--config -`).
@@ -511,6 +517,8 @@ impl Config {
             history_per_shadow,
             broker,
             store,
+            source: None,
+            overrides: o.clone(),
         })
     }
 }

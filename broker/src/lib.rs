@@ -25,6 +25,7 @@
 //! - [`service`]: what each request does to a stored shadow, and its replies.
 //! - [`engine`]: the store thread, committing requests in groups.
 //! - [`serve`]: `shade serve`, wiring broker, service and store together.
+//! - [`reload`]: SIGHUP, reading the config users and TLS files again.
 //! - [`cli`]: the operator commands (`shade get`, `list`, `update`,
 //!   `delete`, `watch`, `history`, `conflicts`), online over MQTT or
 //!   offline over a stopped broker's data.
@@ -43,6 +44,7 @@ pub mod front;
 pub mod gateway;
 pub mod ops;
 mod relay;
+pub mod reload;
 pub mod serve;
 pub mod service;
 pub mod store;

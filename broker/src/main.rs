@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run the shadow service with its embedded MQTT broker.
     #[command(
-        after_help = "Example:\n  shade serve                       # 127.0.0.1:1883, data in ./shade-data\n  shade serve --config config/broker.toml --listen 127.0.0.1:18830\n\nSignals: SIGINT or SIGTERM stop it gracefully; SIGHUP reads the [tls] files (cert, key, client_ca, crl) again."
+        after_help = "Example:\n  shade serve                       # 127.0.0.1:1883, data in ./shade-data\n  shade serve --config config/broker.toml --listen 127.0.0.1:18830\n\nSignals: SIGINT or SIGTERM stop it gracefully; SIGHUP reads the config's users and the [tls] files (cert, key, client_ca, crl) again."
     )]
     Serve {
         /// TOML config file (see config/broker.toml).

@@ -10,15 +10,14 @@
 //! commit what it holds, publish those replies, then return. rumqttd has no
 //! shutdown of its own; its threads end with the process.
 //!
-//! SIGHUP reads the TLS files again (certificate, key, client CA, CRL);
-//! connected clients stay connected, new handshakes use the new files.
+//! SIGHUP reads the config users and the TLS files again ([`crate::reload`]).
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::acl::Principals;
-use crate::auth::Auth;
+use crate::auth::{Auth, SharedUsers};
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::devices;
@@ -48,6 +47,7 @@ pub enum ServeError {
 pub fn broker_settings(
     config: &Config,
     devices: Credentials,
+    users: SharedUsers,
     tls: Option<&std::sync::Arc<ServerTls>>,
 ) -> BrokerSettings {
     let defaults = BrokerSettings::default();
@@ -72,7 +72,7 @@ pub fn broker_settings(
     }
     let auth = Auth::new(
         config.auth.enabled,
-        config.auth.users.clone(),
+        users,
         config.auth.grants.clone(),
         devices,
     );
@@ -134,9 +134,14 @@ pub async fn serve(
         );
     }
     let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
-    let settings = broker_settings(&config, credentials.clone(), tls.as_ref());
+    let users = SharedUsers::new(config.auth.users.clone());
+    let settings = broker_settings(&config, credentials.clone(), users.clone(), tls.as_ref());
     let (broker, mut inbound) = embedded::start(settings)?;
-    tokio::spawn(reload_on_hangup(tls));
+    tokio::spawn(crate::reload::on_hangup(crate::reload::Reloadable {
+        started: config.clone(),
+        users: users.clone(),
+        tls,
+    }));
     let service = Service {
         node: config.node.clone(),
         limits: config.limits,
@@ -144,7 +149,7 @@ pub async fn serve(
         history_per_shadow: config.history_per_shadow,
         principals: Principals {
             enabled: config.auth.enabled,
-            users: std::sync::Arc::new(config.auth.users.clone()),
+            users,
         },
     };
     let (req_tx, req_rx) = mpsc::channel::<Queued>(config.store.queue);
@@ -200,49 +205,6 @@ pub async fn serve(
     tokio::time::sleep(Duration::from_millis(300)).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Reloads the TLS files on each SIGHUP. The handler is installed here,
-/// before `serve` says it is ready, so a SIGHUP sent after that never
-/// meets the default action (ending the process); the returned task then
-/// serves the signals. Without TLS a SIGHUP is logged and ignored.
-#[cfg(unix)]
-fn reload_on_hangup(
-    tls: Option<std::sync::Arc<ServerTls>>,
-) -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let hangups = signal(SignalKind::hangup());
-    async move {
-        let mut hangups = match hangups {
-            Ok(hangups) => hangups,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS files are read only at start");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            let Some(tls) = tls.clone() else {
-                tracing::info!("SIGHUP: nothing to reload (no [tls] section)");
-                continue;
-            };
-            // Reading and parsing a few PEM files: short, but blocking.
-            match tokio::task::spawn_blocking(move || tls.reload()).await {
-                Ok(Ok(())) => tracing::info!("SIGHUP: TLS files reloaded"),
-                Ok(Err(e)) => tracing::error!(
-                    error = %e,
-                    "SIGHUP: TLS files not reloaded, the previous ones stay in force"
-                ),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: the TLS reload failed"),
-            }
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn reload_on_hangup(
-    _tls: Option<std::sync::Arc<ServerTls>>,
-) -> impl std::future::Future<Output = ()> {
-    std::future::pending()
 }
 
 async fn publish_loop(broker: BrokerHandle, mut out: mpsc::Receiver<Vec<Outbound>>) {

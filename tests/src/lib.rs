@@ -79,6 +79,42 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in 20000-31999 after 1000 tries");
 }
 
+/// Runs `shade ARGS` to its end, with `stdin` as its input when given:
+/// (success, stdout trimmed, stderr).
+pub fn run_shade(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(shade_binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shade");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("shade exits");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The argon2 hash `shade hash-password` makes of `password`.
+pub fn password_hash(password: &str) -> String {
+    let (ok, hash, err) = run_shade(&["hash-password"], Some(&format!("{password}\n")));
+    assert!(ok, "shade hash-password failed: {err}");
+    hash
+}
+
 /// Path of the `shade` binary of this build profile.
 pub fn shade_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("path of the test executable");

@@ -4,14 +4,13 @@
 //! a test CA made here with rcgen, and rumqttc clients over TCP and TLS.
 //! Every test ends by checking that the service still serves others.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::time::Duration;
 
 use serde_json::json;
 use shade_tests::pki::TestCa;
-use shade_tests::{free_port, shade_binary, Connect, Mqtt, Server};
+use shade_tests::{free_port, password_hash, run_shade, Connect, Mqtt, Server};
 
 const ADMIN_PASSWORD: &str = "admin-pw";
 const VIEWER_PASSWORD: &str = "viewer-pw";
@@ -29,31 +28,6 @@ struct Secured {
     t2_secret: String,
 }
 
-fn shade(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = Command::new(shade_binary())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run shade");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("shade exits");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Runs an online `shade ARGS` against `port` as `user`.
 fn shade_as(port: u16, user: &str, password: &str, args: &[&str]) -> (bool, String, String) {
     let broker = format!("mqtt://127.0.0.1:{port}");
@@ -66,13 +40,7 @@ fn shade_as(port: u16, user: &str, password: &str, args: &[&str]) -> (bool, Stri
         "--password",
         password,
     ]);
-    shade(&all, None)
-}
-
-fn hash(password: &str) -> String {
-    let (ok, hash, err) = shade(&["hash-password"], Some(&format!("{password}\n")));
-    assert!(ok, "shade hash-password failed: {err}");
-    hash
+    run_shade(&all, None)
 }
 
 /// `shade device add` online, as the admin: the secret it prints.
@@ -113,8 +81,8 @@ prefix = "t1"
 [limits]
 requests_per_second_per_thing = 20
 "#,
-        admin = hash(ADMIN_PASSWORD),
-        viewer = hash(VIEWER_PASSWORD),
+        admin = password_hash(ADMIN_PASSWORD),
+        viewer = password_hash(VIEWER_PASSWORD),
     );
     let path = dir.join("broker.toml");
     std::fs::write(&path, config).expect("write config");

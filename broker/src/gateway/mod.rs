@@ -137,7 +137,7 @@ impl Protocol for Gateway {
                     warn!("refusing a connection that did not come through shade's listeners");
                 }
             })?;
-            let principal = Principal::from_tag(&tag, &self.ctx.auth.users)
+            let principal = Principal::from_tag(&tag, &self.ctx.auth.users.current())
                 // Anonymous exactly when authentication is off.
                 .filter(|p| self.ctx.auth.enabled != (*p == Principal::Anonymous))
                 .ok_or(Error::InvalidProtocol)?;

@@ -22,7 +22,7 @@ use rumqttd::protocol::{
     SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
 use shade_broker::acl::{DeviceGrants, Role, UserEntry, Users};
-use shade_broker::auth::Auth;
+use shade_broker::auth::{Auth, SharedUsers};
 use shade_broker::credentials::Credentials;
 use shade_broker::gateway::{preamble, Gateway, GatewayContext};
 
@@ -51,7 +51,7 @@ fn context(auth_on: bool) -> Arc<GatewayContext> {
     };
     Arc::new(GatewayContext {
         secret: SECRET.into(),
-        auth: Auth::new(auth_on, users, grants, Credentials::new()),
+        auth: Auth::new(auth_on, SharedUsers::new(users), grants, Credentials::new()),
     })
 }
 

@@ -1,10 +1,16 @@
-//! Revoking device certificates: `shade serve` with `[tls] crl` refuses a
-//! client certificate its CRL names, and on SIGHUP reads the CRL again, so
-//! an operator revokes a device without a restart. A CRL that does not
-//! load on reload leaves the previous one in force.
+//! What SIGHUP changes in a running `shade serve`, end to end:
+//!
+//! - revoking device certificates: with `[tls] crl` a client certificate
+//!   the CRL names is refused, and SIGHUP reads the CRL again, so an
+//!   operator revokes a device without a restart;
+//! - the config users: SIGHUP reads `[[auth.users]]` again, so an operator
+//!   adds or removes a person without a restart.
+//!
+//! A file that does not load leaves the previous settings in force.
 //!
 //! Real parts: the `shade` binary on loopback ports picked free, a test CA,
-//! its certificates and CRLs made here with rcgen, rumqttc clients over TLS.
+//! its certificates and CRLs made here with rcgen, rumqttc clients over
+//! TLS, and the `shade` CLI as the operator.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,7 +20,7 @@ use serde_json::json;
 use shade_tests::mqtt::{Connect, Mqtt};
 use shade_tests::pki::{Issued, TestCa};
 use shade_tests::server::Server;
-use shade_tests::{aws, free_port};
+use shade_tests::{aws, free_port, password_hash, run_shade};
 
 /// A config with a `tls` listener whose client certificates are checked
 /// against `ca.pem` and the CRL at `crl`.
@@ -150,4 +156,70 @@ async fn a_crl_that_cannot_be_read_stops_the_start_with_its_path() {
         stderr.contains("missing-crl.pem") && stderr.contains("certificate revocation list"),
         "{stderr}"
     );
+}
+
+/// A config with authentication on and these `(name, password)` admins.
+fn users_config(path: &Path, admins: &[(&str, &str)]) {
+    let mut text = String::from("[auth]\n");
+    for (name, password) in admins {
+        text.push_str(&format!(
+            "[[auth.users]]\nname = {name:?}\npassword_hash = {:?}\nrole = \"admin\"\n",
+            password_hash(password)
+        ));
+    }
+    std::fs::write(path, text).expect("write config");
+}
+
+/// `shade list` online as `user`: whether the service let it in.
+fn lists_as(server: &Server, user: &str, password: &str) -> (bool, String) {
+    let broker = format!("mqtt://127.0.0.1:{}", server.port());
+    let (ok, _, err) = run_shade(
+        &[
+            "list",
+            "--broker",
+            &broker,
+            "--username",
+            user,
+            "--password",
+            password,
+        ],
+        None,
+    );
+    (ok, err)
+}
+
+#[test]
+fn sighup_reloads_the_config_users_and_a_broken_config_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("broker.toml");
+    users_config(&config, &[("ops", "ops-pw")]);
+    let server = Server::start_with_args(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let (ok, err) = lists_as(&server, "ops", "ops-pw");
+    assert!(ok, "ops, a config user, cannot list: {err}");
+    assert!(
+        !lists_as(&server, "ana", "ana-pw").0,
+        "an unknown user got in"
+    );
+
+    // The operator replaces ops by ana in the file and signals the server.
+    users_config(&config, &[("ana", "ana-pw")]);
+    hangup(&server);
+    wait_for_log(&server, "config users reloaded", 1);
+    let (ok, err) = lists_as(&server, "ana", "ana-pw");
+    assert!(ok, "ana, added by the reload, cannot list: {err}");
+    assert!(
+        !lists_as(&server, "ops", "ops-pw").0,
+        "ops, removed by the reload, still got in"
+    );
+
+    // A config that does not parse changes nothing.
+    std::fs::write(&config, "[auth\n").expect("write config");
+    hangup(&server);
+    wait_for_log(&server, "config not reloaded", 1);
+    let (ok, err) = lists_as(&server, "ana", "ana-pw");
+    assert!(ok, "a broken config locked ana out: {err}");
+    assert!(!lists_as(&server, "ops", "ops-pw").0);
 }
