@@ -102,7 +102,9 @@ impl Dispatcher {
             }
             _ => {
                 if let Some(bad) = bad_request(&msg.topic) {
-                    let reply = Rejection::new(400, bad.error.to_string()).to_json(now_ms());
+                    let reply = Rejection::new(400, bad.error.to_string())
+                        .with_token(ops::client_token_of(&msg.payload))
+                        .to_json(now_ms());
                     self.publish(&bad.reply_topic, &reply).await;
                 } else {
                     tracing::debug!(client = %msg.client_id, topic = %msg.topic, "dropping a publish no operation answers");

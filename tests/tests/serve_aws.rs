@@ -695,6 +695,7 @@ async fn malformed_requests_get_400_or_413_and_the_service_keeps_serving_others(
                 .is_some_and(|m| m.to_lowercase().contains("name")),
             "a clear error: {reply}"
         );
+        assert_eq!(v["clientToken"], "name", "the token is echoed: {reply}");
     }
     // The longest thing name is fine.
     let longest = "t".repeat(128);

@@ -1,5 +1,6 @@
 //! Connections coming and going at the front: one client's clean
-//! disconnect must never close another client's connection.
+//! disconnect must never close another client's connection, and no client
+//! id, whatever it holds, may stop the broker from taking connections.
 //!
 //! rumqttd 0.20 frees a connection's slot when it reads DISCONNECT, and
 //! then, when the socket closes, sends the router a second disconnect for
@@ -117,6 +118,74 @@ fn a_clean_disconnect_never_closes_a_client_that_just_connected() {
         failures.len(),
         THREADS * PAIRS,
         &failures[..failures.len().min(5)],
+        server.log()
+    );
+}
+
+/// Publishes `payload` at QoS 0 to `topic`.
+fn publish(s: &mut TcpStream, id: &str, topic: &str, payload: &[u8]) -> Result<(), String> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(payload);
+    let mut packet = vec![0x30, body.len() as u8];
+    packet.extend(body);
+    s.write_all(&packet)
+        .map_err(|e| format!("{id}: PUBLISH: {e}"))
+}
+
+/// Reads one PUBLISH and returns its topic.
+fn read_publish_topic(s: &mut TcpStream, id: &str) -> Result<String, String> {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head)
+        .map_err(|e| format!("{id}: no PUBLISH: {e}"))?;
+    let mut len = usize::from(head[1] & 0x7f);
+    if head[1] & 0x80 != 0 {
+        let mut next = [0u8; 1];
+        s.read_exact(&mut next).map_err(|e| e.to_string())?;
+        len += usize::from(next[0]) << 7;
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).map_err(|e| e.to_string())?;
+    if head[0] >> 4 != 3 || body.len() < 2 {
+        return Err(format!("{id}: not a PUBLISH: {head:?}"));
+    }
+    let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    String::from_utf8(body.get(2..2 + topic_len).unwrap_or_default().to_vec())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn client_ids_with_topic_characters_connect_twice_and_everyone_else_still_connects() {
+    let (_dir, data) = temp_data();
+    let server = Server::start(&data);
+    let port = server.port();
+    // rumqttd's router refuses ids holding `/ + # $`, and used to be left
+    // unable to take any connection after the second CONNECT of one.
+    for id in ["a/b", "$x", "c+d", "e#f", "100%/real"] {
+        for attempt in 0..2 {
+            let mut client = connect(port, id)
+                .unwrap_or_else(|e| panic!("{id} (CONNECT {attempt}): {e}\n{}", server.log()));
+            // It is served: a get of its thing is answered.
+            subscribe(&mut client, id, "$aws/things/t/shadow/get/+")
+                .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+            publish(&mut client, id, "$aws/things/t/shadow/get", b"{}")
+                .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+            let topic = read_publish_topic(&mut client, id)
+                .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+            assert!(
+                topic.starts_with("$aws/things/t/shadow/get/"),
+                "{id}: {topic}"
+            );
+            let _ = client.write_all(&[0xe0, 0]);
+        }
+    }
+    let mut other = connect(port, "plain")
+        .unwrap_or_else(|e| panic!("a plain client after them: {e}\n{}", server.log()));
+    subscribe(&mut other, "plain", "$aws/things/t/shadow/update/accepted")
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    assert!(
+        !server.log().contains("panicked"),
+        "rumqttd panicked:\n{}",
         server.log()
     );
 }

@@ -227,6 +227,14 @@ impl Gateway {
                     // (rumqttd treats a second one as a protocol error).
                     let _ = self.identity.set(connect.client_id.clone());
                 }
+                // rumqttd 0.20's router refuses an id holding `+ $ # /`
+                // after its listener has registered the id's will handler;
+                // the next CONNECT with that id then panics inside rumqttd
+                // while holding that handlers' lock, which poisons it, and
+                // from then on no client can connect. So the router gets
+                // the id percent-encoded (one-to-one: `%` is encoded too);
+                // the stamp above keeps the id as the client sent it.
+                connect.client_id = escape_client_id(&connect.client_id);
                 // rumqttd 0.20 keys the aliases it assigns by subscription
                 // filter, not topic, so a wildcard subscriber would get later
                 // messages under the first message's topic. Without a
