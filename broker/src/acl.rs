@@ -102,14 +102,24 @@ impl Principals {
     }
 }
 
+/// The tag of config user `name`: `u:<name>`.
+pub fn user_tag(name: &str) -> String {
+    format!("u:{name}")
+}
+
+/// The tag of device `thing`: `d:<thing>`.
+pub fn device_tag(thing: &str) -> String {
+    format!("d:{thing}")
+}
+
 /// The tag a principal carries inside the broker (client ids, stamps):
 /// `u:<name>` or `d:<thing>`; `-` for anonymous. Names never contain `|`.
 impl Principal {
     pub fn tag(&self) -> String {
         match self {
             Principal::Anonymous => "-".to_owned(),
-            Principal::User { name, .. } => format!("u:{name}"),
-            Principal::Device { thing } => format!("d:{thing}"),
+            Principal::User { name, .. } => user_tag(name),
+            Principal::Device { thing } => device_tag(thing),
         }
     }
 

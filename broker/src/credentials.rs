@@ -20,6 +20,9 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
 use base64ct::{Base64UrlUnpadded, Encoding};
 
+use crate::acl::device_tag;
+use crate::sessions::Sessions;
+
 /// Bytes of a device secret: 256 bits.
 pub const SECRET_BYTES: usize = 32;
 
@@ -149,6 +152,8 @@ pub struct Credentials {
     /// Values are `Arc<str>` so that a verify copies a pointer out and
     /// releases the lock before the (comparatively slow) hashing.
     devices: Arc<RwLock<HashMap<String, Arc<str>>>>,
+    /// Connections let in by a secret, which a change of it closes.
+    sessions: Sessions,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -174,6 +179,7 @@ impl Credentials {
             .collect();
         Self {
             devices: Arc::new(RwLock::new(map)),
+            sessions: Sessions::default(),
         }
     }
 
@@ -224,13 +230,29 @@ impl Credentials {
         self.write().remove(thing).is_some()
     }
 
-    /// Applies a committed change.
+    /// The open connections of users and devices that logged in with a
+    /// password or a secret (shared by every clone).
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Applies a committed change, and closes the connections the old
+    /// secret let in: a removed device is cut off, a replaced secret stops
+    /// working at once (the device reconnects with the new one).
     pub fn apply(&self, change: DeviceChange) {
-        match change {
-            DeviceChange::Set { thing, phc } => self.insert(thing, phc),
+        let thing = match change {
+            DeviceChange::Set { thing, phc } => {
+                self.insert(thing.clone(), phc);
+                thing
+            }
             DeviceChange::Removed { thing } => {
                 self.remove(&thing);
+                thing
             }
+        };
+        let closed = self.sessions.end(&device_tag(&thing));
+        if closed > 0 {
+            tracing::info!(%thing, connections = closed, "closing the connections its old secret let in");
         }
     }
 }

@@ -40,6 +40,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::acl::{device_tag, user_tag};
 use crate::auth::{Auth, Refusal};
 use crate::gateway::{self, Version};
 use crate::tls::ServerTls;
@@ -170,7 +171,7 @@ async fn serve(
     )
     .await
     .map_err(|_| FrontError::Timeout)?;
-    let (client, preamble, head) = match admitted {
+    let (client, preamble, head, session) = match admitted {
         Ok(admitted) => admitted,
         Err(e @ (FrontError::Tls(_) | FrontError::Ws(_))) => {
             info!(%peer, listener = transport.name(), error = %e, "handshake failed");
@@ -183,9 +184,27 @@ async fn serve(
     broker.write_all(&preamble).await?;
     broker.write_all(&head).await?;
     drop(pending);
-    crate::relay::relay(client, broker, &head, COPY_BUFFER).await?;
+    let relay = crate::relay::relay(client, broker, &head, COPY_BUFFER);
+    let Some((_guard, ended)) = session else {
+        return Ok(relay.await?);
+    };
+    tokio::select! {
+        done = relay => done?,
+        // Dropping the relay closes both sockets: rumqttd sees the link
+        // go as if the client vanished (its will, if any, fires).
+        Ok(()) = ended => {
+            info!(%peer, "closing a connection: the secret or password it logged in with was removed or changed");
+        }
+    }
     Ok(())
 }
+
+/// The watched session of a connection that logs in with a password or
+/// secret (see [`crate::sessions`]).
+type Watched = (
+    crate::sessions::SessionGuard,
+    tokio::sync::oneshot::Receiver<()>,
+);
 
 /// Connects to rumqttd's internal listener. Its thread binds a moment
 /// after `embedded::start` returns, so the first clients may have to wait
@@ -208,13 +227,14 @@ async fn dial_internal(internal: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// Handshakes, reads the CONNECT and authenticates it. Returns the client
-/// stream, the preamble for the gateway and the bytes read so far.
+/// stream, the preamble for the gateway, the bytes read so far and, for a
+/// login by password or secret, its watched session.
 async fn admit(
     stream: TcpStream,
     peer: SocketAddr,
     transport: &Transport,
     shared: &FrontShared,
-) -> Result<(Box<dyn Io>, Vec<u8>, BytesMut), FrontError> {
+) -> Result<(Box<dyn Io>, Vec<u8>, BytesMut, Option<Watched>), FrontError> {
     let (mut client, cert_cn): (Box<dyn Io>, Option<String>) = match transport {
         Transport::Tcp => (Box::new(stream), None),
         Transport::Ws => (websocket(stream).await?, None),
@@ -231,6 +251,20 @@ async fn admit(
     let Packet::Connect(connect, _, _, _, login) = connect else {
         return Err(FrontError::NotConnect);
     };
+    // Watched before the check (see `crate::sessions`), under both tags
+    // the name could turn out to have; the one that applies is kept.
+    let sessions = shared.auth.devices.sessions();
+    let mut watched = match (&login, &cert_cn) {
+        (Some(login), None) if shared.auth.enabled && !login.username.is_empty() => {
+            [user_tag(&login.username), device_tag(&login.username)]
+                .map(|tag| {
+                    let session = sessions.watch(&tag);
+                    (tag, session)
+                })
+                .into()
+        }
+        _ => Vec::new(),
+    };
     match shared
         .auth
         .authenticate(login.as_ref(), cert_cn.as_deref())
@@ -238,8 +272,13 @@ async fn admit(
     {
         Ok(principal) => {
             debug!(%peer, client_id = %connect.client_id, principal = %principal.tag(), "authenticated");
-            let preamble = gateway::preamble(&shared.secret, &principal.tag());
-            Ok((client, preamble, head))
+            let tag = principal.tag();
+            let preamble = gateway::preamble(&shared.secret, &tag);
+            let session = watched
+                .iter()
+                .position(|(t, _)| *t == tag)
+                .map(|i| watched.swap_remove(i).1);
+            Ok((client, preamble, head, session))
         }
         Err(refusal) => {
             info!(%peer, client_id = %connect.client_id, username = ?login.as_ref().map(|l| &l.username), ?refusal, "refused a CONNECT");

@@ -16,6 +16,8 @@
 //! - [`credentials`]: device secrets and password hashes (argon2id PHC
 //!   strings), and the shared [`credentials::Credentials`] a connecting
 //!   device's secret is verified against.
+//! - [`sessions`]: the open connections a password or secret let in, which
+//!   removing or replacing it closes.
 //! - [`devices`]: the `device-add`, `device-remove` and `device-list`
 //!   queries, run on the store thread or over a stopped broker's data.
 //! - [`config`]: `shade serve` configuration, raw TOML validated into a typed `Config`.
@@ -47,5 +49,6 @@ mod relay;
 pub mod reload;
 pub mod serve;
 pub mod service;
+pub mod sessions;
 pub mod store;
 pub mod tls;

@@ -10,14 +10,16 @@
 //! A reload is all or nothing per part: a config file that does not parse
 //! or validate changes nothing, and TLS files that do not load leave the
 //! previous ones in force; either is logged as an error and the service
-//! keeps serving. Open connections keep the identity they connected with
-//! (a removed user's open connection is refused by the service's own
-//! checks, such as `shade/ops`, from then on, and cannot reconnect).
+//! keeps serving. The open connections of a user the reload removes or
+//! changes (password, role, prefix) are closed; the user reconnects with
+//! what the new list says.
 
 use std::sync::Arc;
 
+use crate::acl::user_tag;
 use crate::auth::SharedUsers;
 use crate::config::Config;
+use crate::sessions::Sessions;
 use crate::tls::ServerTls;
 
 /// What a SIGHUP can replace, and the config it started with.
@@ -25,6 +27,8 @@ use crate::tls::ServerTls;
 pub struct Reloadable {
     pub started: Config,
     pub users: SharedUsers,
+    /// The connections users logged in with, closed when their entry goes.
+    pub sessions: Sessions,
     pub tls: Option<Arc<ServerTls>>,
 }
 
@@ -86,9 +90,17 @@ fn apply_config(r: &Reloadable, fresh: &Config) {
     if fresh.auth.enabled != started.auth.enabled {
         tracing::warn!("SIGHUP: adding or removing [auth] takes a restart; users not reloaded");
     } else {
+        let before = r.users.current();
         r.users.replace(fresh.auth.users.clone());
+        // After the replace: a user reconnecting at once meets the new list.
+        let closed: usize = before
+            .iter()
+            .filter(|(name, entry)| fresh.auth.users.get(*name) != Some(*entry))
+            .map(|(name, _)| r.sessions.end(&user_tag(name)))
+            .sum();
         tracing::info!(
             users = fresh.auth.users.len(),
+            closed_connections = closed,
             "SIGHUP: config users reloaded"
         );
     }

@@ -140,6 +140,7 @@ pub async fn serve(
     tokio::spawn(crate::reload::on_hangup(crate::reload::Reloadable {
         started: config.clone(),
         users: users.clone(),
+        sessions: credentials.sessions().clone(),
         tls,
     }));
     let service = Service {

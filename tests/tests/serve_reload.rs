@@ -4,7 +4,8 @@
 //!   the CRL names is refused, and SIGHUP reads the CRL again, so an
 //!   operator revokes a device without a restart;
 //! - the config users: SIGHUP reads `[[auth.users]]` again, so an operator
-//!   adds or removes a person without a restart.
+//!   adds or removes a person without a restart, and a removed person's
+//!   open connection is closed.
 //!
 //! A file that does not load leaves the previous settings in force.
 //!
@@ -188,8 +189,8 @@ fn lists_as(server: &Server, user: &str, password: &str) -> (bool, String) {
     (ok, err)
 }
 
-#[test]
-fn sighup_reloads_the_config_users_and_a_broken_config_changes_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_users_closes_removed_ones_and_a_broken_config_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("broker.toml");
     users_config(&config, &[("ops", "ops-pw")]);
@@ -203,11 +204,19 @@ fn sighup_reloads_the_config_users_and_a_broken_config_changes_nothing() {
         !lists_as(&server, "ana", "ana-pw").0,
         "an unknown user got in"
     );
+    let login = Connect::login("ops", "ops-pw");
+    let mut ops = Mqtt::connect_with(server.port(), "ops-open", &login)
+        .await
+        .expect("ops connects");
 
     // The operator replaces ops by ana in the file and signals the server.
     users_config(&config, &[("ana", "ana-pw")]);
     hangup(&server);
     wait_for_log(&server, "config users reloaded", 1);
+    assert!(
+        ops.next_or_closed(Duration::from_secs(10)).await.is_none(),
+        "ops's open connection outlived its removal"
+    );
     let (ok, err) = lists_as(&server, "ana", "ana-pw");
     assert!(ok, "ana, added by the reload, cannot list: {err}");
     assert!(
