@@ -7,6 +7,13 @@
 //! with the delta as it is then. A failing or hanging hook (killed after
 //! the timeout) is logged and retried on the next change; it never stops
 //! the agent.
+//!
+//! The hook runs in a process group of its own, and a hook killed (the
+//! timeout, or the agent stopping) is killed as the whole group: `sh -c
+//! "sleep 30; ..."` has `sleep` as a child, and killing only `sh` would
+//! leave it running past the failure the agent logged, possibly beside
+//! the next run. A hook that exits by itself may leave processes behind
+//! on purpose (it started a service); those are its own.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -43,15 +50,20 @@ pub async fn run_hook(
     input: &Value,
     timeout: Duration,
 ) -> Result<Option<Map<String, Value>>, HookError> {
-    let mut child = tokio::process::Command::new("sh")
+    let mut command = tokio::process::Command::new("sh");
+    command
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(HookError::Spawn)?;
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = command.spawn().map_err(HookError::Spawn)?;
+    // Armed until the hook exits by itself: a timeout, or this future
+    // dropped because the agent stops, kills the whole group.
+    let mut group = GroupKill(child.id());
     if let Some(mut stdin) = child.stdin.take() {
         let bytes = input.to_string().into_bytes();
         // A hook that does not read its stdin is allowed.
@@ -61,6 +73,7 @@ pub async fn run_hook(
         Err(_) => return Err(HookError::Timeout(timeout)),
         Ok(r) => r.map_err(HookError::Io)?,
     };
+    group.disarm();
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr)
             .trim()
@@ -75,6 +88,30 @@ pub async fn run_hook(
     match serde_json::from_slice::<Value>(&output.stdout) {
         Ok(Value::Object(m)) => Ok(Some(m)),
         _ => Ok(None),
+    }
+}
+
+/// Kills the process group whose leader has this pid when dropped, unless
+/// disarmed.
+struct GroupKill(Option<u32>);
+
+impl GroupKill {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(pid) = self
+            .0
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            // Gone already (every member exited) is fine.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
     }
 }
 
@@ -102,7 +139,16 @@ async fn run(shared: Arc<Shared>, cmd: String, cancel: CancellationToken) {
             };
             if let Some(delta) = delta {
                 tracing::info!(hook = %cmd, delta = %delta, "running on-desired hook");
-                match run_hook(&cmd, &delta, shared.config.hook_timeout).await {
+                let ran = tokio::select! {
+                    ran = run_hook(&cmd, &delta, shared.config.hook_timeout) => ran,
+                    // Stopping does not wait for the hook: dropping the run
+                    // kills its process group.
+                    () = cancel.cancelled() => {
+                        tracing::info!("stopping: the running hook is killed");
+                        break;
+                    }
+                };
+                match ran {
                     Ok(Some(report)) => {
                         let shared2 = shared.clone();
                         let written = tokio::task::spawn_blocking(move || {
@@ -173,5 +219,69 @@ mod tests {
             run_hook("echo not-json", &v, Duration::from_secs(5)).await,
             Ok(None)
         ));
+    }
+
+    /// The pid a hook wrote to `file`, once it has.
+    async fn pid_in(file: &std::path::Path) -> u32 {
+        for _ in 0..200 {
+            if let Some(pid) = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the hook wrote no pid to {}", file.display());
+    }
+
+    /// Whether process `pid` is gone (or a zombie) within 2 s.
+    async fn gone(pid: u32) -> bool {
+        for _ in 0..200 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // After the command name in parentheses: the state; Z is a zombie.
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            if state.is_none_or(|s| s == 'Z') {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_killed_hook_takes_its_child_processes_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // `sleep` runs as a child of the hook's shell.
+        let hook =
+            |file: &std::path::Path| format!("sleep 30 & echo $! > {}; wait", file.display());
+
+        // Killed by the timeout.
+        let file = dir.path().join("timeout.pid");
+        let out = run_hook(&hook(&file), &Value::Null, Duration::from_millis(300)).await;
+        assert!(matches!(out, Err(HookError::Timeout(_))), "{out:?}");
+        let pid = pid_in(&file).await;
+        assert!(
+            gone(pid).await,
+            "the hook's child {pid} outlived its timeout"
+        );
+
+        // Killed because the agent stops (the run is dropped).
+        let file = dir.path().join("stop.pid");
+        let cmd = hook(&file);
+        let run =
+            tokio::spawn(
+                async move { run_hook(&cmd, &Value::Null, Duration::from_secs(60)).await },
+            );
+        let pid = pid_in(&file).await;
+        run.abort();
+        let _ = run.await;
+        assert!(
+            gone(pid).await,
+            "the hook's child {pid} outlived the agent's stop"
+        );
     }
 }

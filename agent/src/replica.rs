@@ -201,13 +201,29 @@ impl Replica {
         if !path.exists() {
             return Ok(None);
         }
-        let database = match redb::ReadOnlyDatabase::open(&path) {
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(ReplicaError::InUse(dir.to_owned()))
-            }
-            other => dbr(other)?,
+        let in_use = |e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => ReplicaError::InUse(dir.to_owned()),
+            e => ReplicaError::Db(e.into()),
         };
-        let txn = dbr(database.begin_read())?;
+        // The database must outlive the transaction: whichever was opened
+        // lives to the end of this function.
+        let (read_only, writable);
+        let txn = match redb::ReadOnlyDatabase::open(&path) {
+            Ok(database) => {
+                read_only = database;
+                dbr(read_only.begin_read())?
+            }
+            // A file left by an agent that was killed needs the repair
+            // redb runs only on a writable open. No agent holds the file
+            // (the read-only open would have said so), so repair it as the
+            // next `run` would, then read.
+            Err(redb::DatabaseError::RepairAborted) => {
+                tracing::info!(file = %path.display(), "repairing the replica file of an agent that did not stop cleanly");
+                writable = redb::Database::open(&path).map_err(in_use)?;
+                dbr(writable.begin_read())?
+            }
+            Err(e) => return Err(in_use(e)),
+        };
         let table = match txn.open_table(STATE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),

@@ -304,6 +304,15 @@ async fn agent_kill9_right_after_report_still_delivers() {
     wait_connection(&data, false).await;
     report(&data, &["rpm=2500", "alarm=true"]).await;
     agent.kill9();
+    // `state` reads the file the killed agent left (which redb must
+    // repair first) and shows the acknowledged report as pending.
+    let left = state(&data).await;
+    assert_eq!(
+        left["state"]["reported"],
+        json!({"rpm": 2500, "alarm": true}),
+        "{left}"
+    );
+    assert_ne!(left["pending"], 0, "{left}");
 
     broker.restart();
     agent.restart();
