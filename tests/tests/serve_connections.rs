@@ -42,8 +42,8 @@ fn connect(port: u16, id: &str) -> Result<TcpStream, String> {
     Ok(s)
 }
 
-/// Subscribes to `filter` and reads the SUBACK.
-fn subscribe(s: &mut TcpStream, id: &str, filter: &str) -> Result<(), String> {
+/// Subscribes to `filter` at QoS 0 and reads the SUBACK's return code.
+fn suback_code(s: &mut TcpStream, id: &str, filter: &str) -> Result<u8, String> {
     let mut body = vec![0, 1];
     body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
     body.extend_from_slice(filter.as_bytes());
@@ -55,10 +55,18 @@ fn subscribe(s: &mut TcpStream, id: &str, filter: &str) -> Result<(), String> {
     let mut suback = [0u8; 5];
     s.read_exact(&mut suback)
         .map_err(|e| format!("{id}: no SUBACK, the connection ended: {e}"))?;
-    if suback != [0x90, 3, 0, 1, 0] {
+    if suback[..4] != [0x90, 3, 0, 1] {
         return Err(format!("{id}: SUBACK {suback:?}"));
     }
-    Ok(())
+    Ok(suback[4])
+}
+
+/// Subscribes to `filter` and checks it was granted.
+fn subscribe(s: &mut TcpStream, id: &str, filter: &str) -> Result<(), String> {
+    match suback_code(s, id, filter)? {
+        0 => Ok(()),
+        code => Err(format!("{id}: {filter:?} not granted: {code:#x}")),
+    }
 }
 
 const THREADS: usize = 8;
@@ -188,4 +196,19 @@ fn client_ids_with_topic_characters_connect_twice_and_everyone_else_still_connec
         "rumqttd panicked:\n{}",
         server.log()
     );
+}
+
+#[test]
+fn a_malformed_topic_filter_gets_a_suback_failure_and_the_connection_goes_on() {
+    let (_dir, data) = temp_data();
+    let server = Server::start(&data);
+    let mut client = connect(server.port(), "typo").expect("connects");
+    for bad in ["a/#/b", "+a", "x#"] {
+        let code = suback_code(&mut client, "typo", bad).expect("a SUBACK");
+        assert_eq!(code, 0x80, "{bad:?} was granted");
+    }
+    subscribe(&mut client, "typo", "$aws/things/t/shadow/get/+").expect("a valid filter");
+    publish(&mut client, "typo", "$aws/things/t/shadow/get", b"{}").expect("publish");
+    let topic = read_publish_topic(&mut client, "typo").expect("a reply");
+    assert!(topic.starts_with("$aws/things/t/shadow/get/"), "{topic}");
 }

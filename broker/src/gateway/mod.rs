@@ -62,7 +62,9 @@ mod namespace;
 
 pub use codec::{peek_publish, preamble, sniff_version, Version};
 use codec::{read_preamble, refuse_server_only_packets, without_properties};
-use namespace::{catches_state, client_filter, client_view, escape_client_id, route, void, Route};
+use namespace::{
+    catches_state, client_filter, client_view, escape_client_id, route, valid_filter, void, Route,
+};
 pub use namespace::{external_client_id, parse_inbound, principal_tag, reply_topic, service_topic};
 
 /// Client id of the service's in-process link. The gateway refuses remote
@@ -279,10 +281,13 @@ impl Gateway {
                 let tag = self.tag();
                 let mut refused = Vec::new();
                 for (i, filter) in subscribe.filters.iter_mut().enumerate() {
-                    match self
-                        .principal()
-                        .subscribe(&filter.path, &self.ctx.auth.grants)
-                    {
+                    let access = if valid_filter(&filter.path) {
+                        self.principal()
+                            .subscribe(&filter.path, &self.ctx.auth.grants)
+                    } else {
+                        Access::Denied("not a valid MQTT topic filter")
+                    };
+                    match access {
                         Access::Denied(reason) => {
                             warn!(client_id = self.client_id(), filter = %filter.path, reason, "refusing a subscription");
                             refused.push(i);

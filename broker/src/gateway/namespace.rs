@@ -197,9 +197,47 @@ fn unescape_client_id(escaped: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Whether `filter` is a topic filter MQTT allows: not empty, no NUL,
+/// `#` only as the whole last level, `+` only as a whole level. rumqttd
+/// grants anything, so a client with a typo would wait for messages that
+/// never come instead of reading a failure in its SUBACK.
+pub(super) fn valid_filter(filter: &str) -> bool {
+    if filter.is_empty() || filter.contains('\0') {
+        return false;
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    let last = levels.len() - 1;
+    levels.iter().enumerate().all(|(i, level)| match *level {
+        "#" => i == last,
+        "+" => true,
+        level => !level.contains(['#', '+']),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_topic_filters_are_told_apart_from_valid_ones() {
+        for ok in [
+            "#",
+            "+",
+            "a",
+            "a/b",
+            "a/+/b",
+            "a/#",
+            "+/+",
+            "/",
+            "a//b",
+            "$aws/things/+/shadow/#",
+        ] {
+            assert!(valid_filter(ok), "{ok:?}");
+        }
+        for bad in ["", "a/#/b", "+a", "a+", "a/b#", "#/a", "a/\0", "##"] {
+            assert!(!valid_filter(bad), "{bad:?}");
+        }
+    }
     #[test]
     fn requests_go_to_the_service_and_service_topics_are_refused() {
         for topic in [
