@@ -32,7 +32,7 @@ pub enum ReplicaError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0} is in use by a running shade-agent that does not answer on its socket")]
+    #[error("{0} is in use by another shade-agent process (one agent per data directory)")]
     InUse(PathBuf),
     #[error("local database error: {0}")]
     Db(#[from] redb::Error),
