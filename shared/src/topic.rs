@@ -448,12 +448,18 @@ pub struct BadRequest {
 pub fn bad_request(topic: &str) -> Option<BadRequest> {
     /// MQTT caps topic names at 65,535 bytes.
     const MAX_TOPIC: usize = u16::MAX as usize;
-    let raw = split(topic).ok()?;
-    let Kind::AwsRequest(op) = raw.kind else {
-        return None;
-    };
-    let Err(TopicError::Name { source, .. }) = raw.id(topic) else {
-        return None;
+    let (op, source) = match split(topic) {
+        Ok(raw) => {
+            let Kind::AwsRequest(op) = raw.kind else {
+                return None;
+            };
+            let Err(TopicError::Name { source, .. }) = raw.id(topic) else {
+                return None;
+            };
+            (op, source)
+        }
+        Err(TopicError::EmptyLevel { .. }) => empty_name(topic)?,
+        Err(_) => return None,
     };
     let reply_topic = format!("{topic}/{}", Reply::Rejected);
     (reply_topic.len() <= MAX_TOPIC && !topic.contains('\0')).then_some(BadRequest {
@@ -463,10 +469,54 @@ pub fn bad_request(topic: &str) -> Option<BadRequest> {
     })
 }
 
+/// A request whose thing or shadow name is the empty level
+/// (`$aws/things//shadow/get`): its operation and the name's error, so
+/// that it is answered like any other bad name rather than dropped.
+fn empty_name(topic: &str) -> Option<(Operation, NameError)> {
+    let levels: Vec<&str> = topic.strip_prefix(AWS_PREFIX)?.split('/').collect();
+    let (thing, shadow, op) = match levels[..] {
+        [thing, "shadow", "name", shadow, op] => (thing, Some(shadow), op),
+        [thing, "shadow", op] => (thing, None, op),
+        _ => return None,
+    };
+    let op = Operation::from_level(op)?;
+    if let Err(e) = ThingName::new(thing) {
+        return Some((op, e));
+    }
+    // The thing is valid, so the empty level must be the shadow's.
+    ShadowName::new(shadow?).err().map(|e| (op, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn requests_with_an_empty_thing_or_shadow_name_are_bad_requests() {
+        for (topic, reply) in [
+            (
+                "$aws/things//shadow/update",
+                "$aws/things//shadow/update/rejected",
+            ),
+            (
+                "$aws/things/t/shadow/name//get",
+                "$aws/things/t/shadow/name//get/rejected",
+            ),
+        ] {
+            let bad = bad_request(topic).unwrap_or_else(|| panic!("{topic} is dropped"));
+            assert_eq!(bad.reply_topic, reply);
+        }
+        // Empty levels elsewhere are malformed topics, dropped.
+        for topic in [
+            "$aws/things/t//shadow/get",
+            "$aws/things/t/shadow//get",
+            "$aws/things//shadow/update/accepted",
+            "$aws/things//shadow/",
+        ] {
+            assert_eq!(bad_request(topic), None, "{topic}");
+        }
+    }
 
     fn id(thing: &str, shadow: Option<&str>) -> ShadowId {
         ShadowId {
@@ -634,7 +684,6 @@ mod tests {
             "$aws/things/my.lamp/shadow/update/accepted",
             "$aws/things/my.lamp/shadow/list",
             "$aws/things/my.lamp/jobs/get",
-            "$aws/things//shadow/get",
             "shade/things/my.lamp/sync/up",
             "other/my.lamp/shadow/get",
         ] {

@@ -679,7 +679,7 @@ async fn malformed_requests_get_400_or_413_and_the_service_keeps_serving_others(
     n += 1;
 
     // Bad names get a 400 on the rejected topic of the request.
-    for thing in ["bad.name", &"t".repeat(129)] {
+    for thing in ["bad.name", &"t".repeat(129), ""] {
         let topic = aws(thing, "update");
         bad.publish_json(
             &topic,
