@@ -166,13 +166,13 @@ const MQTT_MAX_PACKET: usize = 268_435_455;
 pub enum EmbeddedError {
     #[error("invalid broker setting: {0}")]
     Setting(String),
-    #[error("cannot listen on {addr}")]
+    #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: io::Error,
     },
-    #[error("cannot start a broker thread")]
+    #[error("cannot start a broker thread: {0}")]
     Thread(#[source] io::Error),
     #[error("no OS randomness for the listener secret: {0}")]
     Random(String),

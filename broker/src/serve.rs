@@ -166,6 +166,7 @@ pub async fn serve(
     let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx));
     tracing::info!(
         listen = %config.listen.tcp,
+        tcp_v5 = ?config.listen.tcp_v5,
         websocket = ?config.listen.websocket,
         tls = ?config.listen.tls,
         wss = ?config.listen.wss,
