@@ -13,18 +13,30 @@ pub enum KvError {
     NoEquals(String),
     #[error("{0:?} has an empty key or an empty part in a dotted key")]
     EmptyKey(String),
-    #[error("{0:?} sets a key below one that an earlier argument set to a value")]
+    #[error("{0:?} clashes with an earlier argument: one sets a key below the other's")]
     Clash(String),
 }
 
 /// Builds one patch object from `KEY=VALUE` arguments, in order.
 pub fn parse_assignments<S: AsRef<str>>(args: &[S]) -> Result<Map<String, Value>, KvError> {
     let mut root = Map::new();
+    // Keys set so far: `x.y=1 x=2` clashes as `x=2 x.y=1` does, whatever
+    // the order (the same key twice is fine: the last one wins).
+    let mut keys: Vec<&str> = Vec::new();
     for arg in args {
         let arg = arg.as_ref();
         let (key, raw) = arg
             .split_once('=')
             .ok_or_else(|| KvError::NoEquals(arg.to_owned()))?;
+        let below = |outer: &str, inner: &str| {
+            inner.len() > outer.len()
+                && inner.starts_with(outer)
+                && inner.as_bytes().get(outer.len()) == Some(&b'.')
+        };
+        if keys.iter().any(|k| below(key, k) || below(k, key)) {
+            return Err(KvError::Clash(arg.to_owned()));
+        }
+        keys.push(key);
         let parts: Vec<&str> = key.split('.').collect();
         if parts.iter().any(|p| p.is_empty()) {
             return Err(KvError::EmptyKey(arg.to_owned()));
@@ -84,9 +96,17 @@ mod tests {
             parse_assignments(&["=1"]),
             Err(KvError::EmptyKey(_))
         ));
-        assert!(matches!(
-            parse_assignments(&["a=1", "a.b=2"]),
-            Err(KvError::Clash(_))
-        ));
+        // Whichever comes first.
+        for args in [["a=1", "a.b=2"], ["a.b=2", "a=1"], ["a.b.c=1", "a.b=2"]] {
+            assert!(
+                matches!(parse_assignments(&args), Err(KvError::Clash(_))),
+                "{args:?}"
+            );
+        }
+        // The same key twice, and keys that only share a prefix, are fine.
+        assert_eq!(
+            parse_assignments(&["a=1", "a=2", "ab=3", "a2.b=4"]).map(Value::Object),
+            Ok(json!({"a": 2, "ab": 3, "a2": {"b": 4}}))
+        );
     }
 }
