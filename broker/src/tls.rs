@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer,
-};
-use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+
+mod crl;
 
 /// Why the TLS settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -119,9 +119,10 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for cert in read_certs("CA certificate", ca)? {
+            let cas = read_certs("CA certificate", ca)?;
+            for cert in &cas {
                 roots
-                    .add(cert)
+                    .add(cert.clone())
                     .map_err(|e| TlsError::Rustls(format!("CA {}: {e}", ca.display())))?;
             }
             let mut verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
@@ -130,7 +131,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
                 // CA have no CRL of their own here, and an unknown status
                 // is a refusal.
                 verifier = verifier
-                    .with_crls(read_crls(crl)?)
+                    .with_crls(crl::load(crl, &cas)?)
                     .only_check_end_entity_revocation();
             }
             let verifier = if files.require_client_cert {
@@ -139,9 +140,16 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
                 // Devices with a secret and users still connect without one.
                 verifier.allow_unauthenticated()
             };
-            let verifier = verifier
-                .build()
-                .map_err(|e| TlsError::Rustls(e.to_string()))?;
+            let verifier = verifier.build().map_err(|e| match (e, &files.crl) {
+                // webpki parses CRLs more strictly than x509-parser (a v1
+                // CRL, say): still name the file.
+                (VerifierBuilderError::InvalidCrl(e), Some(path)) => TlsError::Read {
+                    what: "certificate revocation list",
+                    path: path.clone(),
+                    reason: format!("{e:?}"),
+                },
+                (e, _) => TlsError::Rustls(e.to_string()),
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -231,25 +239,6 @@ fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
         });
     }
     Ok(certs)
-}
-
-fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let read_error = |reason: String| TlsError::Read {
-        what: "certificate revocation list",
-        path: path.to_owned(),
-        reason,
-    };
-    let crls = CertificateRevocationListDer::pem_file_iter(path)
-        .map_err(|e| read_error(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| read_error(e.to_string()))?;
-    if crls.is_empty() {
-        return Err(TlsError::Empty {
-            what: "certificate revocation list",
-            path: path.to_owned(),
-        });
-    }
-    Ok(crls)
 }
 
 /// The subject CN of a (verified) client certificate, or `None` when it

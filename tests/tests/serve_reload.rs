@@ -138,25 +138,91 @@ async fn a_revoked_certificate_is_refused_and_sighup_revokes_more_without_a_rest
     assert_serves(&ca, tls_port, &door, "door").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crl_that_cannot_be_read_stops_the_start_with_its_path() {
+#[test]
+fn a_crl_that_cannot_be_used_stops_the_start_naming_the_file_and_why() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new("shade test CA");
-    let crl = dir.path().join("missing-crl.pem");
-    let config = write_config(dir.path(), &ca, free_port(), &crl);
-    let out = Command::new(shade_tests::shade_binary())
-        .args(["serve", "--config", config.to_str().expect("utf-8")])
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .output()
-        .expect("run shade serve");
-    assert!(!out.status.success(), "shade serve started without its CRL");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("missing-crl.pem") && stderr.contains("certificate revocation list"),
-        "{stderr}"
+    let other = TestCa::new("another CA");
+    let garbage = "-----BEGIN X509 CRL-----\nMIIBabc\n-----END X509 CRL-----\n".to_owned();
+    for (name, content, why) in [
+        ("missing-crl.pem", None, "certificate revocation list"),
+        (
+            "garbage-crl.pem",
+            Some(garbage),
+            "certificate revocation list",
+        ),
+        // Another CA's CRL would refuse every device certificate.
+        (
+            "other-ca-crl.pem",
+            Some(other.crl_pem(1, &[])),
+            "not by the client CA",
+        ),
+    ] {
+        let crl = dir.path().join(name);
+        if let Some(content) = content {
+            std::fs::write(&crl, content).expect("write CRL");
+        }
+        let config = write_config(dir.path(), &ca, free_port(), &crl);
+        let log = dir.path().join(format!("{name}.log"));
+        let mut child = Command::new(shade_tests::shade_binary())
+            .args(["serve", "--config", config.to_str().expect("utf-8")])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("run shade serve");
+        // Bounded: a server that starts anyway is killed, and fails the test.
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "shade serve started with {name}: {stderr}"
+        );
+        assert!(
+            stderr.contains(name) && stderr.contains(why),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_crls_of_the_ca_in_one_file_the_newer_applies_in_either_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new("shade test CA");
+    let fan = ca.client_with_serial("fan", 102);
+    let door = ca.client_with_serial("door", 103);
+    let (older, newer) = (ca.crl_pem(1, &[101]), ca.crl_pem(2, &[101, 102]));
+    let crl = dir.path().join("revoked.pem");
+    // Appended, as an operator might: the newer CRL after the older one.
+    std::fs::write(&crl, format!("{older}{newer}")).expect("write CRL");
+    let tls_port = free_port();
+    let config = write_config(dir.path(), &ca, tls_port, &crl);
+    let server = Server::start_with_args(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8")],
     );
+    assert!(
+        connect(&ca, tls_port, &fan, "fan-1").await.is_err(),
+        "the older CRL, first in the file, let in what the newer revokes"
+    );
+    assert_serves(&ca, tls_port, &door, "door").await;
+    std::fs::write(&crl, format!("{newer}{older}")).expect("write CRL");
+    hangup(&server);
+    wait_for_log(&server, "TLS files reloaded", 1);
+    assert!(connect(&ca, tls_port, &fan, "fan-2").await.is_err());
+    assert_serves(&ca, tls_port, &door, "door").await;
 }
 
 /// A config with authentication on and these `(name, password)` admins.
