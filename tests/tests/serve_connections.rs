@@ -212,3 +212,21 @@ fn a_malformed_topic_filter_gets_a_suback_failure_and_the_connection_goes_on() {
     let topic = read_publish_topic(&mut client, "typo").expect("a reply");
     assert!(topic.starts_with("$aws/things/t/shadow/get/"), "{topic}");
 }
+
+#[test]
+fn without_auth_a_client_id_holding_a_bar_gets_its_ops_replies() {
+    let (_dir, data) = temp_data();
+    let server = Server::start(&data);
+    let mut client = connect(server.port(), "a|b").expect("connects");
+    subscribe(&mut client, "a|b", "shade/ops/reply/tok1").expect("subscribes");
+    publish(
+        &mut client,
+        "a|b",
+        "shade/ops/request",
+        br#"{"op":"list","clientToken":"tok1"}"#,
+    )
+    .expect("publish");
+    let topic = read_publish_topic(&mut client, "a|b")
+        .unwrap_or_else(|e| panic!("no reply: {e}\n{}", server.log()));
+    assert_eq!(topic, "shade/ops/reply/tok1");
+}

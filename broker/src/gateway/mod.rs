@@ -223,6 +223,11 @@ impl Gateway {
                         connect.client_id = id;
                     }
                     connect.client_id = format!("{}|{}", self.tag(), connect.client_id);
+                } else if connect.client_id.contains('|') {
+                    // Without authentication the stamp is the bare id, and
+                    // `|` would read as the end of a principal tag (replies
+                    // to `shade/ops` went to the wrong namespace): encode it.
+                    connect.client_id = connect.client_id.replace('%', "%25").replace('|', "%7C");
                 }
                 if !connect.client_id.is_empty() {
                     // Cannot fail: this is the connection's only CONNECT
