@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use shade_shared::{Patch, Section};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
@@ -64,16 +64,50 @@ pub async fn run_hook(
     // Armed until the hook exits by itself: a timeout, or this future
     // dropped because the agent stops, kills the whole group.
     let mut group = GroupKill(child.id());
-    if let Some(mut stdin) = child.stdin.take() {
-        let bytes = input.to_string().into_bytes();
-        // A hook that does not read its stdin is allowed.
-        let _ = stdin.write_all(&bytes).await;
-    }
-    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let bytes = input.to_string().into_bytes();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    // Everything under the timeout, the delta written while the outputs are
+    // read: a hook that reads no stdin, or writes much, cannot stall us.
+    let ran = tokio::time::timeout(timeout, async {
+        let io = async {
+            let feed = async {
+                if let Some(mut stdin) = stdin {
+                    // A hook that does not read its stdin is allowed.
+                    let _ = stdin.write_all(&bytes).await;
+                }
+            };
+            tokio::join!(feed, read_all(stdout, &mut out), read_all(stderr, &mut err));
+        };
+        tokio::pin!(io);
+        let wait = child.wait();
+        tokio::pin!(wait);
+        let mut io_done = false;
+        let status = tokio::select! {
+            status = &mut wait => status,
+            () = &mut io => {
+                io_done = true;
+                (&mut wait).await
+            }
+        };
+        // Exited. Output pipes a process the hook left behind still holds
+        // open are read a moment longer, then let go: the hook is done.
+        if !io_done {
+            let _ = tokio::time::timeout(OUTPUT_GRACE, &mut io).await;
+        }
+        status
+    })
+    .await;
+    let status = match ran {
         Err(_) => return Err(HookError::Timeout(timeout)),
-        Ok(r) => r.map_err(HookError::Io)?,
+        Ok(status) => status.map_err(HookError::Io)?,
     };
     group.disarm();
+    let output = std::process::Output {
+        status,
+        stdout: out,
+        stderr: err,
+    };
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr)
             .trim()
@@ -88,6 +122,17 @@ pub async fn run_hook(
     match serde_json::from_slice::<Value>(&output.stdout) {
         Ok(Value::Object(m)) => Ok(Some(m)),
         _ => Ok(None),
+    }
+}
+
+/// How long the outputs are still read once the hook has exited.
+const OUTPUT_GRACE: Duration = Duration::from_millis(250);
+
+/// Reads `pipe` to its end into `buf` (what was read stays there if this
+/// is cancelled).
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>, buf: &mut Vec<u8>) {
+    if let Some(mut pipe) = pipe {
+        let _ = pipe.read_to_end(buf).await;
     }
 }
 
@@ -219,6 +264,42 @@ mod tests {
             run_hook("echo not-json", &v, Duration::from_secs(5)).await,
             Ok(None)
         ));
+    }
+
+    #[tokio::test]
+    async fn the_timeout_holds_while_a_large_delta_waits_on_a_hook_that_reads_no_stdin() {
+        let big = serde_json::json!({"v": "b".repeat(200_000)});
+        let start = std::time::Instant::now();
+        let out = run_hook("sleep 5", &big, Duration::from_millis(300)).await;
+        assert!(matches!(out, Err(HookError::Timeout(_))), "{out:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_hook_that_exits_leaving_a_child_on_its_stdout_is_done_and_the_child_is_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bg.pid");
+        let cmd = format!(
+            "sleep 30 & echo $! > {}; echo '{{\"applied\": 1}}'",
+            file.display()
+        );
+        let out = run_hook(&cmd, &Value::Null, Duration::from_secs(5)).await;
+        let pid = pid_in(&file).await;
+        let alive = !gone(pid).await;
+        // Not a test of its own: the sleep is ours to clean up.
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+        assert_eq!(
+            out.ok().flatten(),
+            serde_json::json!({"applied": 1}).as_object().cloned()
+        );
+        assert!(alive, "the hook's background child was killed");
     }
 
     /// The pid a hook wrote to `file`, once it has.
