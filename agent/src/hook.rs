@@ -269,11 +269,12 @@ mod tests {
     #[tokio::test]
     async fn the_timeout_holds_while_a_large_delta_waits_on_a_hook_that_reads_no_stdin() {
         let big = serde_json::json!({"v": "b".repeat(200_000)});
+        // Unbounded, the write would wait for the hook's 30 s to end.
         let start = std::time::Instant::now();
-        let out = run_hook("sleep 5", &big, Duration::from_millis(300)).await;
+        let out = run_hook("sleep 30", &big, Duration::from_millis(300)).await;
         assert!(matches!(out, Err(HookError::Timeout(_))), "{out:?}");
         assert!(
-            start.elapsed() < Duration::from_secs(3),
+            start.elapsed() < Duration::from_secs(20),
             "{:?}",
             start.elapsed()
         );
