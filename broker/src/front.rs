@@ -185,9 +185,10 @@ async fn serve(
     broker.write_all(&head).await?;
     drop(pending);
     let relay = crate::relay::relay(client, broker, &head, COPY_BUFFER);
-    let Some((_guard, ended)) = session else {
+    let Some((guard, ended)) = session else {
         return Ok(relay.await?);
     };
+    guard.admitted();
     tokio::select! {
         done = relay => done?,
         // Dropping the relay closes both sockets: rumqttd sees the link

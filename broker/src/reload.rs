@@ -66,12 +66,15 @@ pub fn on_hangup(_reloadable: Reloadable) -> impl std::future::Future<Output = (
 /// One reload; every outcome is logged.
 fn reload(r: &Reloadable) {
     if let Some(path) = &r.started.source {
+        // A config that does not load changes nothing of its own; the TLS
+        // files are still reread below (a CRL update must not wait on an
+        // unrelated typo).
         match Config::load(Some(path), &r.started.overrides) {
             Ok(fresh) => apply_config(r, &fresh),
-            Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: config not reloaded, the previous settings stay in force");
-                return;
-            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: config not reloaded, the previous users stay in force"
+            ),
         }
     }
     if let Some(tls) = &r.tls {
@@ -104,12 +107,79 @@ fn apply_config(r: &Reloadable, fresh: &Config) {
             "SIGHUP: config users reloaded"
         );
     }
-    if fresh.tls != started.tls {
+    let pending = restart_only_changes(started, fresh);
+    if !pending.is_empty() {
         tracing::warn!(
-            "SIGHUP: changes to the [tls] section take a restart; its files are reread from the paths the service started with"
+            settings = %pending.join(", "),
+            "SIGHUP: these settings changed but take a restart (the [tls] files are reread from the paths the service started with)"
         );
     }
-    if fresh.auth.grants != started.auth.grants || fresh.listen != started.listen {
-        tracing::warn!("SIGHUP: changes to listeners or device_topics take a restart");
+}
+
+/// The settings that differ between `started` and `fresh` and that only a
+/// restart applies.
+fn restart_only_changes(started: &Config, fresh: &Config) -> Vec<&'static str> {
+    let changed = [
+        ("node", started.node != fresh.node),
+        ("data", started.data_dir != fresh.data_dir),
+        (
+            "allow_anonymous",
+            started.allow_anonymous != fresh.allow_anonymous,
+        ),
+        ("[listen]", started.listen != fresh.listen),
+        ("[tls] paths", started.tls != fresh.tls),
+        (
+            "[auth] on or off",
+            started.auth.enabled != fresh.auth.enabled,
+        ),
+        (
+            "[auth] device_topics",
+            started.auth.grants != fresh.auth.grants,
+        ),
+        (
+            "[limits]",
+            started.limits != fresh.limits || started.rates != fresh.rates,
+        ),
+        ("[merge]", started.policies != fresh.policies),
+        (
+            "history",
+            started.history_per_shadow != fresh.history_per_shadow,
+        ),
+        ("[broker]", started.broker != fresh.broker),
+        ("[store]", started.store != fresh.store),
+    ];
+    changed
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    #[test]
+    fn every_setting_a_reload_cannot_apply_is_named_when_it_changes() {
+        let o = Overrides::default();
+        let base = Config::from_toml("", &o).expect("defaults");
+        assert!(restart_only_changes(&base, &base).is_empty());
+        for (text, name) in [
+            ("node = \"other\"", "node"),
+            ("[limits]\nmax_payload_bytes = 100", "[limits]"),
+            ("[limits]\nrequests_per_second_per_thing = 3", "[limits]"),
+            ("[merge]\ndesired = \"device-wins\"", "[merge]"),
+            ("[broker]\nmax_connections = 5", "[broker]"),
+            ("[store]\nqueue = 3", "[store]"),
+            ("[listen]\ntcp = \"127.0.0.1:1999\"", "[listen]"),
+            ("[auth]", "[auth] on or off"),
+        ] {
+            let fresh = Config::from_toml(text, &o).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(
+                restart_only_changes(&base, &fresh).contains(&name),
+                "{text}: {:?}",
+                restart_only_changes(&base, &fresh)
+            );
+        }
     }
 }

@@ -24,7 +24,16 @@ pub struct Sessions(Arc<Mutex<Registry>>);
 #[derive(Debug, Default)]
 struct Registry {
     next_id: u64,
-    by_tag: HashMap<String, Vec<(u64, oneshot::Sender<()>)>>,
+    by_tag: HashMap<String, Vec<Watched>>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    id: u64,
+    /// Logged in (not a login still being checked, nor the other tag a
+    /// name was watched under): what [`Sessions::end`] counts.
+    admitted: bool,
+    tx: oneshot::Sender<()>,
 }
 
 /// One watched connection. Dropping it (the connection ended) takes it off
@@ -54,7 +63,11 @@ impl Sessions {
             .by_tag
             .entry(tag.to_owned())
             .or_default()
-            .push((id, tx));
+            .push(Watched {
+                id,
+                admitted: false,
+                tx,
+            });
         let guard = SessionGuard {
             sessions: self.clone(),
             tag: tag.to_owned(),
@@ -63,15 +76,16 @@ impl Sessions {
         (guard, rx)
     }
 
-    /// Ends every watched connection of `tag`; returns how many.
+    /// Ends every watched connection of `tag`, logins being checked
+    /// included; returns how many were logged in.
     pub fn end(&self, tag: &str) -> usize {
         let ended = self.lock().by_tag.remove(tag).unwrap_or_default();
-        let count = ended.len();
-        for (_, tx) in ended {
+        let admitted = ended.iter().filter(|w| w.admitted).count();
+        for watched in ended {
             // The connection may be ending on its own already.
-            let _ = tx.send(());
+            let _ = watched.tx.send(());
         }
-        count
+        admitted
     }
 
     /// Connections watched, for tests and logs.
@@ -84,11 +98,25 @@ impl Sessions {
     }
 }
 
+impl SessionGuard {
+    /// The login succeeded: the connection now counts as open.
+    pub fn admitted(&self) {
+        let mut registry = self.sessions.lock();
+        if let Some(w) = registry
+            .by_tag
+            .get_mut(&self.tag)
+            .and_then(|list| list.iter_mut().find(|w| w.id == self.id))
+        {
+            w.admitted = true;
+        }
+    }
+}
+
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         let mut registry = self.sessions.lock();
         if let Some(list) = registry.by_tag.get_mut(&self.tag) {
-            list.retain(|(id, _)| *id != self.id);
+            list.retain(|w| w.id != self.id);
             if list.is_empty() {
                 registry.by_tag.remove(&self.tag);
             }
@@ -104,17 +132,20 @@ mod tests {
     fn ending_a_tag_signals_its_connections_only_and_guards_clean_up() {
         let sessions = Sessions::default();
         let (a1, mut a1_rx) = sessions.watch("d:a");
-        let (_a2, mut a2_rx) = sessions.watch("d:a");
+        let (a2, mut a2_rx) = sessions.watch("d:a");
+        let (_a3, mut a3_rx) = sessions.watch("d:a");
         let (b, mut b_rx) = sessions.watch("d:b");
-        assert_eq!(sessions.len(), 3);
+        a2.admitted();
+        assert_eq!(sessions.len(), 4);
         drop(a1);
-        assert_eq!(sessions.len(), 2);
+        assert_eq!(sessions.len(), 3);
         assert!(
             a1_rx.try_recv().is_err(),
             "a dropped guard is not signalled"
         );
-        assert_eq!(sessions.end("d:a"), 1);
+        assert_eq!(sessions.end("d:a"), 1, "one admitted connection");
         assert!(a2_rx.try_recv().is_ok(), "d:a's open connection is told");
+        assert!(a3_rx.try_recv().is_ok(), "and so is a login being checked");
         assert!(b_rx.try_recv().is_err(), "d:b is not");
         assert_eq!(sessions.len(), 1);
         drop(b);

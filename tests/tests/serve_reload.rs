@@ -136,6 +136,21 @@ async fn a_revoked_certificate_is_refused_and_sighup_revokes_more_without_a_rest
         "a broken CRL let a revoked certificate back in"
     );
     assert_serves(&ca, tls_port, &door, "door").await;
+
+    // A typo in the config file does not hold up a revocation.
+    std::fs::write(&config, "[listen\n").expect("write config");
+    std::fs::write(&crl, ca.crl_pem(3, &[101, 102, 103])).expect("write CRL");
+    hangup(&server);
+    wait_for_log(&server, "TLS files reloaded", 2);
+    assert!(
+        server.log().contains("config not reloaded"),
+        "{}",
+        server.log()
+    );
+    assert!(
+        connect(&ca, tls_port, &door, "door-2").await.is_err(),
+        "a broken config file held up a revocation"
+    );
 }
 
 #[test]

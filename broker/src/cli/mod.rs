@@ -268,7 +268,7 @@ pub fn now_ms() -> u64 {
 pub enum CliError {
     #[error("cannot connect to {broker}: {reason}")]
     Connect { broker: BrokerUrl, reason: String },
-    #[error("lost the connection to {broker}: {reason} (the broker closes an MQTT 3.1.1 connection whose publish it refuses: check that this user may do this; the broker's log names the refusal)")]
+    #[error("lost the connection to {broker}: {reason} (the broker closes a connection whose publish it refuses in MQTT 3.1.1, or whose password or secret was removed or changed: its log says which)")]
     Lost { broker: BrokerUrl, reason: String },
     #[error("timeout: no answer from {broker} within {secs} s while waiting for {waiting_for}")]
     Timeout {
