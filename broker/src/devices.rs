@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shade_shared::ThingName;
 
+use crate::acl::Users;
 use crate::credentials::{is_valid_phc, Credentials, DeviceChange};
 use crate::ops;
 use crate::service::{Handled, Outbound};
@@ -110,9 +111,14 @@ fn thing_name(thing: &str) -> Result<ThingName, String> {
 
 /// Runs `query` inside the write transaction `t`: a store failure (which
 /// fails the commit), or the query's `result` or refusal.
+/// `users` are the config users, whose names a device may not take (a
+/// user's password is checked first, so such a device could never log
+/// in with its secret); offline they are not known, and `serve` warns of a
+/// clash at start and on reload.
 pub fn execute(
     t: &mut Tables<'_>,
     query: &DeviceQuery,
+    users: &Users,
     now: u64,
 ) -> Result<Result<Done, String>, StoreError> {
     match query {
@@ -126,6 +132,11 @@ pub fn execute(
                 Ok(t) => t,
                 Err(e) => return Ok(Err(e)),
             };
+            if users.contains_key(thing.as_str()) {
+                return Ok(Err(format!(
+                    "{thing} is the name of a config user, whose password is checked first: a device of that name could never log in with its secret"
+                )));
+            }
             // Checked now, not when the device first connects: a bad hash
             // would lock the device out with nothing in the operator's view.
             if !is_valid_phc(hash) {
@@ -212,6 +223,7 @@ pub fn handle(
     t: &mut Tables<'_>,
     payload: &[u8],
     client: &str,
+    users: &Users,
     now: u64,
     h: &mut Handled,
 ) -> Result<(), StoreError> {
@@ -234,7 +246,7 @@ pub fn handle(
         payload: value.to_string().into_bytes(),
         retain: false,
     };
-    let result = match execute(t, &query, now)? {
+    let result = match execute(t, &query, users, now)? {
         Ok(done) => {
             if let Some(change) = done.change {
                 match &change {
@@ -257,6 +269,19 @@ pub fn handle(
         Err("the broker could not commit the change; nothing was changed".into()),
     )));
     Ok(())
+}
+
+/// Warns of each config user that has the name of a device with a secret:
+/// the user's password is checked first, so that device cannot log in
+/// with its secret. `shade device add` refuses such a name online; a
+/// device added offline, or a user added later, can still meet one.
+pub fn warn_of_shared_names(users: &Users, credentials: &Credentials) {
+    for name in users.keys().filter(|name| credentials.has_device(name)) {
+        tracing::warn!(
+            name = %name,
+            "a config user has the name of a device: the device cannot log in with its secret (rename one of them)"
+        );
+    }
 }
 
 /// The credentials of every device in `store`, loaded once at start.

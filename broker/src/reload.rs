@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::acl::user_tag;
 use crate::auth::SharedUsers;
 use crate::config::Config;
-use crate::sessions::Sessions;
+use crate::credentials::Credentials;
 use crate::tls::ServerTls;
 
 /// What a SIGHUP can replace, and the config it started with.
@@ -27,8 +27,9 @@ use crate::tls::ServerTls;
 pub struct Reloadable {
     pub started: Config,
     pub users: SharedUsers,
-    /// The connections users logged in with, closed when their entry goes.
-    pub sessions: Sessions,
+    /// Device secrets, to warn of a user named like a device, and the
+    /// connections users logged in with, closed when their entry goes.
+    pub credentials: Credentials,
     pub tls: Option<Arc<ServerTls>>,
 }
 
@@ -99,13 +100,14 @@ fn apply_config(r: &Reloadable, fresh: &Config) {
         let closed: usize = before
             .iter()
             .filter(|(name, entry)| fresh.auth.users.get(*name) != Some(*entry))
-            .map(|(name, _)| r.sessions.end(&user_tag(name)))
+            .map(|(name, _)| r.credentials.sessions().end(&user_tag(name)))
             .sum();
         tracing::info!(
             users = fresh.auth.users.len(),
             closed_connections = closed,
             "SIGHUP: config users reloaded"
         );
+        crate::devices::warn_of_shared_names(&fresh.auth.users, &r.credentials);
     }
     let pending = restart_only_changes(started, fresh);
     if !pending.is_empty() {

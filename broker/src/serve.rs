@@ -133,6 +133,7 @@ pub async fn serve(
             "device secrets are stored but authentication is off (no [auth] in config): any client may connect"
         );
     }
+    crate::devices::warn_of_shared_names(&config.auth.users, &credentials);
     let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
     let users = SharedUsers::new(config.auth.users.clone());
     let settings = broker_settings(&config, credentials.clone(), users.clone(), tls.as_ref());
@@ -140,7 +141,7 @@ pub async fn serve(
     tokio::spawn(crate::reload::on_hangup(crate::reload::Reloadable {
         started: config.clone(),
         users: users.clone(),
-        sessions: credentials.sessions().clone(),
+        credentials: credentials.clone(),
         tls,
     }));
     let service = Service {

@@ -149,7 +149,8 @@ impl Service {
         let principal = self.principals.of(client);
         if devices::is_device_query(payload) {
             if principal.as_ref().is_some_and(Principal::is_full_admin) {
-                return devices::handle(t, payload, client, now, h);
+                let users = self.principals.users.current();
+                return devices::handle(t, payload, client, &users, now, h);
             }
             tracing::warn!(
                 client,

@@ -35,14 +35,19 @@ fn start() -> Secured {
 }
 
 impl Secured {
-    /// `shade device ARGS` online as the admin; its stdout.
-    fn device(&self, args: &[&str]) -> String {
+    /// `shade device ARGS` online as the admin: (success, stdout, stderr).
+    fn try_device(&self, args: &[&str]) -> (bool, String, String) {
         let broker = format!("mqtt://127.0.0.1:{}", self.server.port());
         let mut all = vec!["device"];
         all.extend_from_slice(args);
         all.extend(["--broker", &broker, "--username", "admin", "--password"]);
         all.push(ADMIN_PASSWORD);
-        let (ok, out, err) = run_shade(&all, None);
+        run_shade(&all, None)
+    }
+
+    /// `shade device ARGS` online as the admin; its stdout.
+    fn device(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.try_device(args);
         assert!(ok, "shade device {args:?} failed: {err}");
         out
     }
@@ -129,4 +134,14 @@ async fn replacing_a_secret_closes_the_connection_of_the_old_one_and_the_new_one
         "the old secret still logs in"
     );
     s.working("door", &new, "door-new").await;
+}
+
+#[test]
+fn a_device_cannot_take_the_name_of_a_config_user() {
+    let s = start();
+    // `admin` is a config user: its password is checked first, so a device
+    // of that name could never log in with a secret.
+    let (ok, _, err) = s.try_device(&["add", "admin"]);
+    assert!(!ok, "shade device add admin succeeded");
+    assert!(err.contains("config user"), "{err}");
 }
