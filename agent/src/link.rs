@@ -86,7 +86,15 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
                     shared.connected.send_replace(false);
                     let wait = backoff(failures, c.reconnect_min, c.reconnect_max, &mut rng);
                     failures = failures.saturating_add(1);
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "broker unreachable");
+                    match &e {
+                        // Reached, and refused: say so, it is not the network.
+                        rumqttc::ConnectionError::ConnectionRefused(code) => tracing::warn!(
+                            ?code,
+                            retry_in_ms = wait.as_millis() as u64,
+                            "the broker refused the connection (check the username and secret, or certificate)"
+                        ),
+                        e => tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "broker unreachable"),
+                    }
                     tokio::select! {
                         () = cancel.cancelled() => break,
                         () = tokio::time::sleep(wait) => {}

@@ -282,46 +282,76 @@ async fn state(data: &Path, json: bool) -> ExitCode {
         Ok(Err(None)) => return fail(no_replica(data)),
         Err(e) => return fail(e),
     };
-    if json {
-        println!("{doc}");
+    let text = if json {
+        format!("{doc}\n")
     } else {
-        print_human(&doc);
-    }
-    ExitCode::SUCCESS
+        human(&doc)
+    };
+    print_out(&text)
 }
 
-fn print_human(doc: &serde_json::Value) {
+/// Writes `text` to stdout. A reader that went away (`| head`) is not an
+/// error: `println!` would panic on the broken pipe.
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(format!("cannot write to stdout: {e}")),
+    }
+}
+
+fn human(doc: &serde_json::Value) -> String {
+    use std::fmt::Write;
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
     let empty = serde_json::json!({});
     let state = &doc["state"];
-    println!("replica:   {}", doc["replica"].as_str().unwrap_or("?"));
-    println!("connected: {}", doc["connected"].as_bool().unwrap_or(false));
-    println!("version:   {}", doc["version"]);
-    println!("pending:   {}", doc["pending"]);
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "replica:   {}", doc["replica"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        out,
+        "connected: {}",
+        doc["connected"].as_bool().unwrap_or(false)
+    );
+    let _ = writeln!(out, "version:   {}", doc["version"]);
+    let _ = writeln!(out, "pending:   {}", doc["pending"]);
     for name in ["desired", "reported", "delta"] {
         let v = state.get(name).unwrap_or(&empty);
-        println!("{name}:\n{}", pretty(v));
+        let _ = writeln!(out, "{name}:\n{}", pretty(v));
     }
     if let Some(c) = doc["conflicts"].as_array().filter(|c| !c.is_empty()) {
-        println!(
-            "conflicts:\n{}",
-            pretty(&serde_json::Value::Array(c.clone()))
-        );
+        let conflicts = pretty(&serde_json::Value::Array(c.clone()));
+        let _ = writeln!(out, "conflicts:\n{conflicts}");
     }
+    out
 }
 
 /// Resolves on SIGINT or SIGTERM; the handlers are installed by this call,
-/// not when the future is first polled.
+/// not when the future is first polled. A SIGHUP (which daemons take as
+/// "reload", and whose default action would end the agent silently) is
+/// logged and ignored: the agent reads its config at start only.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let interrupt = signal(SignalKind::interrupt());
     let terminate = signal(SignalKind::terminate());
+    let hangup = signal(SignalKind::hangup());
     async move {
         match (interrupt, terminate) {
             (Ok(mut interrupt), Ok(mut terminate)) => {
-                tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = terminate.recv() => {}
+                let mut hangup = hangup.ok();
+                loop {
+                    tokio::select! {
+                        _ = interrupt.recv() => break,
+                        _ = terminate.recv() => break,
+                        Some(_) = async { hangup.as_mut()?.recv().await } => {
+                            tracing::info!("SIGHUP: shade-agent reads its config at start only; restart it to apply a change");
+                        }
+                    }
                 }
             }
             _ => {

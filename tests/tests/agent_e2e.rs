@@ -313,6 +313,27 @@ async fn agent_kill9_right_after_report_still_delivers() {
         "{left}"
     );
     assert_ne!(left["pending"], 0, "{left}");
+    // Piped into a reader that is gone (`| head`): no panic, exit 0.
+    let mut child = tokio::process::Command::new(shade_tests::agent::agent_binary())
+        .arg("state")
+        .arg("--data")
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn shade-agent state");
+    drop(child.stdout.take());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("shade-agent state exits")
+        .expect("its output");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     broker.restart();
     agent.restart();
