@@ -47,6 +47,25 @@ crl = {crl:?}
     path
 }
 
+/// A server whose `tls` listener checks client certificates of `ca`
+/// against a CRL file holding `crl_pem`: (server, TLS port, CRL path,
+/// config path).
+fn start_with_crl(
+    dir: &Path,
+    ca: &TestCa,
+    crl_pem: &str,
+) -> (Server, u16, std::path::PathBuf, std::path::PathBuf) {
+    let crl = dir.join("revoked.pem");
+    std::fs::write(&crl, crl_pem).expect("write CRL");
+    let tls_port = free_port();
+    let config = write_config(dir, ca, tls_port, &crl);
+    let server = Server::start_with_args(
+        &dir.join("data"),
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    (server, tls_port, crl, config)
+}
+
 fn hangup(server: &Server) {
     let status = Command::new("kill")
         .args(["-HUP", &server.pid().to_string()])
@@ -99,14 +118,7 @@ async fn a_revoked_certificate_is_refused_and_sighup_revokes_more_without_a_rest
     let lamp = ca.client_with_serial("lamp", 101);
     let fan = ca.client_with_serial("fan", 102);
     let door = ca.client_with_serial("door", 103);
-    let crl = dir.path().join("revoked.pem");
-    std::fs::write(&crl, ca.crl_pem(1, &[101])).expect("write CRL");
-    let tls_port = free_port();
-    let config = write_config(dir.path(), &ca, tls_port, &crl);
-    let server = Server::start_with_args(
-        &dir.path().join("data"),
-        &["--config", config.to_str().expect("utf-8")],
-    );
+    let (server, tls_port, crl, config) = start_with_crl(dir.path(), &ca, &ca.crl_pem(1, &[101]));
 
     // The CRL names the lamp's certificate: refused at the handshake.
     assert!(
@@ -219,15 +231,8 @@ async fn of_two_crls_of_the_ca_in_one_file_the_newer_applies_in_either_order() {
     let fan = ca.client_with_serial("fan", 102);
     let door = ca.client_with_serial("door", 103);
     let (older, newer) = (ca.crl_pem(1, &[101]), ca.crl_pem(2, &[101, 102]));
-    let crl = dir.path().join("revoked.pem");
     // Appended, as an operator might: the newer CRL after the older one.
-    std::fs::write(&crl, format!("{older}{newer}")).expect("write CRL");
-    let tls_port = free_port();
-    let config = write_config(dir.path(), &ca, tls_port, &crl);
-    let server = Server::start_with_args(
-        &dir.path().join("data"),
-        &["--config", config.to_str().expect("utf-8")],
-    );
+    let (server, tls_port, crl, _) = start_with_crl(dir.path(), &ca, &format!("{older}{newer}"));
     assert!(
         connect(&ca, tls_port, &fan, "fan-1").await.is_err(),
         "the older CRL, first in the file, let in what the newer revokes"
