@@ -113,6 +113,16 @@ impl TestCa {
         Issued { cert, key }
     }
 
+    /// Writes a server certificate (`server.crt.pem`, `server.key.pem`) and
+    /// this CA (`ca.pem`) into `dir`, and returns the config's `[tls]`
+    /// section using them, client certificates checked against this CA.
+    /// Keys of the section may follow it.
+    pub fn tls_section(&self, dir: &Path) -> String {
+        let (cert, key) = self.server().write_pem(dir, "server");
+        let ca = self.write_pem(dir, "ca");
+        format!("[tls]\ncert = {cert:?}\nkey = {key:?}\nclient_ca = {ca:?}\n")
+    }
+
     /// Writes the CA certificate as PEM into `dir`; returns its path.
     pub fn write_pem(&self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(format!("{name}.pem"));

@@ -51,19 +51,14 @@ fn add_device(port: u16, thing: &str) -> String {
 }
 
 fn write_config(dir: &Path, ca: &TestCa, tls_port: u16, wss_port: u16) -> PathBuf {
-    let (cert, key) = ca.server().write_pem(dir, "server");
-    let ca_path = ca.write_pem(dir, "ca");
+    let tls = ca.tls_section(dir);
     let config = format!(
         r#"
 [listen]
 tls = "127.0.0.1:{tls_port}"
 wss = "127.0.0.1:{wss_port}"
 
-[tls]
-cert = {cert:?}
-key = {key:?}
-client_ca = {ca_path:?}
-
+{tls}
 [auth]
 device_topics = ["devices/{{thing}}/#"]
 

@@ -26,18 +26,13 @@ use shade_tests::{aws, free_port, password_hash, run_shade};
 /// A config with a `tls` listener whose client certificates are checked
 /// against `ca.pem` and the CRL at `crl`.
 fn write_config(dir: &Path, ca: &TestCa, tls_port: u16, crl: &Path) -> std::path::PathBuf {
-    let (cert, key) = ca.server().write_pem(dir, "server");
-    let ca_path = ca.write_pem(dir, "ca");
+    let tls = ca.tls_section(dir);
     let config = format!(
         r#"
 [listen]
 tls = "127.0.0.1:{tls_port}"
 
-[tls]
-cert = {cert:?}
-key = {key:?}
-client_ca = {ca_path:?}
-crl = {crl:?}
+{tls}crl = {crl:?}
 
 [auth]
 "#

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use shade_tests::agent::{self, Agent, AgentSpec, CliOutput, Deadline, CLI_TIMEOUT};
 use shade_tests::pki::TestCa;
-use shade_tests::{free_port, shade_binary, Server};
+use shade_tests::{free_port, password_hash, shade_binary, Server};
 
 const ADMIN_PASSWORD: &str = "admin-over-tls";
 /// How long an agent may take to sync a change over TLS: debug builds on
@@ -66,12 +66,6 @@ fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
 
-async fn hash(password: &str) -> String {
-    let out = shade(&os(&["hash-password"]), Some(&format!("{password}\n"))).await;
-    assert!(out.status.success(), "hash-password: {}", out.stderr);
-    out.stdout.trim().to_owned()
-}
-
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 temp path")
 }
@@ -83,19 +77,15 @@ impl TlsBroker {
             .tempdir()
             .expect("tempdir");
         let ca = TestCa::new("shade tls-clients CA");
-        let ca_pem = ca.write_pem(dir.path(), "ca");
-        let (cert, key) = ca.server().write_pem(dir.path(), "server");
+        let tls = ca.tls_section(dir.path());
+        let ca_pem = dir.path().join("ca.pem");
         let tls_port = free_port();
         let config = format!(
             r#"
 [listen]
 tls = "127.0.0.1:{tls_port}"
 
-[tls]
-cert = {cert:?}
-key = {key:?}
-client_ca = {ca_pem:?}
-
+{tls}
 [auth]
 
 [[auth.users]]
@@ -103,7 +93,7 @@ name = "admin"
 password_hash = "{admin}"
 role = "admin"
 "#,
-            admin = hash(ADMIN_PASSWORD).await,
+            admin = password_hash(ADMIN_PASSWORD),
         );
         let config_path = dir.path().join("broker.toml");
         std::fs::write(&config_path, config).expect("write the broker config");
