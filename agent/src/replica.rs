@@ -471,7 +471,7 @@ pub struct Applied {
 
 /// Registers holding a dot the broker has not acknowledged.
 pub fn pending(state: &ReplicaState) -> usize {
-    state.shadow.changes_since(&state.broker_vv).paths.len()
+    state.shadow.changes_since(&state.broker_vv).len()
 }
 
 /// The JSON of `shade-agent state --json`: the get/accepted shape plus

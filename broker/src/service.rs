@@ -534,7 +534,8 @@ impl Service {
         changed: &[(Section, shade_shared::document::Path)],
     ) -> Value {
         let mut out = Map::new();
-        for pl in &up.changes.paths {
+        for register in up.changes.registers() {
+            let pl = register.to_owned();
             if pl.leaves.is_empty()
                 || !changed
                     .iter()

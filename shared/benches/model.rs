@@ -70,7 +70,7 @@ fn merge_setup() -> (Shadow, Changes) {
     assert_eq!(b.leaf_count(), 1_000);
     a.write(&agent, Section::Reported, &patch(300, 100, 2), NOW_MS + 200);
     let changes = a.changes_since(b.vv());
-    assert_eq!(changes.paths.len(), 100);
+    assert_eq!(changes.len(), 100);
     (b, changes)
 }
 
@@ -111,7 +111,7 @@ fn changes_since_setup() -> (Shadow, shade_shared::VersionVector) {
 
 fn changes_since_10_new_of_10000(c: &mut Criterion) {
     let (doc, peer) = changes_since_setup();
-    assert_eq!(doc.changes_since(&peer).paths.len(), 10);
+    assert_eq!(doc.changes_since(&peer).len(), 10);
     c.bench_function("changes_since_10_new_of_10000", |b| {
         b.iter(|| doc.changes_since(black_box(&peer)))
     });

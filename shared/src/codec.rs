@@ -30,13 +30,13 @@
 //! the stack of whatever rendered the document).
 
 use crate::cbor::{self, CborError, Reader};
-use crate::document::{Leaf, Register, Section};
-use crate::merge::{Changes, PathLeaves};
+use crate::changes::{Changes, LeafEntry, RegisterEntry};
+use crate::document::Section;
 use crate::name::ReplicaId;
-use crate::path::{self, Path, ShortPath};
+use crate::path::{self, ShortPath};
 use crate::sync::{SyncDown, SyncUp};
 use crate::value::LeafValue;
-use crate::version::{Dot, Timestamp, VersionVector, MAX_COUNTER};
+use crate::version::{VersionVector, MAX_COUNTER};
 
 mod write;
 
@@ -153,37 +153,31 @@ fn read_changes(r: &mut Reader<'_>, max_depth: usize) -> Result<Changes, CborErr
     let vv = read_vv(r)?;
     let since = read_vv(r)?;
     let partial = r.bool()?;
+    let mut changes = Changes::new(vv, since, partial);
     let table_len = r.array_len()?;
-    let mut table = Vec::new();
     for _ in 0..table_len {
-        table.push(read_replica(r)?);
+        changes.replicas.push(read_replica(r)?);
     }
     let count = r.array_len()?;
-    let mut paths = Vec::with_capacity(count);
-    let mut key_buf = Vec::with_capacity(64);
+    // Sized for the usual message: one leaf per register, short paths
+    // and values (what the encoder's capacity assumes too).
+    changes.registers.reserve_exact(count);
+    changes.leaves.reserve(count);
+    changes.path_bytes.reserve(count * 16);
+    changes.value_bytes.reserve(count * 8);
     for _ in 0..count {
-        read_path_leaves(r, &table, &mut key_buf, max_depth, &mut paths)?;
+        read_register(r, &mut changes, max_depth)?;
     }
     skip_extra(r, n, 5, depth)?;
-    Ok(Changes {
-        vv,
-        since,
-        paths,
-        partial,
-    })
+    Ok(changes)
 }
 
-/// Reads one register into `paths`: the entry is pushed first and its
-/// leaves are read into it, rather than built apart and moved in. Moving
-/// a just-written struct loads it back before its stores can be
-/// forwarded, and those waits were a large part of decoding.
+/// Reads one register `[section, path, leaves]` into `changes`.
 #[inline(always)]
-fn read_path_leaves(
+fn read_register(
     r: &mut Reader<'_>,
-    table: &[ReplicaId],
-    key_buf: &mut Vec<u8>,
+    changes: &mut Changes,
     max_depth: usize,
-    paths: &mut Vec<PathLeaves>,
 ) -> Result<(), CborError> {
     let depth = ENVELOPE_DEPTH + max_depth;
     let n = array_of(r, 3, "a path register")?;
@@ -202,35 +196,30 @@ fn read_path_leaves(
             format_args!("a path of {keys} keys nests deeper than {max_depth} levels"),
         ));
     };
-    let path = match read_short_path(r, keys) {
-        Some(path) => path,
+    match read_short_path(r, keys) {
+        Some(path) => path.append_to(&mut changes.path_bytes),
         None => {
-            key_buf.clear();
             for _ in 0..keys {
-                path::push_key_bytes(key_buf, r.text_bytes()?);
+                path::push_key_bytes(&mut changes.path_bytes, r.text_bytes()?);
             }
-            Path::from_encoded(key_buf)
-        }
-    };
-    let count = r.array_len()?;
-    paths.push(PathLeaves {
-        section,
-        path,
-        leaves: Register::new(),
-    });
-    if let Some(PathLeaves { leaves, .. }) = paths.last_mut() {
-        leaves.reserve_exact(count);
-        for _ in 0..count {
-            read_leaf(r, table, value_depth, leaves)?;
         }
     }
+    let count = r.array_len()?;
+    for _ in 0..count {
+        read_leaf(r, changes, value_depth)?;
+    }
+    changes.registers.push(RegisterEntry {
+        path_end: changes.path_bytes.len(),
+        leaves_end: changes.leaves.len(),
+        section,
+    });
     skip_extra(r, n, 3, depth)
 }
 
 /// A path of `keys` keys the short way ([`ShortPath`]), or `None` with
 /// nothing consumed.
 #[inline(always)]
-fn read_short_path(r: &mut Reader<'_>, keys: usize) -> Option<Path> {
+fn read_short_path(r: &mut Reader<'_>, keys: usize) -> Option<ShortPath> {
     let mut ahead = *r;
     let mut short = ShortPath::default();
     for _ in 0..keys {
@@ -246,29 +235,24 @@ fn read_short_path(r: &mut Reader<'_>, keys: usize) -> Option<Path> {
         ahead.take(1 + len as u64).ok()?;
     }
     *r = ahead;
-    Some(short.finish())
+    Some(short)
 }
 
+/// Reads one leaf `[value, replica index, counter, ms, logical]` into
+/// `changes`.
 #[inline(always)]
-fn read_leaf(
-    r: &mut Reader<'_>,
-    table: &[ReplicaId],
-    max_depth: usize,
-    leaves: &mut Register,
-) -> Result<(), CborError> {
+fn read_leaf(r: &mut Reader<'_>, changes: &mut Changes, max_depth: usize) -> Result<(), CborError> {
     let n = array_of(r, 5, "a leaf")?;
-    let value = if r.peek_null() {
+    if r.peek_null() {
         r.null()?;
-        None
     } else {
-        Some(LeafValue::read(r, max_depth)?)
-    };
+        LeafValue::read_into(r, max_depth, &mut changes.value_bytes)?;
+    }
     let index = r.u64()?;
-    let replica = usize::try_from(index)
+    let replica = u32::try_from(index)
         .ok()
-        .and_then(|i| table.get(i))
-        .ok_or_else(|| err(r, format_args!("replica index {index} is not in the table")))?
-        .clone();
+        .filter(|&i| (i as usize) < changes.replicas.len())
+        .ok_or_else(|| err(r, format_args!("replica index {index} is not in the table")))?;
     let counter = read_counter(r)?;
     let ms = r.u64()?;
     let logical = r.u64()?;
@@ -279,10 +263,12 @@ fn read_leaf(
         )
     })?;
     skip_extra(r, n, 5, ENVELOPE_DEPTH + max_depth)?;
-    leaves.push(Leaf {
-        value,
-        dot: Dot::new(replica, counter),
-        ts: Timestamp { ms, logical },
+    changes.leaves.push(LeafEntry {
+        value_end: changes.value_bytes.len(),
+        counter,
+        ms,
+        replica,
+        logical,
     });
     Ok(())
 }

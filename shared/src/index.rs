@@ -42,19 +42,24 @@ impl DotIndex {
         self.entries += 1;
     }
 
-    /// Adds entries, one search per run of equal dots.
-    pub(crate) fn add_all(&mut self, entries: Vec<(&Dot, Section, &Path)>) {
-        let mut rest = entries.as_slice();
-        while let Some(((dot, _, _), _)) = rest.split_first() {
-            let run = rest.iter().take_while(|(d, _, _)| d == dot).count();
-            let by_counter = match self.by_replica.get_mut(&dot.replica) {
+    /// Adds entries `(replica, counter, section, path)`, one search per
+    /// run of equal dots.
+    pub(crate) fn add_all(&mut self, entries: Vec<(&ReplicaId, u64, Section, Path)>) {
+        let mut rest = entries.into_iter().peekable();
+        while let Some((replica, counter, section, path)) = rest.next() {
+            let by_counter = match self.by_replica.get_mut(replica) {
                 Some(b) => b,
-                None => self.by_replica.entry(dot.replica.clone()).or_default(),
+                None => self.by_replica.entry(replica.clone()).or_default(),
             };
-            let paths = by_counter.entry(dot.counter).or_default();
-            paths.extend(rest[..run].iter().map(|(_, s, p)| (*s, (*p).clone())));
-            self.entries += run;
-            rest = &rest[run..];
+            let paths = by_counter.entry(counter).or_default();
+            paths.push((section, path));
+            self.entries += 1;
+            while let Some((_, _, section, path)) =
+                rest.next_if(|(r, c, _, _)| *c == counter && *r == replica)
+            {
+                paths.push((section, path));
+                self.entries += 1;
+            }
         }
     }
 

@@ -57,6 +57,7 @@
 pub mod aws;
 mod bytes;
 mod cbor;
+mod changes;
 mod codec;
 pub mod document;
 mod index;
@@ -73,7 +74,7 @@ mod wire;
 pub use aws::{Rejection, UpdateRequest};
 pub use document::{Conflict, Leaf, Patch, Policies, Policy, Rendered, Section, Shadow};
 pub use limits::Limits;
-pub use merge::{Changes, MergeOutcome, PathLeaves};
+pub use merge::{Changes, LeafRef, MergeOutcome, PathLeaves, RegisterRef};
 pub use name::{NameError, ReplicaId, ShadowId, ShadowName, ThingName};
 pub use sync::{SyncDown, SyncError, SyncUp};
 pub use topic::{Operation, Reply, Topic, TopicError};

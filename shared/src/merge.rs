@@ -45,45 +45,10 @@
 //! so the two render `k` differently for good. The same goes for a vector
 //! taken from a message that was not merged, such as one refused as a gap.
 
+pub use crate::changes::{Changes, LeafRef, PathLeaves, RegisterRef};
 use crate::document::{Leaf, Path, Register, Section, Shadow};
-use crate::version::{Dot, VersionVector};
-
-/// The register of one path, as shipped between replicas:
-/// `[section, path, leaves]` on the wire.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PathLeaves {
-    pub section: Section,
-    pub path: Path,
-    pub leaves: Register,
-}
-
-crate::wire::tuple_serde!(PathLeaves {
-    section: Section,
-    path: Path,
-    leaves: Register,
-});
-
-/// What one replica ships to another: every register holding a leaf the
-/// peer lacks, and the sender's vector.
-///
-/// Carried in sync messages in a compact form with a table of replica
-/// ids (see `codec`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Changes {
-    /// The sender's vector: the causal context of `paths`.
-    pub vv: VersionVector,
-    /// The peer vector these changes were computed against. A receiver
-    /// that has not seen all of it would miss registers the sender left out,
-    /// so [`Shadow::merge`] refuses such a message (see [`MergeOutcome::gap`]).
-    /// This matters where messages are broadcast (`sync/down` reaches every
-    /// agent of a shadow) or a replica lost its state.
-    pub since: VersionVector,
-    pub paths: Vec<PathLeaves>,
-    /// Cut short by [`Shadow::changes_since_limited`]: `vv` covers only what
-    /// this message carries, and more is to come. Such a vector must not
-    /// count towards a stable vector (see the module docs).
-    pub partial: bool,
-}
+use crate::name::ReplicaId;
+use crate::version::VersionVector;
 
 /// What a merge did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -115,16 +80,11 @@ impl Shadow {
                 wanted.extend(paths.iter());
             }
         }
-        let paths = wanted
-            .into_iter()
-            .filter_map(|(section, path)| self.unseen_register(*section, path, peer))
-            .collect();
-        Changes {
-            vv: self.vv.clone(),
-            since: peer.clone(),
-            paths,
-            partial: false,
+        let mut changes = Changes::new(self.vv.clone(), peer.clone(), false);
+        for (section, path) in wanted {
+            self.push_unseen(&mut changes, *section, path, peer);
         }
+        changes
     }
 
     /// Like [`Shadow::changes_since`], but stops after about `max_paths`
@@ -173,41 +133,29 @@ impl Shadow {
             ));
         }
         let vv = if complete { self.vv.clone() } else { context };
-        let paths = wanted
-            .into_iter()
-            .filter_map(|(section, path)| {
-                self.section(*section).get(path).map(|leaves| PathLeaves {
-                    section: *section,
-                    path: path.clone(),
-                    leaves: leaves.clone(),
-                })
-            })
-            .collect();
-        Changes {
-            vv,
-            since: peer.clone(),
-            paths,
-            partial: !complete,
+        let mut changes = Changes::new(vv, peer.clone(), !complete);
+        for (section, path) in wanted {
+            if let Some(leaves) = self.section(*section).get(path) {
+                changes.push(*section, path, leaves);
+            }
         }
+        changes
     }
 
-    /// The register at `path` if it holds a leaf `peer` has not seen (the
-    /// index may name paths whose leaf was since written over).
-    fn unseen_register(
+    /// Adds the register at `path` if it holds a leaf `peer` has not seen
+    /// (the index may name paths whose leaf was since written over).
+    fn push_unseen(
         &self,
+        changes: &mut Changes,
         section: Section,
         path: &Path,
         peer: &VersionVector,
-    ) -> Option<PathLeaves> {
-        let leaves = self.section(section).get(path)?;
-        leaves
-            .iter()
-            .any(|l| !peer.covers(&l.dot))
-            .then(|| PathLeaves {
-                section,
-                path: path.clone(),
-                leaves: leaves.clone(),
-            })
+    ) {
+        if let Some(leaves) = self.section(section).get(path) {
+            if leaves.iter().any(|l| !peer.covers(&l.dot)) {
+                changes.push(section, path, leaves);
+            }
+        }
     }
 
     /// Joins `remote` into this replica. See the module docs for the rules.
@@ -219,18 +167,18 @@ impl Shadow {
             };
         }
         let mut outcome = MergeOutcome {
-            changed: Vec::with_capacity(remote.paths.len()),
+            changed: Vec::with_capacity(remote.len()),
             gap: false,
         };
         // Index entries of the leaves taken, added at the end: a message's
         // leaves mostly share a few dots, so they go in one search per dot.
-        let mut taken: Vec<(&Dot, Section, &Path)> = Vec::with_capacity(remote.paths.len());
-        for pl in &remote.paths {
-            for leaf in &pl.leaves {
+        let mut taken: Vec<(&ReplicaId, u64, Section, Path)> = Vec::with_capacity(remote.len());
+        for register in remote.registers() {
+            for leaf in register.leaves() {
                 self.clock.observe(leaf.ts);
             }
-            if self.join_path(pl, &remote.vv, &mut taken) {
-                outcome.changed.push((pl.section, pl.path.clone()));
+            if let Some(path) = self.join_path(register, &remote.vv, &mut taken) {
+                outcome.changed.push((register.section(), path));
             }
         }
         self.index.add_all(taken);
@@ -244,41 +192,44 @@ impl Shadow {
     }
 
     /// Joins one remote register into ours (one search of the section's
-    /// map); returns whether ours changed. The remote leaves it takes are
-    /// pushed to `taken` for the dot index.
+    /// map); returns its path if ours changed. The remote leaves it takes
+    /// are pushed to `taken` for the dot index.
     fn join_path<'m>(
         &mut self,
-        pl: &'m PathLeaves,
+        remote: RegisterRef<'m>,
         remote_vv: &VersionVector,
-        taken: &mut Vec<(&'m Dot, Section, &'m Path)>,
-    ) -> bool {
+        taken: &mut Vec<(&'m ReplicaId, u64, Section, Path)>,
+    ) -> Option<Path> {
         use std::collections::btree_map::Entry;
-        let map = match pl.section {
+        let section = remote.section();
+        let map = match section {
             Section::Desired => &mut self.desired,
             Section::Reported => &mut self.reported,
         };
         let vv = &self.vv;
-        let entry = map.entry(pl.path.clone());
+        let path = remote.path();
+        let entry = map.entry(path.clone());
         let local: &[Leaf] = match &entry {
             Entry::Occupied(o) => o.get(),
             Entry::Vacant(_) => &[],
         };
         // A dot names one write, so leaves are matched by dot.
-        let keep = |l: &Leaf| !remote_vv.covers(&l.dot) || pl.leaves.iter().any(|r| r.dot == l.dot);
-        let take = |r: &Leaf| !vv.covers(&r.dot) && !local.iter().any(|l| l.dot == r.dot);
+        let keep =
+            |l: &Leaf| !remote_vv.covers(&l.dot) || remote.leaves().any(|r| r.has_dot(&l.dot));
+        let take = |r: LeafRef<'_>| !r.seen_by(vv) && !local.iter().any(|l| r.has_dot(&l.dot));
         // Most registers of a message are new here or unchanged: decide
         // before allocating anything.
-        if local.iter().all(keep) && !pl.leaves.iter().any(take) {
-            return false;
+        if local.iter().all(keep) && !remote.leaves().any(take) {
+            return None;
         }
         // Grown as needed: a register of one leaf, the usual result, stays inline.
         let mut joined = Register::new();
         joined.extend(local.iter().filter(|l| keep(l)).cloned());
         let dropped = local.len() - joined.len();
-        for r in &pl.leaves {
-            if take(r) && !joined.iter().any(|l| l.dot == r.dot) {
-                joined.push(r.clone());
-                taken.push((&r.dot, pl.section, &pl.path));
+        for r in remote.leaves() {
+            if take(r) && !joined.iter().any(|l| r.has_dot(&l.dot)) {
+                joined.push(r.to_leaf());
+                taken.push((r.replica, r.counter, section, path.clone()));
             }
         }
         joined.sort_by(|a, b| a.dot.cmp(&b.dot));
@@ -298,7 +249,7 @@ impl Shadow {
                 }
             }
         }
-        true
+        Some(path)
     }
 
     /// Drops registers that hold a single tombstone every replica has seen.

@@ -223,14 +223,13 @@ mod tests {
             replica: a,
             changes: s.changes_since(&VersionVector::new()),
         };
-        assert_eq!(up.changes.paths.len(), 4);
+        assert_eq!(up.changes.len(), 4);
         let back = SyncUp::from_cbor(&up.to_cbor(), 40).expect("decodes");
         assert_eq!(back, up);
         let keys: Vec<Vec<String>> = back
             .changes
-            .paths
-            .iter()
-            .map(|pl| pl.path.keys().map(|k| k.into_owned()).collect())
+            .registers()
+            .map(|r| r.path().keys().map(|k| k.into_owned()).collect())
             .collect();
         assert!(keys.contains(&vec!["a\0b".to_string(), "\0".to_string()]));
         assert!(keys.contains(&vec!["a\0b".to_string(), String::new()]));
@@ -253,15 +252,10 @@ mod tests {
             };
             SyncUp {
                 replica: a.clone(),
-                changes: crate::merge::Changes {
-                    vv,
-                    since: VersionVector::new(),
-                    paths: vec![crate::merge::PathLeaves {
-                        section: Section::Reported,
-                        path,
-                        leaves: [leaf].into_iter().collect(),
-                    }],
-                    partial: false,
+                changes: {
+                    let mut changes = crate::merge::Changes::new(vv, VersionVector::new(), false);
+                    changes.push(Section::Reported, &path, &[leaf]);
+                    changes
                 },
             }
             .to_cbor()
@@ -374,7 +368,8 @@ mod tests {
         let index_at = bytes.len() - 4;
         bytes[index_at] = 0x00;
         let ok = SyncUp::from_cbor(&bytes, 8).expect("index 0 is fine");
-        assert_eq!(ok.changes.paths[0].leaves[0].dot.replica.as_str(), "a:d");
+        let leaf = ok.changes.registers().flat_map(|r| r.leaves()).next();
+        assert_eq!(leaf.map(|l| l.replica.as_str()), Some("a:d"));
         // What a later version appends is skipped; missing fields are errors.
         let mut longer = bytes.clone();
         longer[0] = 0xa3;

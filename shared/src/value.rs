@@ -69,6 +69,47 @@ impl LeafValue {
         }
     }
 
+    /// A value from bytes known to hold one canonical value (a
+    /// [`LeafValue::as_cbor`], or what [`LeafValue::read_into`] appended).
+    pub(crate) fn from_canonical(bytes: &[u8]) -> LeafValue {
+        LeafValue(Bytes::new(bytes))
+    }
+
+    /// Reads one value at `r` as [`LeafValue::read`] does, appending its
+    /// canonical CBOR to `out` instead of building a value.
+    #[inline(always)]
+    pub(crate) fn read_into(
+        r: &mut Reader<'_>,
+        max_depth: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CborError> {
+        if let Some(len) = short_scalar_len(r.rest()) {
+            out.extend_from_slice(r.take(len as u64)?);
+            return Ok(());
+        }
+        Self::read_other_into(r, max_depth, out)
+    }
+
+    #[inline(never)]
+    fn read_other_into(
+        r: &mut Reader<'_>,
+        max_depth: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CborError> {
+        let start = r.position();
+        if r.peek_null() {
+            return Err(CborError::new("a leaf value is null", start));
+        }
+        if let Some(len) = scan::canonical_len(r.rest(), max_depth) {
+            out.extend_from_slice(r.take(len as u64)?);
+            return Ok(());
+        }
+        let mut scratch = Scratch::new();
+        walk(r, max_depth, max_depth, &mut scratch)?;
+        out.extend_from_slice(scratch.as_slice());
+        Ok(())
+    }
+
     /// Reads one value at `r`, nested at most `max_depth` levels. Input
     /// that is already canonical (all that shade writes) is validated in
     /// one pass and its bytes copied as they are; any other (an f16, a
@@ -108,40 +149,42 @@ impl LeafValue {
     /// (nothing consumed) sends anything else through the full walk.
     #[inline(always)]
     fn read_short_scalar(r: &mut Reader<'_>) -> Option<LeafValue> {
-        let start = r.position();
-        let initial = r.peek_byte().ok()?;
-        let len = match (initial >> 5, initial & 0x1f) {
-            (cbor::UNSIGNED | cbor::NEGATIVE, info) if info < 24 => 1,
-            (cbor::UNSIGNED | cbor::NEGATIVE, 24) => 2,
-            (cbor::UNSIGNED | cbor::NEGATIVE, 25) => 3,
-            (cbor::UNSIGNED | cbor::NEGATIVE, 26) => 5,
-            (cbor::TEXT, info) if info < 24 => 1 + usize::from(info),
-            _ if initial == cbor::TRUE || initial == cbor::FALSE => 1,
-            _ if initial == cbor::F64 => 9,
-            _ => return None,
-        };
         let window = r.rest();
-        let mut ahead = *r;
-        let bytes = ahead.take(len as u64).ok()?;
-        // Shortest heads only: a longer one than its number needs is not
-        // canonical (the full walk rewrites it).
-        let ok = match bytes {
-            [cbor::F64, bits @ ..] => {
-                <[u8; 8]>::try_from(bits).is_ok_and(|b| f64::from_be_bytes(b).is_finite())
-            }
-            [head, n] if head & 0x1f == 24 => *n >= 24,
-            [head, n @ ..] if head & 0x1f == 25 => n[0] != 0,
-            [head, n @ ..] if head & 0x1f == 26 => n[0] != 0 || n[1] != 0,
-            [head, text @ ..] if head >> 5 == cbor::TEXT => cbor::valid_utf8(text),
-            _ => true,
-        };
-        if !ok {
-            return None;
-        }
-        *r = ahead;
-        debug_assert_eq!(r.position(), start + len);
+        let len = short_scalar_len(window)?;
+        r.take(len as u64).ok()?;
         Some(LeafValue(Bytes::from_window(window, len)))
     }
+}
+
+/// The length of the short canonical scalar at the start of `rest` (see
+/// [`LeafValue::read`]), `None` for anything else.
+#[inline(always)]
+fn short_scalar_len(rest: &[u8]) -> Option<usize> {
+    let initial = *rest.first()?;
+    let len = match (initial >> 5, initial & 0x1f) {
+        (cbor::UNSIGNED | cbor::NEGATIVE, info) if info < 24 => 1,
+        (cbor::UNSIGNED | cbor::NEGATIVE, 24) => 2,
+        (cbor::UNSIGNED | cbor::NEGATIVE, 25) => 3,
+        (cbor::UNSIGNED | cbor::NEGATIVE, 26) => 5,
+        (cbor::TEXT, info) if info < 24 => 1 + usize::from(info),
+        _ if initial == cbor::TRUE || initial == cbor::FALSE => 1,
+        _ if initial == cbor::F64 => 9,
+        _ => return None,
+    };
+    let bytes = rest.get(..len)?;
+    // Shortest heads only: a longer one than its number needs is not
+    // canonical (the full walk rewrites it).
+    let ok = match bytes {
+        [cbor::F64, bits @ ..] => {
+            <[u8; 8]>::try_from(bits).is_ok_and(|b| f64::from_be_bytes(b).is_finite())
+        }
+        [head, n] if head & 0x1f == 24 => *n >= 24,
+        [head, n @ ..] if head & 0x1f == 25 => n[0] != 0,
+        [head, n @ ..] if head & 0x1f == 26 => n[0] != 0 || n[1] != 0,
+        [head, text @ ..] if head >> 5 == cbor::TEXT => cbor::valid_utf8(text),
+        _ => true,
+    };
+    ok.then_some(len)
 }
 
 /// One CBOR item as JSON sees it; arrays and maps by their lengths.

@@ -36,11 +36,8 @@ fn chunked_catch_up_converges_to_the_full_state() {
     let mut rounds = 0;
     loop {
         let chunk = d.changes_since_limited(b.vv(), 30);
-        assert!(
-            chunk.paths.len() <= 31,
-            "a chunk holds about max_paths registers"
-        );
-        if chunk.paths.is_empty() {
+        assert!(chunk.len() <= 31, "a chunk holds about max_paths registers");
+        if chunk.is_empty() {
             break;
         }
         let outcome = b.merge(&chunk);

@@ -30,7 +30,7 @@ pub(crate) fn sync_up(writes: usize) -> SyncUp {
         );
     }
     let changes = doc.changes_since(&VersionVector::new());
-    assert_eq!(changes.paths.len(), writes * 10);
+    assert_eq!(changes.len(), writes * 10);
     SyncUp {
         replica: agent,
         changes,

@@ -9,8 +9,7 @@
 use crate::cbor;
 use crate::document::Section;
 use crate::merge::Changes;
-use crate::name::ReplicaId;
-use crate::path::Path;
+use crate::path::Keys;
 use crate::sync::{SyncDown, SyncUp};
 use crate::version::VersionVector;
 
@@ -40,23 +39,14 @@ pub(crate) fn encode_down(down: &SyncDown) -> Vec<u8> {
     out
 }
 
-/// A guess that spares most reallocations: a leaf with a short path and
-/// value takes about 36 bytes.
+/// Enough for the whole message but its two vectors: every path's
+/// encoding takes at least the bytes its keys do on the wire, and a leaf
+/// at most 41 besides its value.
 fn capacity(changes: &Changes) -> usize {
-    128 + changes.paths.len() * 40
-}
-
-/// The replica table of a message, in order of first use.
-fn replica_table(changes: &Changes) -> Vec<&ReplicaId> {
-    let mut table: Vec<&ReplicaId> = Vec::new();
-    for pl in &changes.paths {
-        for leaf in &pl.leaves {
-            if !table.iter().any(|r| **r == leaf.dot.replica) {
-                table.push(&leaf.dot.replica);
-            }
-        }
-    }
-    table
+    128 + changes.path_bytes.len()
+        + changes.value_bytes.len()
+        + changes.registers.len() * 12
+        + changes.leaves.len() * 41
 }
 
 fn write_vv(out: &mut Vec<u8>, vv: &VersionVector) {
@@ -68,37 +58,37 @@ fn write_vv(out: &mut Vec<u8>, vv: &VersionVector) {
 }
 
 fn write_changes(out: &mut Vec<u8>, changes: &Changes) {
-    let table = replica_table(changes);
     cbor::write_array_len(out, 5);
     write_vv(out, &changes.vv);
     write_vv(out, &changes.since);
     cbor::write_bool(out, changes.partial);
-    cbor::write_array_len(out, table.len());
-    for replica in &table {
+    cbor::write_array_len(out, changes.replicas.len());
+    for replica in &changes.replicas {
         cbor::write_text(out, replica.as_str());
     }
-    cbor::write_array_len(out, changes.paths.len());
-    // Nearly every leaf of a message has the previous one's replica.
-    let mut last = (table.first().copied(), 0u64);
-    for pl in &changes.paths {
+    cbor::write_array_len(out, changes.registers.len());
+    let (mut path_start, mut leaves_start, mut value_start) = (0, 0, 0);
+    for register in &changes.registers {
         cbor::write_array_len(out, 3);
-        cbor::write_u64(out, section_number(pl.section));
-        write_path(out, &pl.path);
-        cbor::write_array_len(out, pl.leaves.len());
-        for leaf in &pl.leaves {
-            if last.0 != Some(&leaf.dot.replica) {
-                let index = table.iter().position(|r| **r == leaf.dot.replica);
-                last = (Some(&leaf.dot.replica), index.unwrap_or(0) as u64);
-            }
+        cbor::write_u64(out, section_number(register.section));
+        let path = changes.path_bytes.get(path_start..register.path_end);
+        write_path(out, path.unwrap_or_default());
+        path_start = register.path_end;
+        let leaves = changes.leaves.get(leaves_start..register.leaves_end);
+        let leaves = leaves.unwrap_or_default();
+        leaves_start = register.leaves_end;
+        cbor::write_array_len(out, leaves.len());
+        for leaf in leaves {
             cbor::write_array_len(out, 5);
-            match &leaf.value {
-                Some(value) => out.extend_from_slice(value.as_cbor()),
-                None => cbor::write_null(out),
+            match changes.value_bytes.get(value_start..leaf.value_end) {
+                Some(value) if !value.is_empty() => out.extend_from_slice(value),
+                _ => cbor::write_null(out),
             }
-            cbor::write_u64(out, last.1);
-            cbor::write_u64(out, leaf.dot.counter);
-            cbor::write_u64(out, leaf.ts.ms);
-            cbor::write_u64(out, u64::from(leaf.ts.logical));
+            value_start = leaf.value_end;
+            cbor::write_u64(out, u64::from(leaf.replica));
+            cbor::write_u64(out, leaf.counter);
+            cbor::write_u64(out, leaf.ms);
+            cbor::write_u64(out, u64::from(leaf.logical));
         }
     }
 }
@@ -107,11 +97,11 @@ fn write_changes(out: &mut Vec<u8>, changes: &Changes) {
 /// placeholder array head is patched with the count once the keys are
 /// written. Paths with a key holding `\0` or with 24 keys or more (a
 /// longer head) are written again key by key.
-fn write_path(out: &mut Vec<u8>, path: &Path) {
+fn write_path(out: &mut Vec<u8>, encoded: &[u8]) {
     let head_at = out.len();
     out.push(0);
     let mut count = 0u8;
-    let mut rest = path.encoded();
+    let mut rest = encoded;
     while !rest.is_empty() && count < 24 {
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         if rest.get(end + 1) != Some(&1) {
@@ -130,8 +120,13 @@ fn write_path(out: &mut Vec<u8>, path: &Path) {
         return;
     }
     out.truncate(head_at);
-    cbor::write_array_len(out, path.len());
-    let mut keys = path.keys();
+    let mut count = Keys::of(encoded);
+    let mut n = 0;
+    while count.next_bytes().is_some() {
+        n += 1;
+    }
+    cbor::write_array_len(out, n);
+    let mut keys = Keys::of(encoded);
     while let Some(key) = keys.next_bytes() {
         cbor::write_head(out, cbor::TEXT, key.len() as u64);
         out.extend_from_slice(&key);
@@ -148,6 +143,7 @@ fn section_number(section: Section) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::path::Path;
     use proptest::prelude::*;
 
     /// A path written key by key: the plain reference.
@@ -171,7 +167,7 @@ mod tests {
             keys in prop::collection::vec("[a-z\0é]{0,17}", 0..30),
         ) {
             let mut out = Vec::new();
-            write_path(&mut out, &Path::from_keys(&keys));
+            write_path(&mut out, Path::from_keys(&keys).encoded());
             prop_assert_eq!(out, reference(&keys));
         }
     }
