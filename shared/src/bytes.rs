@@ -12,7 +12,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 /// Bytes up to this long are stored inline.
-const INLINE: usize = 22;
+pub(crate) const INLINE: usize = 22;
 
 /// Immutable bytes: inline up to 22, else one shared allocation.
 #[derive(Clone)]
@@ -45,16 +45,8 @@ impl Bytes {
     pub(crate) fn from_window(window: &[u8], len: usize) -> Self {
         match window.first_chunk::<24>() {
             Some(w) if len <= INLINE => {
-                let lo = u128::from_le_bytes(*w.first_chunk().unwrap_or(&[0; 16]));
-                let hi = u64::from_le_bytes(*w.last_chunk().unwrap_or(&[0; 8]));
-                // Bytes past `len` cleared: little-endian, so the low ones stay.
-                let keep_lo = u128::MAX
-                    .checked_shr(8 * (16 - len.min(16)) as u32)
-                    .unwrap_or(0);
-                let keep_hi = u64::MAX
-                    .checked_shr(8 * (24 - len.max(16)) as u32)
-                    .unwrap_or(0);
-                Self::from_le_words(lo & keep_lo, hi & keep_hi, len)
+                let (lo, hi) = masked_words(w, len);
+                Self::from_le_words(lo, hi, len)
             }
             _ => Self::new(window.get(..len).unwrap_or(window)),
         }
@@ -82,6 +74,21 @@ impl Bytes {
             Bytes::Shared(b) => b,
         }
     }
+}
+
+/// The 24 bytes of `w` as two little-endian words, bytes past `len`
+/// cleared (little-endian, so the low ones stay).
+#[inline(always)]
+pub(crate) fn masked_words(w: &[u8; 24], len: usize) -> (u128, u64) {
+    let lo = u128::from_le_bytes(*w.first_chunk().unwrap_or(&[0; 16]));
+    let hi = u64::from_le_bytes(*w.last_chunk().unwrap_or(&[0; 8]));
+    let keep_lo = u128::MAX
+        .checked_shr(8 * (16 - len.min(16)) as u32)
+        .unwrap_or(0);
+    let keep_hi = u64::MAX
+        .checked_shr(8 * (24 - len.clamp(16, 24)) as u32)
+        .unwrap_or(0);
+    (lo & keep_lo, hi & keep_hi)
 }
 
 impl Default for Bytes {

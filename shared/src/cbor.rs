@@ -112,7 +112,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `len` bytes, after checking that there are that many.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&mut self, len: u64) -> Result<&'a [u8], CborError> {
         let len = usize::try_from(len)
             .ok()
@@ -176,13 +176,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u64(&mut self) -> Result<u64, CborError> {
         self.head_of(UNSIGNED, "expected an unsigned integer")
     }
 
     /// An array's length: at most the bytes left, as each item takes one.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn array_len(&mut self) -> Result<usize, CborError> {
         let at = self.pos;
         let n = self.head_of(ARRAY, "expected an array")?;
@@ -353,6 +353,28 @@ pub(crate) trait Sink {
     fn put_byte(&mut self, byte: u8) {
         self.put(&[byte]);
     }
+
+    /// The first `len` bytes of a head from [`head_bytes`].
+    #[inline]
+    fn put_head(&mut self, head: &[u8; 9], len: usize) {
+        self.put(head.get(..len).unwrap_or_default());
+    }
+}
+
+/// Appends the first `len` bytes of `src` (which has them) to `out`: as
+/// one fixed 16-byte copy cut to length when `src` has 16 bytes and `len`
+/// is at most 16, since a `memcpy` call for a few bytes costs more than
+/// the copy; else as they are.
+#[inline(always)]
+pub(crate) fn append_short(out: &mut Vec<u8>, src: &[u8], len: usize) {
+    match src.first_chunk::<16>() {
+        Some(window) if len <= 16 => {
+            let start = out.len();
+            out.extend_from_slice(window);
+            out.truncate(start + len);
+        }
+        _ => out.extend_from_slice(src.get(..len).unwrap_or(src)),
+    }
 }
 
 /// UTF-8, with short ASCII (keys, words) spared the full validation.
@@ -371,6 +393,14 @@ impl Sink for Vec<u8> {
     fn put_byte(&mut self, byte: u8) {
         self.push(byte);
     }
+
+    /// All nine bytes, cut to length: a fixed copy, not a `memcpy` call.
+    #[inline]
+    fn put_head(&mut self, head: &[u8; 9], len: usize) {
+        let start = self.len();
+        self.extend_from_slice(head);
+        self.truncate(start + len);
+    }
 }
 
 #[inline]
@@ -380,7 +410,7 @@ pub(crate) fn write_head(out: &mut impl Sink, major: u8, n: u64) {
         return;
     }
     let (b, len) = head_bytes(major, n);
-    out.put(b.get(..len).unwrap_or_default());
+    out.put_head(&b, len);
 }
 
 #[inline]

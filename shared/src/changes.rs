@@ -180,7 +180,9 @@ impl<'a> RegisterRef<'a> {
     }
 
     pub fn path(self) -> Path {
-        Path::from_encoded(self.path_encoded())
+        let start = self.start().0;
+        let len = self.entry().path_end - start;
+        Path::from_window(&self.changes.path_bytes[start..], len)
     }
 
     /// The register's leaves.
@@ -205,7 +207,12 @@ impl<'a> RegisterRef<'a> {
 pub struct LeafRef<'a> {
     /// Canonical CBOR; empty for a tombstone.
     value: &'a [u8],
+    /// `value` and the rest of the buffer after it, to copy short values
+    /// from as whole words.
+    window: &'a [u8],
     pub replica: &'a ReplicaId,
+    /// `replica`'s index in the message's table.
+    pub(crate) index: u32,
     pub counter: u64,
     pub ts: Timestamp,
 }
@@ -219,9 +226,11 @@ impl<'a> LeafRef<'a> {
         };
         LeafRef {
             value: &changes.value_bytes[start..e.value_end],
+            window: &changes.value_bytes[start..],
             // Indexes are checked when a message is read, and `push` adds
             // what it names.
             replica: &changes.replicas[e.replica as usize],
+            index: e.replica,
             counter: e.counter,
             ts: Timestamp {
                 ms: e.ms,
@@ -256,7 +265,8 @@ impl<'a> LeafRef<'a> {
     /// The leaf as the document holds it.
     pub fn to_leaf(self) -> Leaf {
         Leaf {
-            value: self.value_cbor().map(LeafValue::from_canonical),
+            value: (!self.value.is_empty())
+                .then(|| LeafValue::from_canonical_window(self.window, self.value.len())),
             dot: self.dot(),
             ts: self.ts,
         }
@@ -324,5 +334,106 @@ impl FromIterator<PathLeaves> for Changes {
             changes.push(pl.section, &pl.path, &pl.leaves);
         }
         changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::Patch;
+    use crate::Shadow;
+
+    fn replica(id: &str) -> ReplicaId {
+        ReplicaId::new(id).expect("valid replica id")
+    }
+
+    /// A shadow where two replicas wrote, one of them a delete, and a
+    /// register holds two concurrent leaves.
+    fn shadow() -> Shadow {
+        let patch = |v: serde_json::Value| Patch::Merge(v.as_object().cloned().unwrap_or_default());
+        let (a, b) = (replica("a:dev"), replica("b:local"));
+        let mut x = Shadow::new();
+        x.write(
+            &a,
+            Section::Reported,
+            &patch(serde_json::json!({"t": 1, "gone": 2})),
+            10,
+        );
+        let mut y = Shadow::new();
+        y.write(
+            &b,
+            Section::Reported,
+            &patch(serde_json::json!({"t": "b", "n": {"k": [1, null]}})),
+            20,
+        );
+        x.write(
+            &a,
+            Section::Reported,
+            &patch(serde_json::json!({"gone": null})),
+            30,
+        );
+        x.merge(&y.changes_since(&VersionVector::new()));
+        x
+    }
+
+    /// Every register pushed comes back out as it went in: paths, values,
+    /// tombstones, dots and timestamps, with concurrent leaves in order.
+    #[test]
+    fn registers_come_back_as_pushed() {
+        let doc = shadow();
+        let mut expected = Vec::new();
+        let mut changes = Changes::new(doc.vv().clone(), VersionVector::new(), false);
+        for section in Section::ALL {
+            for (path, leaves) in doc.section(section) {
+                changes.push(section, path, leaves);
+                expected.push(PathLeaves {
+                    section,
+                    path: path.clone(),
+                    leaves: leaves.clone(),
+                });
+            }
+        }
+        let back: Vec<PathLeaves> = changes.registers().map(RegisterRef::to_owned).collect();
+        assert_eq!(back, expected);
+        assert!(
+            back.iter().any(|pl| pl.leaves.len() == 2),
+            "a concurrent register"
+        );
+        assert!(
+            back.iter().any(|pl| pl.leaves[0].is_tombstone()),
+            "a tombstone"
+        );
+        assert_eq!(changes.replicas.len(), 2, "each replica once in the table");
+        assert_eq!(
+            changes,
+            expected.into_iter().collect::<Changes>().with_vv(doc.vv())
+        );
+    }
+
+    /// Equality is about the registers, not the layout: the same leaves
+    /// with the table in another order are equal; another counter is not.
+    #[test]
+    fn equality_ignores_the_order_of_the_table() {
+        let doc = shadow();
+        let changes = doc.changes_since(&VersionVector::new());
+        let mut swapped = changes.clone();
+        swapped.replicas.reverse();
+        for leaf in &mut swapped.leaves {
+            leaf.replica = 1 - leaf.replica;
+        }
+        assert_ne!(changes.replicas, swapped.replicas);
+        assert_eq!(changes, swapped);
+        let mut other = changes.clone();
+        if let Some(leaf) = other.leaves.last_mut() {
+            leaf.counter += 1;
+        }
+        assert_ne!(changes, other);
+    }
+
+    impl Changes {
+        fn with_vv(mut self, vv: &VersionVector) -> Changes {
+            self.vv = vv.clone();
+            self
+        }
     }
 }

@@ -33,7 +33,7 @@ use crate::cbor::{self, CborError, Reader};
 use crate::changes::{Changes, LeafEntry, RegisterEntry};
 use crate::document::Section;
 use crate::name::ReplicaId;
-use crate::path::{self, ShortPath};
+use crate::path;
 use crate::sync::{SyncDown, SyncUp};
 use crate::value::LeafValue;
 use crate::version::{VersionVector, MAX_COUNTER};
@@ -196,12 +196,9 @@ fn read_register(
             format_args!("a path of {keys} keys nests deeper than {max_depth} levels"),
         ));
     };
-    match read_short_path(r, keys) {
-        Some(path) => path.append_to(&mut changes.path_bytes),
-        None => {
-            for _ in 0..keys {
-                path::push_key_bytes(&mut changes.path_bytes, r.text_bytes()?);
-            }
+    for _ in 0..keys {
+        if !push_plain_key(r, &mut changes.path_bytes) {
+            path::push_key_bytes(&mut changes.path_bytes, r.text_bytes()?);
         }
     }
     let count = r.array_len()?;
@@ -216,26 +213,41 @@ fn read_register(
     skip_extra(r, n, 3, depth)
 }
 
-/// A path of `keys` keys the short way ([`ShortPath`]), or `None` with
-/// nothing consumed.
+/// Appends the encoding of the key at `r` to `out` if it is short and
+/// plain (a text of at most 16 bytes of ASCII without `\0`, with 16 bytes
+/// of message after its head: most keys), checked and copied as one
+/// 16-byte word rather than byte by byte; else false, with nothing read or
+/// appended.
 #[inline(always)]
-fn read_short_path(r: &mut Reader<'_>, keys: usize) -> Option<ShortPath> {
-    let mut ahead = *r;
-    let mut short = ShortPath::default();
-    for _ in 0..keys {
-        let rest = ahead.rest();
-        // A text head holding its length, the key after it.
-        let len = match rest.first() {
-            Some(&b) if b >> 5 == cbor::TEXT && b & 0x1f < 24 => usize::from(b & 0x1f),
-            _ => return None,
-        };
-        if !short.push(rest.get(1..)?, len) {
-            return None;
-        }
-        ahead.take(1 + len as u64).ok()?;
+fn push_plain_key(r: &mut Reader<'_>, out: &mut Vec<u8>) -> bool {
+    // Bytes whose high bit, or whose subtraction of 1 from each byte,
+    // shows a non-ASCII or a zero byte (exact once no byte is above 0x7f).
+    const LOW: u128 = u128::MAX / 0xff;
+    const HIGH: u128 = LOW << 7;
+    let Some((&head, tail)) = r.rest().split_first() else {
+        return false;
+    };
+    let len = usize::from(head & 0x1f);
+    let Some(window) = tail.first_chunk::<16>() else {
+        return false;
+    };
+    if head >> 5 != cbor::TEXT || len > 16 {
+        return false;
     }
-    *r = ahead;
-    Some(short)
+    let word = u128::from_le_bytes(*window);
+    // The key's bytes (little-endian: the low ones); the rest set to 1
+    // for the zero test.
+    let keep = u128::MAX.checked_shr(128 - 8 * len as u32).unwrap_or(0);
+    let key = word & keep | LOW & !keep;
+    if key & HIGH != 0 || key.wrapping_sub(LOW) & HIGH != 0 {
+        return false;
+    }
+    if r.take(1 + len as u64).is_err() {
+        return false;
+    }
+    cbor::append_short(out, window, len);
+    out.extend_from_slice(&[0, 1]);
+    true
 }
 
 /// Reads one leaf `[value, replica index, counter, ms, logical]` into
@@ -271,4 +283,43 @@ fn read_leaf(r: &mut Reader<'_>, changes: &mut Changes, max_depth: usize) -> Res
         logical,
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A key read the fast way is encoded as `push_key` encodes it, and
+        /// only plain keys of up to 16 bytes with 16 bytes after their
+        /// head are read that way; otherwise nothing is read or appended.
+        #[test]
+        fn plain_keys_read_the_fast_way_are_encoded_as_keys(
+            key in "[a-z\0é~]{0,20}",
+            after in prop::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let mut message = Vec::new();
+            cbor::write_text(&mut message, &key);
+            let head = message.len() - key.len();
+            message.extend_from_slice(&after);
+            let mut r = Reader::new(&message);
+            let mut out = vec![7u8];
+            let fast = push_plain_key(&mut r, &mut out);
+            let plain = key.bytes().all(|b| (1..0x80).contains(&b));
+            let expected = plain && head == 1 && key.len() <= 16 && message.len() >= 17;
+            prop_assert_eq!(fast, expected);
+            if fast {
+                let mut reference = vec![7u8];
+                path::push_key(&mut reference, &key);
+                prop_assert_eq!(out, reference);
+                prop_assert_eq!(r.position(), head + key.len());
+            } else {
+                prop_assert_eq!(out, vec![7u8]);
+                prop_assert_eq!(r.position(), 0);
+            }
+        }
+    }
 }

@@ -42,24 +42,30 @@ impl DotIndex {
         self.entries += 1;
     }
 
-    /// Adds entries `(replica, counter, section, path)`, one search per
-    /// run of equal dots.
-    pub(crate) fn add_all(&mut self, entries: Vec<(&ReplicaId, u64, Section, Path)>) {
-        let mut rest = entries.into_iter().peekable();
-        while let Some((replica, counter, section, path)) = rest.next() {
-            let by_counter = match self.by_replica.get_mut(replica) {
+    /// Adds entries `(replica, counter, section, i)`, the path being
+    /// `paths[i].1`, one search per run of equal dots.
+    pub(crate) fn add_all(
+        &mut self,
+        entries: Vec<(&ReplicaId, u64, Section, usize)>,
+        paths: &[(Section, Path)],
+    ) {
+        let mut rest = entries.as_slice();
+        while let Some(((replica, counter, _, _), _)) = rest.split_first() {
+            let run = rest
+                .iter()
+                .take_while(|(r, c, _, _)| c == counter && r == replica)
+                .count();
+            let by_counter = match self.by_replica.get_mut(*replica) {
                 Some(b) => b,
-                None => self.by_replica.entry(replica.clone()).or_default(),
+                None => self.by_replica.entry((*replica).clone()).or_default(),
             };
-            let paths = by_counter.entry(counter).or_default();
-            paths.push((section, path));
-            self.entries += 1;
-            while let Some((_, _, section, path)) =
-                rest.next_if(|(r, c, _, _)| *c == counter && *r == replica)
-            {
-                paths.push((section, path));
-                self.entries += 1;
-            }
+            let at = by_counter.entry(*counter).or_default();
+            at.reserve(run);
+            at.extend(rest[..run].iter().filter_map(|&(_, _, section, i)| {
+                paths.get(i).map(|(_, path)| (section, path.clone()))
+            }));
+            self.entries += run;
+            rest = &rest[run..];
         }
     }
 

@@ -46,9 +46,11 @@
 //! taken from a message that was not merged, such as one refused as a gap.
 
 pub use crate::changes::{Changes, LeafRef, PathLeaves, RegisterRef};
+use std::cell::Cell;
+
 use crate::document::{Leaf, Path, Register, Section, Shadow};
 use crate::name::ReplicaId;
-use crate::version::VersionVector;
+use crate::version::{Dot, VersionVector};
 
 /// What a merge did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,16 +174,23 @@ impl Shadow {
         };
         // Index entries of the leaves taken, added at the end: a message's
         // leaves mostly share a few dots, so they go in one search per dot.
-        let mut taken: Vec<(&ReplicaId, u64, Section, Path)> = Vec::with_capacity(remote.len());
+        // Each names its path by its place in `changed`.
+        let mut taken: Vec<(&ReplicaId, u64, Section, usize)> = Vec::with_capacity(remote.len());
+        // What we have seen of each replica the message names, looked up
+        // once rather than per leaf (our vector changes only at the end).
+        let seen: Vec<u64> = remote.replicas.iter().map(|r| self.vv.get(r)).collect();
+        let context = Context {
+            remote_vv: &remote.vv,
+            seen: &seen,
+            last: Cell::new(None),
+        };
         for register in remote.registers() {
             for leaf in register.leaves() {
                 self.clock.observe(leaf.ts);
             }
-            if let Some(path) = self.join_path(register, &remote.vv, &mut taken) {
-                outcome.changed.push((register.section(), path));
-            }
+            self.join_path(register, &context, &mut taken, &mut outcome.changed);
         }
-        self.index.add_all(taken);
+        self.index.add_all(taken, &outcome.changed);
         if self.index.wants_rebuild() {
             let (d, r) = (&self.desired, &self.reported);
             self.index
@@ -191,45 +200,47 @@ impl Shadow {
         outcome
     }
 
-    /// Joins one remote register into ours (one search of the section's
-    /// map); returns its path if ours changed. The remote leaves it takes
-    /// are pushed to `taken` for the dot index.
+    /// Joins one remote register into ours; if ours changed, pushes its
+    /// path to `changed`, and the remote leaves it took to `taken` for the
+    /// dot index.
+    ///
+    /// The path is built once from the message and searched by reference:
+    /// a register that exists here (the usual case once a replica has
+    /// synced) is replaced in place, and only a new one costs a copy of
+    /// the path and a second search.
     fn join_path<'m>(
         &mut self,
         remote: RegisterRef<'m>,
-        remote_vv: &VersionVector,
-        taken: &mut Vec<(&'m ReplicaId, u64, Section, Path)>,
-    ) -> Option<Path> {
-        use std::collections::btree_map::Entry;
+        context: &Context<'_>,
+        taken: &mut Vec<(&'m ReplicaId, u64, Section, usize)>,
+        changed: &mut Vec<(Section, Path)>,
+    ) {
         let section = remote.section();
         let map = match section {
             Section::Desired => &mut self.desired,
             Section::Reported => &mut self.reported,
         };
-        let vv = &self.vv;
         let path = remote.path();
-        let entry = map.entry(path.clone());
-        let local: &[Leaf] = match &entry {
-            Entry::Occupied(o) => o.get(),
-            Entry::Vacant(_) => &[],
-        };
+        let remote = remote.leaves();
+        let mut ours = map.get_mut(&path);
+        let local: &[Leaf] = ours.as_deref().map_or(&[], |reg| reg.as_slice());
         // A dot names one write, so leaves are matched by dot.
         let keep =
-            |l: &Leaf| !remote_vv.covers(&l.dot) || remote.leaves().any(|r| r.has_dot(&l.dot));
-        let take = |r: LeafRef<'_>| !r.seen_by(vv) && !local.iter().any(|l| r.has_dot(&l.dot));
+            |l: &Leaf| !context.remote_covers(&l.dot) || remote.clone().any(|r| r.has_dot(&l.dot));
+        let take = |r: LeafRef<'_>| !context.seen(r) && !local.iter().any(|l| r.has_dot(&l.dot));
         // Most registers of a message are new here or unchanged: decide
         // before allocating anything.
-        if local.iter().all(keep) && !remote.leaves().any(take) {
-            return None;
+        if local.iter().all(keep) && !remote.clone().any(take) {
+            return;
         }
         // Grown as needed: a register of one leaf, the usual result, stays inline.
         let mut joined = Register::new();
         joined.extend(local.iter().filter(|l| keep(l)).cloned());
         let dropped = local.len() - joined.len();
-        for r in remote.leaves() {
+        for r in remote {
             if take(r) && !joined.iter().any(|l| r.has_dot(&l.dot)) {
                 joined.push(r.to_leaf());
-                taken.push((r.replica, r.counter, section, path.clone()));
+                taken.push((r.replica, r.counter, section, changed.len()));
             }
         }
         joined.sort_by(|a, b| a.dot.cmp(&b.dot));
@@ -238,18 +249,18 @@ impl Shadow {
         }
         // Kept leaves keep their index entries; dropped ones' go stale.
         self.index.note_stale(dropped);
-        match entry {
-            Entry::Occupied(mut o) if !joined.is_empty() => *o.get_mut() = joined,
-            Entry::Occupied(o) => {
-                o.remove();
+        match ours.take() {
+            Some(reg) if !joined.is_empty() => *reg = joined,
+            Some(_) => {
+                map.remove(&path);
             }
-            Entry::Vacant(v) => {
+            None => {
                 if !joined.is_empty() {
-                    v.insert(joined);
+                    map.insert(path.clone(), joined);
                 }
             }
         }
-        Some(path)
+        changed.push((section, path));
     }
 
     /// Drops registers that hold a single tombstone every replica has seen.
@@ -274,6 +285,40 @@ impl Shadow {
             }
         }
         dropped
+    }
+}
+
+/// What a merge looks up for every register, kept for the whole message.
+struct Context<'a> {
+    /// The sender's vector.
+    remote_vv: &'a VersionVector,
+    /// Our counter for each replica of the message's table.
+    seen: &'a [u64],
+    /// The last replica looked up in `remote_vv`, and its counter: the
+    /// leaves of a document were mostly written by one or two replicas.
+    last: Cell<Option<(&'a ReplicaId, u64)>>,
+}
+
+impl Context<'_> {
+    /// Have we seen the write of this message leaf?
+    fn seen(&self, leaf: LeafRef<'_>) -> bool {
+        let ours = self.seen.get(leaf.index as usize).copied();
+        ours.unwrap_or(0) >= leaf.counter
+    }
+
+    /// Had the sender seen the write of this leaf of ours?
+    fn remote_covers(&self, dot: &Dot) -> bool {
+        let counter = match self.last.get() {
+            Some((replica, counter)) if *replica == dot.replica => counter,
+            _ => {
+                let found = self.remote_vv.get_key_value(&dot.replica);
+                if found.is_some() {
+                    self.last.set(found);
+                }
+                found.map_or(0, |(_, counter)| counter)
+            }
+        };
+        counter >= dot.counter
     }
 }
 

@@ -38,68 +38,6 @@ pub(crate) fn push_key(out: &mut Vec<u8>, key: &str) {
     push_key_bytes(out, key.as_bytes());
 }
 
-/// A path being read from a message while it is short and plain: up to
-/// 22 bytes of encoding, keys of ASCII without `\0`, each at most 14
-/// bytes (most paths). It is built in two registers from whole-word loads
-/// of the message, which spares writing the encoding into a buffer and
-/// loading its prefix back: those loads could not be forwarded from the
-/// narrower stores just made, and waited for them.
-#[derive(Debug, Default)]
-pub(crate) struct ShortPath {
-    /// Bytes 0..16 and 16..32 of the encoding, big-endian.
-    hi: u128,
-    lo: u128,
-    len: usize,
-}
-
-impl ShortPath {
-    /// Appends the key made of the first `len` bytes of `window`; false,
-    /// with nothing appended, if the key is not plain, the path would not
-    /// be short, or `window` is under 16 bytes.
-    #[inline(always)]
-    pub(crate) fn push(&mut self, window: &[u8], len: usize) -> bool {
-        let Some(word) = window.first_chunk::<16>() else {
-            return false;
-        };
-        let off = self.len;
-        if len > 14 || off + len + 2 > 22 {
-            return false;
-        }
-        let bits = 8 * len as u32;
-        let keep = !(u128::MAX.checked_shr(bits).unwrap_or(0));
-        let word = u128::from_be_bytes(*word);
-        // Plain: no high bit, and no zero byte, in the key's bytes (the
-        // bytes after them set to 1 for the zero test, which is exact
-        // once no byte has its high bit).
-        const LOW: u128 = u128::MAX / 0xff;
-        const HIGH: u128 = LOW << 7;
-        let key = word & keep | LOW & !keep;
-        if key & HIGH != 0 || key.wrapping_sub(LOW) & HIGH != 0 {
-            return false;
-        }
-        // The key's bytes, then the terminator 0x00 0x01.
-        let chunk = word & keep | 1u128 << (112 - bits);
-        let shift = 8 * off as u32;
-        if off < 16 {
-            self.hi |= chunk >> shift;
-            self.lo |= chunk.checked_shl(128 - shift).unwrap_or(0);
-        } else {
-            self.lo |= chunk >> (shift - 128);
-        }
-        self.len = off + len + 2;
-        true
-    }
-
-    /// Appends the encoding to `out`, as two whole words cut to length.
-    #[inline(always)]
-    pub(crate) fn append_to(self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&self.hi.to_be_bytes());
-        out.extend_from_slice(&self.lo.to_be_bytes());
-        out.truncate(start + self.len);
-    }
-}
-
 /// [`push_key`] of a key's bytes, which must be UTF-8. One pass: keys are
 /// short, and a `memchr` plus a `memcpy` call cost more than the loop.
 pub(crate) fn push_key_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -165,6 +103,25 @@ impl Path {
             push_key(&mut buf, key.as_ref());
         }
         Path::from_encoded(&buf)
+    }
+
+    /// The path whose encoding is the first `len` bytes of `window`
+    /// (which may go on past them): with 24 bytes in the window, built
+    /// from whole-word loads rather than copies of `len` bytes.
+    #[inline(always)]
+    pub(crate) fn from_window(window: &[u8], len: usize) -> Path {
+        match window.first_chunk::<24>() {
+            Some(w) if len <= crate::bytes::INLINE => {
+                let (lo, hi) = crate::bytes::masked_words(w, len);
+                // The prefix is the first 16 bytes big-endian: the two
+                // halves of the little-endian word, byte-swapped.
+                Path {
+                    prefix: [(lo as u64).swap_bytes(), ((lo >> 64) as u64).swap_bytes()],
+                    bytes: Bytes::from_le_words(lo, hi, len),
+                }
+            }
+            _ => Path::from_encoded(window.get(..len).unwrap_or(window)),
+        }
     }
 
     /// A path from bytes [`push_key`] wrote.
@@ -418,33 +375,21 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
 
-        /// A path read the short way is the path of its keys, bit for bit
-        /// (prefix words included), whenever the short way takes it.
+        /// A path built from a window of a buffer (whole-word loads, the
+        /// bytes after it masked off) is the path of its encoding, prefix
+        /// words included, whatever follows it in the buffer.
         #[test]
-        fn short_paths_equal_paths_from_keys(
-            keys in proptest::collection::vec("[a-z\0é~]{0,15}", 0..6),
-            junk in proptest::collection::vec(proptest::num::u8::ANY, 16),
+        fn paths_from_a_window_equal_paths_from_their_encoding(
+            keys in proptest::collection::vec("[a-z\0é]{0,12}", 0..5),
+            after in proptest::collection::vec(proptest::num::u8::ANY, 0..30),
         ) {
-            let mut short = ShortPath::default();
-            let mut taken = true;
-            for key in &keys {
-                let window = [key.as_bytes(), &junk].concat();
-                let plain = key.bytes().all(|b| (1..0x80).contains(&b));
-                let fits = short.len + key.len() + 2 <= 22 && key.len() <= 14;
-                let pushed = short.push(&window, key.len());
-                proptest::prop_assert_eq!(pushed, plain && fits);
-                proptest::prop_assert!(!ShortPath::default().push(&window[..15], 0), "a window under 16 bytes");
-                taken &= pushed;
-                if !pushed {
-                    break;
-                }
-            }
-            if taken {
-                let mut encoded = vec![7u8];
-                short.append_to(&mut encoded);
-                let expected = Path::from_keys(&keys);
-                proptest::prop_assert_eq!(&encoded[1..], expected.encoded());
-            }
+            let expected = Path::from_keys(&keys);
+            let mut window = expected.encoded().to_vec();
+            window.extend_from_slice(&after);
+            let path = Path::from_window(&window, expected.encoded().len());
+            proptest::prop_assert_eq!(path.prefix, expected.prefix);
+            proptest::prop_assert_eq!(path.encoded(), expected.encoded());
+            proptest::prop_assert_eq!(&path, &expected);
         }
     }
 

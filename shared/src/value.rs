@@ -75,6 +75,13 @@ impl LeafValue {
         LeafValue(Bytes::new(bytes))
     }
 
+    /// [`LeafValue::from_canonical`] of the first `len` bytes of `window`,
+    /// which may go on past them (see `Bytes::from_window`).
+    #[inline(always)]
+    pub(crate) fn from_canonical_window(window: &[u8], len: usize) -> LeafValue {
+        LeafValue(Bytes::from_window(window, len))
+    }
+
     /// Reads one value at `r` as [`LeafValue::read`] does, appending its
     /// canonical CBOR to `out` instead of building a value.
     #[inline(always)]
@@ -83,8 +90,10 @@ impl LeafValue {
         max_depth: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), CborError> {
-        if let Some(len) = short_scalar_len(r.rest()) {
-            out.extend_from_slice(r.take(len as u64)?);
+        let rest = r.rest();
+        if let Some(len) = short_scalar_len(rest) {
+            r.take(len as u64)?;
+            cbor::append_short(out, rest, len);
             return Ok(());
         }
         Self::read_other_into(r, max_depth, out)

@@ -105,6 +105,11 @@ impl VersionVector {
         self.0.get(replica).copied().unwrap_or(0)
     }
 
+    /// `replica`'s entry, with the vector's own copy of the id.
+    pub(crate) fn get_key_value(&self, replica: &ReplicaId) -> Option<(&ReplicaId, u64)> {
+        self.0.get_key_value(replica).map(|(r, c)| (r, *c))
+    }
+
     /// Has the write `dot` (or a later write of its replica) been merged?
     pub fn covers(&self, dot: &Dot) -> bool {
         self.get(&dot.replica) >= dot.counter

@@ -1,4 +1,8 @@
-//! The message both CBOR benches measure.
+//! What the benches measure: the `SyncUp` of the CBOR benches, and the
+//! documents of the merge benches (`docs`). Each bench uses a part.
+#![allow(dead_code)]
+
+pub(crate) mod docs;
 
 use serde_json::{json, Map, Value};
 use shade_shared::{Patch, ReplicaId, Section, Shadow, SyncUp, VersionVector};

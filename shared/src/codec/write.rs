@@ -71,8 +71,8 @@ fn write_changes(out: &mut Vec<u8>, changes: &Changes) {
     for register in &changes.registers {
         cbor::write_array_len(out, 3);
         cbor::write_u64(out, section_number(register.section));
-        let path = changes.path_bytes.get(path_start..register.path_end);
-        write_path(out, path.unwrap_or_default());
+        let tail = changes.path_bytes.get(path_start..).unwrap_or_default();
+        write_path(out, tail, register.path_end.saturating_sub(path_start));
         path_start = register.path_end;
         let leaves = changes.leaves.get(leaves_start..register.leaves_end);
         let leaves = leaves.unwrap_or_default();
@@ -80,8 +80,11 @@ fn write_changes(out: &mut Vec<u8>, changes: &Changes) {
         cbor::write_array_len(out, leaves.len());
         for leaf in leaves {
             cbor::write_array_len(out, 5);
-            match changes.value_bytes.get(value_start..leaf.value_end) {
-                Some(value) if !value.is_empty() => out.extend_from_slice(value),
+            match leaf.value_end.checked_sub(value_start) {
+                Some(len) if len > 0 => {
+                    let rest = changes.value_bytes.get(value_start..);
+                    cbor::append_short(out, rest.unwrap_or_default(), len);
+                }
                 _ => cbor::write_null(out),
             }
             value_start = leaf.value_end;
@@ -97,20 +100,25 @@ fn write_changes(out: &mut Vec<u8>, changes: &Changes) {
 /// placeholder array head is patched with the count once the keys are
 /// written. Paths with a key holding `\0` or with 24 keys or more (a
 /// longer head) are written again key by key.
-fn write_path(out: &mut Vec<u8>, encoded: &[u8]) {
+///
+/// `tail` holds the encoding (its first `len` bytes) and whatever follows
+/// it in the message's buffer, so that keys are copied as fixed windows.
+fn write_path(out: &mut Vec<u8>, tail: &[u8], len: usize) {
+    let encoded = tail.get(..len).unwrap_or(tail);
     let head_at = out.len();
     out.push(0);
     let mut count = 0u8;
-    let mut rest = encoded;
-    while !rest.is_empty() && count < 24 {
+    let mut at = 0;
+    while at < encoded.len() && count < 24 {
+        let rest = &encoded[at..];
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         if rest.get(end + 1) != Some(&1) {
             count = 24; // an escaped 0x00: not a key's end
             break;
         }
         cbor::write_head(out, cbor::TEXT, end as u64);
-        out.extend_from_slice(&rest[..end]);
-        rest = rest.get(end + 2..).unwrap_or_default();
+        cbor::append_short(out, &tail[at..], end);
+        at += end + 2;
         count += 1;
     }
     if count < 24 {
@@ -165,9 +173,13 @@ mod tests {
         #[test]
         fn paths_are_written_as_their_keys(
             keys in prop::collection::vec("[a-z\0é]{0,17}", 0..30),
+            after in prop::collection::vec(any::<u8>(), 0..20),
         ) {
             let mut out = Vec::new();
-            write_path(&mut out, Path::from_keys(&keys).encoded());
+            let mut tail = Path::from_keys(&keys).encoded().to_vec();
+            let len = tail.len();
+            tail.extend_from_slice(&after);
+            write_path(&mut out, &tail, len);
             prop_assert_eq!(out, reference(&keys));
         }
     }
