@@ -3,10 +3,11 @@
 //! Sync messages are the broker's and the agents' hottest path (every
 //! local write, every reconnect), and through serde a 100-leaf `SyncUp`
 //! cost about 80 µs to encode and decode, mostly in per-item dispatch and
-//! allocations. Here a message is one pass over a byte slice: paths are
-//! read straight into their inline encoding and values into their
-//! canonical CBOR (see [`crate::path`], [`crate::value`]), so a typical
-//! leaf is decoded without allocating.
+//! allocations. Here a message is one pass over a byte slice into the
+//! flat [`Changes`]: path keys are appended to its buffer as their
+//! order-preserving encoding and values as their canonical CBOR (see
+//! [`crate::path`], [`crate::value`]), the rest as plain numbers, so a
+//! message is decoded into a handful of allocations whatever its size.
 //!
 //! The bytes are those serde wrote before (the wire format did not
 //! change): a `SyncUp` is the map `{"replica", "changes"}`, a `SyncDown`

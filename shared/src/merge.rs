@@ -45,8 +45,9 @@
 //! so the two render `k` differently for good. The same goes for a vector
 //! taken from a message that was not merged, such as one refused as a gap.
 
-pub use crate::changes::{Changes, LeafRef, PathLeaves, RegisterRef};
 use std::cell::Cell;
+
+pub use crate::changes::{Changes, LeafRef, PathLeaves, RegisterRef};
 
 use crate::document::{Leaf, Path, Register, Section, Shadow};
 use crate::name::ReplicaId;
