@@ -24,11 +24,16 @@
 //!
 //! Readers skip array elements and map keys they do not know, so a later
 //! version may append fields. Everything read is checked: ids are
-//! validated, indexes must be in the table, counters at most
-//! [`MAX_COUNTER`](crate::version::MAX_COUNTER), values well-formed JSON,
-//! and a leaf's keys plus its value's levels at most the document depth
-//! limit (a 40 kB message holding a path of 20,000 keys used to overflow
-//! the stack of whatever rendered the document).
+//! validated, indexes must be in the table, counters from 1 to
+//! [`MAX_COUNTER`](crate::version::MAX_COUNTER) and covered by the
+//! message's vector, values well-formed JSON and not objects, paths of at
+//! least one key, and a leaf's keys plus its value's levels at most the
+//! document depth limit (a 40 kB message holding a path of 20,000 keys
+//! used to overflow the stack of whatever rendered the document). What
+//! no replica writes is refused rather than merged: a hand-made message
+//! with a leaf at no key, or beyond its own vector, used to be merged
+//! into a document that then rendered wrongly or stayed "pending" on
+//! every agent.
 
 use crate::cbor::{self, CborError, Reader};
 use crate::changes::{Changes, LeafEntry, RegisterEntry};
@@ -170,7 +175,35 @@ fn read_changes(r: &mut Reader<'_>, max_depth: usize) -> Result<Changes, CborErr
         read_register(r, &mut changes, max_depth)?;
     }
     skip_extra(r, n, 5, depth)?;
+    check_covered(r, &changes)?;
     Ok(changes)
+}
+
+/// Every leaf's write must be covered by the message's vector, its causal
+/// context (which is how every replica writes its messages). A leaf
+/// beyond it would be merged yet left out of the receiver's vector, so
+/// every later message would offer it again: an agent would count it as
+/// pending for good.
+fn check_covered(r: &Reader<'_>, changes: &Changes) -> Result<(), CborError> {
+    let seen: Vec<u64> = changes
+        .replicas
+        .iter()
+        .map(|id| changes.vv.get(id))
+        .collect();
+    for leaf in &changes.leaves {
+        let covered = seen.get(leaf.replica as usize).copied().unwrap_or(0);
+        if leaf.counter > covered {
+            let id = &changes.replicas[leaf.replica as usize];
+            return Err(err(
+                r,
+                format_args!(
+                    "the leaf ({id}, {}) is beyond the message's vector, which has {covered} for {id}",
+                    leaf.counter
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads one register `[section, path, leaves]` into `changes`.
@@ -191,6 +224,10 @@ fn read_register(
     // are: together they may not nest deeper than the limit, which is
     // also what bounds the stack of rendering and dropping the document.
     let keys = r.array_len()?;
+    if keys == 0 {
+        // Sections are objects: every leaf sits under at least one key.
+        return Err(err(r, "a leaf's path has no keys"));
+    }
     let Some(value_depth) = max_depth.checked_sub(keys) else {
         return Err(err(
             r,
@@ -258,6 +295,10 @@ fn read_leaf(r: &mut Reader<'_>, changes: &mut Changes, max_depth: usize) -> Res
     let n = array_of(r, 5, "a leaf")?;
     if r.peek_null() {
         r.null()?;
+    } else if r.peek_byte()? >> 5 == cbor::MAP {
+        // An object is a level of paths, never one leaf's value: taken
+        // whole, a later update of one of its keys would drop the others.
+        return Err(err(r, "a leaf's value is an object"));
     } else {
         LeafValue::read_into(r, max_depth, &mut changes.value_bytes)?;
     }
@@ -267,6 +308,9 @@ fn read_leaf(r: &mut Reader<'_>, changes: &mut Changes, max_depth: usize) -> Res
         .filter(|&i| (i as usize) < changes.replicas.len())
         .ok_or_else(|| err(r, format_args!("replica index {index} is not in the table")))?;
     let counter = read_counter(r)?;
+    if counter == 0 {
+        return Err(err(r, "a leaf's counter is 0, which names no write"));
+    }
     let ms = r.u64()?;
     let logical = r.u64()?;
     let logical = u32::try_from(logical).map_err(|_| {

@@ -355,9 +355,11 @@ mod tests {
 
     #[test]
     fn a_leaf_naming_a_replica_outside_the_table_is_refused() {
-        // [vv {}, since {}, partial false, replicas ["a:d"], paths [[
+        // [vv {"a:d": 1}, since {}, partial false, replicas ["a:d"], paths [[
         //   1 (reported), ["k"], [[1, index 1, counter 1, ms 5, logical 0]]]]]
-        let mut changes = vec![0x85, 0xa0, 0xa0, 0xf4, 0x81, 0x63];
+        let mut changes = vec![0x85, 0xa1, 0x63];
+        changes.extend_from_slice(b"a:d");
+        changes.extend_from_slice(&[0x01, 0xa0, 0xf4, 0x81, 0x63]);
         changes.extend_from_slice(b"a:d");
         changes.extend_from_slice(&[
             0x81, 0x83, 0x01, 0x81, 0x61, b'k', 0x81, 0x85, 0x01, 0x01, 0x01, 0x05, 0x00,
@@ -380,6 +382,43 @@ mod tests {
         shorter.truncate(1 + 8 + 4);
         let err = SyncUp::from_cbor(&shorter, 8).expect_err("no changes");
         assert!(err.to_string().contains("missing changes"), "{err}");
+    }
+
+    /// One register of `keys` (each `k`) holding one leaf of replica
+    /// `a:d`: `value` (CBOR), `counter`, under the vector {"a:d": `vv`}.
+    fn one_leaf(vv: u8, keys: usize, value: &[u8], counter: u8) -> Vec<u8> {
+        let mut changes = vec![0x85, 0xa1, 0x63];
+        changes.extend_from_slice(b"a:d");
+        changes.extend_from_slice(&[vv, 0xa0, 0xf4, 0x81, 0x63]);
+        changes.extend_from_slice(b"a:d");
+        changes.extend_from_slice(&[0x81, 0x83, 0x01, 0x80 | keys as u8]);
+        for _ in 0..keys {
+            changes.extend_from_slice(&[0x61, b'k']);
+        }
+        changes.extend_from_slice(&[0x81, 0x85]);
+        changes.extend_from_slice(value);
+        changes.extend_from_slice(&[0x00, counter, 0x05, 0x00]);
+        up_bytes(&changes)
+    }
+
+    /// Leaves no replica writes are refused with a reason, not merged: a
+    /// leaf at no key (it hid the section's state and mislabelled its
+    /// conflicts), an object as one leaf, a counter of 0, and a leaf the
+    /// message's own vector does not cover (merged, it stayed "pending" on
+    /// every agent for good).
+    #[test]
+    fn leaves_no_replica_writes_are_refused() {
+        assert!(SyncUp::from_cbor(&one_leaf(1, 1, &[0x05], 1), 8).is_ok());
+        for (bytes, why) in [
+            (one_leaf(1, 0, &[0x05], 1), "has no keys"),
+            (one_leaf(1, 1, &[0xa1, 0x61, b'y', 0x01], 1), "is an object"),
+            (one_leaf(1, 1, &[0x05], 0), "counter is 0"),
+            (one_leaf(1, 1, &[0x05], 9), "beyond the message's vector"),
+            (one_leaf(0, 1, &[0x05], 1), "beyond the message's vector"),
+        ] {
+            let err = SyncUp::from_cbor(&bytes, 8).expect_err(why);
+            assert!(err.to_string().contains(why), "{err} (expected: {why})");
+        }
     }
 
     #[test]

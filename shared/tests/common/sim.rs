@@ -296,6 +296,18 @@ impl Sim {
     /// Merges `msg` at its receiver and updates what it heard and knows.
     pub(crate) fn deliver(&mut self, msg: &Msg) -> Result<(), TestCaseError> {
         self.dirty[msg.to] = true;
+        // A message's vector is the causal context of its leaves: it covers
+        // every one of them (a receiver refuses a message where it does not).
+        for register in msg.changes.registers() {
+            for leaf in register.leaves() {
+                prop_assert!(
+                    leaf.counter > 0 && leaf.seen_by(&msg.changes.vv),
+                    "a message carries {:?} beyond its vector {:?}",
+                    leaf.dot(),
+                    msg.changes.vv
+                );
+            }
+        }
         let r = &mut self.replicas[msg.to];
         let outcome = r.shadow.merge(&msg.changes);
         // Messages are computed against vectors the receiver really had.
