@@ -118,7 +118,8 @@ impl Changes {
 
     /// The index of `replica` in the table, added if new. Nearly every
     /// leaf of a message names one of a few replicas, most often the last
-    /// one, and ids of one document share their allocation.
+    /// one, so a linear search is short; comparing two ids is a pointer
+    /// test when they share an allocation, else a short string compare.
     fn intern(&mut self, replica: &ReplicaId) -> u32 {
         let found = match self.replicas.last() {
             Some(last) if last == replica => Some(self.replicas.len() - 1),
