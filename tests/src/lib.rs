@@ -79,6 +79,27 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in 20000-31999 after 1000 tries");
 }
 
+/// Runs an online `shade ARGS` against the service on `port`, logged in
+/// as `user`: (success, stdout trimmed, stderr).
+pub fn run_shade_as(
+    port: u16,
+    user: &str,
+    password: &str,
+    args: &[&str],
+) -> (bool, String, String) {
+    let broker = format!("mqtt://127.0.0.1:{port}");
+    let mut all = args.to_vec();
+    all.extend([
+        "--broker",
+        &broker,
+        "--username",
+        user,
+        "--password",
+        password,
+    ]);
+    run_shade(&all, None)
+}
+
 /// Runs `shade ARGS` to its end, with `stdin` as its input when given:
 /// (success, stdout trimmed, stderr).
 pub fn run_shade(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use shade_tests::pki::TestCa;
-use shade_tests::{free_port, password_hash, run_shade, Connect, Mqtt, Server};
+use shade_tests::{free_port, password_hash, run_shade_as as shade_as, Connect, Mqtt, Server};
 
 const ADMIN_PASSWORD: &str = "admin-pw";
 const VIEWER_PASSWORD: &str = "viewer-pw";
@@ -26,21 +26,6 @@ struct Secured {
     ca: TestCa,
     t1_secret: String,
     t2_secret: String,
-}
-
-/// Runs an online `shade ARGS` against `port` as `user`.
-fn shade_as(port: u16, user: &str, password: &str, args: &[&str]) -> (bool, String, String) {
-    let broker = format!("mqtt://127.0.0.1:{port}");
-    let mut all = args.to_vec();
-    all.extend([
-        "--broker",
-        &broker,
-        "--username",
-        user,
-        "--password",
-        password,
-    ]);
-    run_shade(&all, None)
 }
 
 /// `shade device add` online, as the admin: the secret it prints.

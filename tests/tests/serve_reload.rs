@@ -21,7 +21,7 @@ use serde_json::json;
 use shade_tests::mqtt::{Connect, Mqtt};
 use shade_tests::pki::{Issued, TestCa};
 use shade_tests::server::Server;
-use shade_tests::{aws, free_port, password_hash, run_shade};
+use shade_tests::{aws, free_port, password_hash, run_shade_as};
 
 /// A config with a `tls` listener whose client certificates are checked
 /// against `ca.pem` and the CRL at `crl`.
@@ -254,19 +254,7 @@ fn users_config(path: &Path, admins: &[(&str, &str)]) {
 
 /// `shade list` online as `user`: whether the service let it in.
 fn lists_as(server: &Server, user: &str, password: &str) -> (bool, String) {
-    let broker = format!("mqtt://127.0.0.1:{}", server.port());
-    let (ok, _, err) = run_shade(
-        &[
-            "list",
-            "--broker",
-            &broker,
-            "--username",
-            user,
-            "--password",
-            password,
-        ],
-        None,
-    );
+    let (ok, _, err) = run_shade_as(server.port(), user, password, &["list"]);
     (ok, err)
 }
 
