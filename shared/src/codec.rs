@@ -193,7 +193,10 @@ fn check_covered(r: &Reader<'_>, changes: &Changes) -> Result<(), CborError> {
     for leaf in &changes.leaves {
         let covered = seen.get(leaf.replica as usize).copied().unwrap_or(0);
         if leaf.counter > covered {
-            let id = &changes.replicas[leaf.replica as usize];
+            let id = changes
+                .replicas
+                .get(leaf.replica as usize)
+                .map_or("?", ReplicaId::as_str);
             return Err(err(
                 r,
                 format_args!(
