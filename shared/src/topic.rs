@@ -222,6 +222,14 @@ fn split(topic: &str) -> Result<Raw<'_>, TopicError> {
     }
     let levels: Vec<&str> = rest.split('/').collect();
     if levels.iter().any(|l| l.is_empty()) {
+        // An empty thing or shadow name in a request is a bad name, like any
+        // other: parse and `bad_request` must agree that it is one.
+        if let Some((_, source)) = aws.then(|| empty_name(topic)).flatten() {
+            return Err(TopicError::Name {
+                topic: owned(),
+                source,
+            });
+        }
         return Err(TopicError::EmptyLevel { topic: owned() });
     }
     if aws {
@@ -458,7 +466,8 @@ pub fn bad_request(topic: &str) -> Option<BadRequest> {
             };
             (op, source)
         }
-        Err(TopicError::EmptyLevel { .. }) => empty_name(topic)?,
+        // Only an empty name fails `split` with a name error.
+        Err(TopicError::Name { .. }) => empty_name(topic)?,
         Err(_) => return None,
     };
     let reply_topic = format!("{topic}/{}", Reply::Rejected);
