@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use shade_shared::{Limits, Policies, Policy, ReplicaId};
 
-use crate::acl::{DeviceGrants, Role, UserEntry, Users};
-use crate::tls::TlsFiles;
+use crate::front::tls::TlsFiles;
+use crate::identity::{DeviceGrants, Role, UserEntry, Users};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
-use shade_broker::embedded::{self, BrokerHandle, BrokerSettings, EmbeddedError, Inbound};
 use shade_broker::front::Transport;
+use shade_broker::router::{self, BrokerHandle, BrokerSettings, EmbeddedError, Inbound};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -58,7 +58,7 @@ fn start_broker() -> Broker {
         ],
         ..BrokerSettings::default()
     };
-    let (handle, inbound) = embedded::start(settings).expect("broker starts");
+    let (handle, inbound) = router::start(settings).expect("broker starts");
     Broker {
         tcp,
         ws,
@@ -511,7 +511,7 @@ async fn start_reports_a_port_in_use_and_bad_settings() {
         ..BrokerSettings::default()
     };
     assert!(matches!(
-        embedded::start(settings),
+        router::start(settings),
         Err(EmbeddedError::Bind { .. })
     ));
 
@@ -520,7 +520,7 @@ async fn start_reports_a_port_in_use_and_bad_settings() {
         ..BrokerSettings::default()
     };
     assert!(matches!(
-        embedded::start(settings),
+        router::start(settings),
         Err(EmbeddedError::Setting(_))
     ));
 }

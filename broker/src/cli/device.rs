@@ -2,10 +2,10 @@
 //! `shade device remove THING`: the devices that may connect with a secret.
 //!
 //! `add` generates the secret here, hashes it here and sends only the hash
-//! (see [`crate::devices`]): the secret never crosses the network and is
+//! (see [`crate::ops::devices`]): the secret never crosses the network and is
 //! never stored; it is printed once, on its own line, for a script to
 //! capture. Online, the queries go to the broker's `shade/ops/request`;
-//! with `--data`, the same [`crate::devices::execute`] runs over a stopped
+//! with `--data`, the same [`crate::ops::devices::execute`] runs over a stopped
 //! broker's data.
 
 use std::path::{Path, PathBuf};
@@ -17,8 +17,8 @@ use shade_shared::ThingName;
 use super::client::Session;
 use super::output::{local_time, pretty, Out, Paint, Table};
 use super::{now_ms, open_read_store, BrokerArgs, CliError};
-use crate::credentials::{hash_device_secret, new_device_secret};
-use crate::devices::{self, DevicePage, DeviceQuery, MAX_PAGE};
+use crate::auth::credentials::{hash_device_secret, new_device_secret};
+use crate::ops::devices::{self, DevicePage, DeviceQuery, MAX_PAGE};
 use crate::store::{Store, StoreError, DB_FILE};
 
 pub const EXAMPLES: &str = "\
@@ -154,7 +154,7 @@ impl Conn {
         let store = open_write_store(dir)?;
         // The config is not read offline: `shade serve` warns of a device
         // named like a config user when it starts.
-        let users = crate::acl::Users::new();
+        let users = crate::identity::Users::new();
         let done = store.write(|t| devices::execute(t, &query, &users, now_ms()))?;
         done.map(|d| d.result).map_err(CliError::Refused)
     }

@@ -41,10 +41,10 @@ use clap::Args;
 use shade_shared::{Policies, ShadowId, ShadowName, ThingName};
 use tokio_rustls::rustls::ClientConfig;
 
+use crate::auth::credentials::CredentialsError;
 use crate::config::{Config, ConfigError, Overrides};
-use crate::credentials::CredentialsError;
+use crate::front::tls::{self, ClientIdentity};
 use crate::store::{ReadStore, StoreError};
-use crate::tls::{self, ClientIdentity};
 
 pub mod client;
 pub mod conflicts;

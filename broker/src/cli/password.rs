@@ -11,7 +11,7 @@ use clap::Args;
 
 use super::output::Out;
 use super::CliError;
-use crate::credentials::hash_password;
+use crate::auth::credentials::hash_password;
 
 pub const EXAMPLES: &str = "\
 Reads one line (the password) from stdin and prints its argon2id hash, for a

@@ -34,7 +34,7 @@
 //! collide on an id (rumqttd drops the older connection of a duplicate id)
 //! and the service reads the principal off every stamped request. Each
 //! publish, subscription and outgoing message is checked against
-//! [`crate::acl`]; a refusal is logged with the identity and the topic and
+//! [`crate::auth::acl`]; a refusal is logged with the identity and the topic and
 //! answered as MQTT allows: a SUBACK failure code for a subscription, a
 //! PUBACK "not authorized" for an MQTT 5 QoS 1 publish, and otherwise a
 //! closed connection (3.1.1 has no way to refuse a publish).
@@ -54,18 +54,18 @@ use rumqttd::protocol::{
 };
 use tracing::{error, warn};
 
-use crate::acl::{Access, Principal};
+use crate::auth::acl::Access;
 use crate::auth::Auth;
+use crate::identity::Principal;
 
-mod codec;
 mod namespace;
 
-pub use codec::{peek_publish, preamble, sniff_version, Version};
-use codec::{read_preamble, refuse_server_only_packets, without_properties};
+pub use crate::wire::{peek_publish, preamble, sniff_version, Version};
+use crate::wire::{read_preamble, refuse_server_only_packets, without_properties};
 use namespace::{
     catches_state, client_filter, client_view, escape_client_id, route, valid_filter, void, Route,
 };
-pub use namespace::{external_client_id, parse_inbound, principal_tag, reply_topic, service_topic};
+pub use namespace::{parse_inbound, reply_topic, service_topic};
 
 /// Client id of the service's in-process link. The gateway refuses remote
 /// clients that claim it: rumqttd drops the older connection on a duplicate
@@ -172,7 +172,7 @@ impl Protocol for Gateway {
         if !readable {
             // A message the client may not read: it came through a
             // filtered wildcard subscription, which is QoS 0, so skipping
-            // it breaks no acknowledgement flow (see `crate::acl`).
+            // it breaks no acknowledgement flow (see `crate::auth::acl`).
             if peek_publish(&buffer[start..]).is_some_and(|(qos, _)| qos == 0) {
                 buffer.truncate(start);
                 return Ok(0);
@@ -300,7 +300,7 @@ impl Gateway {
                             continue;
                         }
                         // Lets `write` drop what the client may not read
-                        // without breaking a QoS 1 flow (see `crate::acl`).
+                        // without breaking a QoS 1 flow (see `crate::auth::acl`).
                         Access::Filtered => filter.qos = QoS::AtMostOnce,
                         Access::Full => {}
                     }

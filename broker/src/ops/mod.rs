@@ -16,11 +16,13 @@
 //! errors -> {"clientToken":T,"ok":false,"error":"..."}
 //! ```
 
+pub mod devices;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shade_shared::{Policies, ShadowId, ShadowName, ThingName};
 
-use crate::acl::Principal;
+use crate::identity::Principal;
 use crate::store::{ShadowSource, StoreError};
 
 /// Where clients send queries.
@@ -143,7 +145,7 @@ pub fn reply_topic(client: &str, token: &str) -> Option<String> {
         && token
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    ok.then(|| crate::gateway::reply_topic(client, token))
+    ok.then(|| crate::router::gateway::reply_topic(client, token))
 }
 
 fn shadow_id(thing: &str, shadow: Option<&str>) -> Result<ShadowId, String> {

@@ -3,7 +3,7 @@
 //!
 //! [`start`] returns a [`BrokerHandle`] to publish as the service and a
 //! receiver of [`Inbound`] requests, each stamped with its publisher's client
-//! id by the [`Gateway`](crate::gateway::Gateway).
+//! id by the [`Gateway`](crate::router::gateway::Gateway).
 //!
 //! Threads: rumqttd has no shutdown (DESIGN.md), so everything here runs on
 //! threads of its own that live until the process exits: the router
@@ -28,6 +28,8 @@
 //! Backpressure, outbound: [`BrokerHandle::publish`] waits while its channel
 //! is full, and the link thread waits on the router's own bounded channel.
 
+pub mod gateway;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -45,7 +47,7 @@ use tracing::{error, info, warn};
 
 use crate::auth::Auth;
 use crate::front::{self, FrontShared, Transport};
-use crate::gateway::{self, Gateway, GatewayContext, SERVICE_CLIENT_ID, SERVICE_FILTER};
+use gateway::{Gateway, GatewayContext, SERVICE_CLIENT_ID, SERVICE_FILTER};
 
 /// How much of one subscription filter's traffic rumqttd keeps in memory: it
 /// appends every message to the log of each filter that matches it, in

@@ -1,5 +1,5 @@
 //! Routes each stamped client publish to the store thread, after the
-//! admission checks of [`crate::admission`], or answers it at once (400 for
+//! admission checks of [`crate::serve::admission`], or answers it at once (400 for
 //! a malformed request topic, 429 beyond a limit).
 
 use std::time::Instant;
@@ -9,12 +9,12 @@ use shade_shared::aws::Rejection;
 use shade_shared::topic::{bad_request, Reply, Topic};
 use tokio::sync::mpsc;
 
-use crate::admission::{InFlight, RateLimiter, Slot};
 use crate::config::Rates;
-use crate::embedded::{BrokerHandle, Inbound};
-use crate::engine::now_ms;
 use crate::ops;
-use crate::service::Request;
+use crate::router::{BrokerHandle, Inbound};
+use crate::serve::admission::{InFlight, RateLimiter, Slot};
+use crate::serve::writer::now_ms;
+use crate::shadow::Request;
 
 /// A request on its way to the store thread, holding its place in its
 /// client's in-flight budget until the store thread drops it.

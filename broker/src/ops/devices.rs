@@ -1,10 +1,10 @@
 //! Device credentials as operator queries: add, remove and list the devices
-//! that may connect with a secret (see [`crate::credentials`]).
+//! that may connect with a secret (see [`crate::auth::credentials`]).
 //!
 //! They travel on `shade/ops/request` like the queries of [`crate::ops`] and
 //! run on the store thread inside its write transaction; the reply, and the
 //! change to the shared [`Credentials`], happen only after the commit
-//! ([`crate::engine`]). The CLI runs the same [`execute`] over a stopped
+//! ([`crate::serve::writer`]). The CLI runs the same [`execute`] over a stopped
 //! broker's data. The secret itself never travels: the CLI generates it,
 //! hashes it and sends only the hash.
 //!
@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shade_shared::ThingName;
 
-use crate::acl::Users;
-use crate::credentials::{is_valid_phc, Credentials, DeviceChange};
+use crate::auth::credentials::{is_valid_phc, Credentials, DeviceChange};
+use crate::identity::Users;
 use crate::ops;
-use crate::service::{Handled, Outbound};
+use crate::shadow::{Handled, Outbound};
 use crate::store::{DeviceRecord, Store, StoreError, Tables};
 
 /// Largest page of `device-list`.

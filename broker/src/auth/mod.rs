@@ -1,6 +1,6 @@
 //! Authentication: who a new connection is, from its CONNECT's username
 //! and password or its TLS client certificate. Authorization (what that
-//! principal may do) is in [`crate::acl`].
+//! principal may do) is in [`acl`].
 //!
 //! - Authentication off (no `[auth]` in config): every client is
 //!   [`Principal::Anonymous`], and `shade serve` only listens on loopback
@@ -16,15 +16,19 @@
 //! most [`MAX_CONCURRENT_CHECKS`] at a time, so a flood of wrong passwords
 //! slows down logins but never the connections already serving.
 
-use std::sync::{Arc, RwLock};
+pub mod acl;
+pub mod credentials;
+pub mod sessions;
+
+use std::sync::Arc;
 
 use rumqttd::protocol::Login;
 use shade_shared::ThingName;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use crate::acl::{DeviceGrants, Principal, Users};
-use crate::credentials::{verify_phc, Credentials};
+use crate::identity::{DeviceGrants, Principal, SharedUsers};
+use credentials::{verify_phc, Credentials};
 
 /// Password checks running at once (the machine has few cores; the
 /// rest of the broker must keep running).
@@ -38,46 +42,6 @@ pub enum Refusal {
     /// No credentials where some are needed, or a certificate whose name
     /// contradicts the username (3.1.1 code 5, 5: 0x87).
     NotAuthorized,
-}
-
-/// The config users, replaced as a whole when the config is reloaded
-/// (SIGHUP): a lookup sees the old list or the new one, never a mix.
-/// Clones share the list.
-#[derive(Clone, Default)]
-pub struct SharedUsers(Arc<RwLock<Arc<Users>>>);
-
-impl SharedUsers {
-    pub fn new(users: Users) -> SharedUsers {
-        SharedUsers(Arc::new(RwLock::new(Arc::new(users))))
-    }
-
-    /// The list as it is now.
-    pub fn current(&self) -> Arc<Users> {
-        // Writers only swap a complete list in, so a poisoned lock still
-        // holds one.
-        match self.0.read() {
-            Ok(users) => users.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    pub fn replace(&self, users: Users) {
-        let users = Arc::new(users);
-        match self.0.write() {
-            Ok(mut current) => *current = users,
-            Err(poisoned) => *poisoned.into_inner() = users,
-        }
-    }
-}
-
-impl std::fmt::Debug for SharedUsers {
-    /// Names users, never their hashes.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let users = self.current();
-        let mut names: Vec<&String> = users.keys().collect();
-        names.sort();
-        f.debug_list().entries(names).finish()
-    }
 }
 
 /// Everything a listener needs to authenticate and authorize clients.

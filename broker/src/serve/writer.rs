@@ -11,9 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use crate::credentials::Credentials;
-use crate::dispatch::Queued;
-use crate::service::{Outbound, Service};
+use crate::auth::credentials::Credentials;
+use crate::serve::dispatch::Queued;
+use crate::shadow::{Outbound, Service};
 use crate::store::{Store, StoreError};
 
 /// Wall-clock milliseconds since the Unix epoch: the one clock read of the

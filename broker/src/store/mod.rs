@@ -1,7 +1,7 @@
 //! The redb store: shadows, their history, and the vectors of their agents.
 //!
 //! This module only reads and writes; it never decides. The store thread
-//! ([`crate::engine`]) owns the one [`Store`] of a running broker and
+//! ([`crate::serve::writer`]) owns the one [`Store`] of a running broker and
 //! commits many requests per transaction. The operator CLI opens a stopped
 //! broker's data read-only through [`ReadStore`].
 //!
@@ -10,7 +10,7 @@
 //! - `history`: key `(shadow key, version)` -> JSON [`HistoryEntry`],
 //!   trimmed to the newest N per shadow.
 //! - `devices`: key thing -> JSON [`DeviceRecord`] (the argon2 hash of the
-//!   device's secret, see [`crate::credentials`]).
+//!   device's secret, see [`crate::auth::credentials`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! messages it produces.
 //!
 //! [`Service::handle`] runs on the store thread inside a write transaction
-//! ([`crate::engine`]): it loads the shadow, applies the request with the
+//! ([`crate::serve::writer`]): it loads the shadow, applies the request with the
 //! pure functions of `shade-shared`, saves it, appends history and returns
 //! the replies. The replies are published only after the transaction
 //! commits; if the commit fails, the request's `on_failure` replies (a 500)
@@ -15,9 +15,9 @@ use shade_shared::sync::{SyncDown, SyncUp};
 use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::{Limits, Policies, ReplicaId, Section, Shadow, ShadowId, VersionVector};
 
-use crate::acl::{Principal, Principals};
-use crate::credentials::DeviceChange;
-use crate::devices;
+use crate::auth::credentials::DeviceChange;
+use crate::identity::{Principal, Principals};
+use crate::ops::devices;
 use crate::ops::{self, Query};
 use crate::store::{HistoryEntry, StoreError, StoredShadow, Tables};
 
@@ -343,7 +343,7 @@ impl Service {
         };
         // An agent's replica id is `a:` and the client id it chose; inside
         // the broker the id carries its principal's tag too.
-        match ReplicaId::agent(crate::gateway::external_client_id(client)) {
+        match ReplicaId::agent(crate::identity::external_client_id(client)) {
             Ok(expected) if expected == up.replica => {}
             _ => {
                 tracing::warn!(client, replica = %up.replica, shadow = %id,

@@ -21,34 +21,7 @@
 //! [`Access::Filtered`]. A filter naming a thing it may not read is refused
 //! outright with a SUBACK failure.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-/// An authenticated identity. Users come from config; devices from the
-/// secrets of `shade device add` or a client certificate's CN.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// Authentication is off: every client may do everything.
-    Anonymous,
-    User {
-        name: Arc<str>,
-        role: Role,
-        /// Thing-name prefix the user is limited to; empty for all.
-        prefix: Arc<str>,
-    },
-    Device {
-        thing: Arc<str>,
-    },
-}
-
-/// What a config user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Read and write every shadow (within its prefix), run every op.
-    Admin,
-    /// Get and subscribe only.
-    Reader,
-}
+use crate::identity::{DeviceGrants, Principal, Role};
 
 /// How a subscription filter is granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,119 +34,7 @@ pub enum Access {
     Denied(&'static str),
 }
 
-/// Topic grants of devices, from config.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceGrants {
-    /// Filters with `{thing}` placeholders; a device may publish to and
-    /// subscribe within each, with `{thing}` replaced by its own name.
-    pub filters: Vec<String>,
-}
-
-/// Users by name, as the gateway and the service look them up.
-pub type Users = HashMap<String, UserEntry>;
-
-/// A config user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserEntry {
-    pub password_hash: String,
-    pub role: Role,
-    pub prefix: String,
-}
-
-/// Resolves the stamped client id of a request into its principal, for
-/// the service's own checks (ops queries).
-#[derive(Debug, Clone, Default)]
-pub struct Principals {
-    /// Authentication on; off, everyone is anonymous whatever its id.
-    pub enabled: bool,
-    pub users: crate::auth::SharedUsers,
-}
-
-impl Principals {
-    /// `None` when the id names no known principal (fail closed).
-    pub fn of(&self, client_id: &str) -> Option<Principal> {
-        if !self.enabled {
-            return Some(Principal::Anonymous);
-        }
-        Principal::from_tag(
-            crate::gateway::principal_tag(client_id),
-            &self.users.current(),
-        )
-    }
-}
-
-/// The tag of config user `name`: `u:<name>`.
-pub fn user_tag(name: &str) -> String {
-    format!("u:{name}")
-}
-
-/// The tag of device `thing`: `d:<thing>`.
-pub fn device_tag(thing: &str) -> String {
-    format!("d:{thing}")
-}
-
-/// The tag a principal carries inside the broker (client ids, stamps):
-/// `u:<name>` or `d:<thing>`; `-` for anonymous. Names never contain `|`.
 impl Principal {
-    pub fn tag(&self) -> String {
-        match self {
-            Principal::Anonymous => "-".to_owned(),
-            Principal::User { name, .. } => user_tag(name),
-            Principal::Device { thing } => device_tag(thing),
-        }
-    }
-
-    /// The principal of a tag, looking users up in `users`. `None` for a
-    /// tag that names nobody (such as a user removed from the config by a
-    /// reload since it connected).
-    pub fn from_tag(tag: &str, users: &Users) -> Option<Principal> {
-        if tag == "-" {
-            return Some(Principal::Anonymous);
-        }
-        if let Some(thing) = tag.strip_prefix("d:") {
-            return Some(Principal::Device {
-                thing: thing.into(),
-            });
-        }
-        let name = tag.strip_prefix("u:")?;
-        let user = users.get(name)?;
-        Some(Principal::User {
-            name: name.into(),
-            role: user.role,
-            prefix: user.prefix.as_str().into(),
-        })
-    }
-
-    /// Whether this principal may write the shadows of `thing` (AWS update
-    /// and delete, the ops that change things).
-    pub fn may_write_thing(&self, thing: &str) -> bool {
-        match self {
-            Principal::Anonymous => true,
-            Principal::User { role, prefix, .. } => {
-                *role == Role::Admin && thing.starts_with(&**prefix)
-            }
-            Principal::Device { thing: own } => **own == *thing,
-        }
-    }
-
-    /// Whether this principal may read the shadows of `thing`.
-    pub fn may_read_thing(&self, thing: &str) -> bool {
-        match self {
-            Principal::Anonymous => true,
-            Principal::User { prefix, .. } => thing.starts_with(&**prefix),
-            Principal::Device { thing: own } => **own == *thing,
-        }
-    }
-
-    /// Admins without a prefix manage devices; nobody else does.
-    pub fn is_full_admin(&self) -> bool {
-        match self {
-            Principal::Anonymous => true,
-            Principal::User { role, prefix, .. } => *role == Role::Admin && prefix.is_empty(),
-            Principal::Device { .. } => false,
-        }
-    }
-
     /// May this principal publish on `topic` (as the client wrote it)?
     /// The gateway has already refused what nobody may publish (internal
     /// topics, state topics, replies).
@@ -367,6 +228,7 @@ fn covers(grant: &str, filter: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::{UserEntry, Users};
 
     fn device(t: &str) -> Principal {
         Principal::Device { thing: t.into() }

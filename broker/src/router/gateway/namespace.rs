@@ -1,6 +1,8 @@
 //! The router's topic namespaces and the mapping of client topics into
 //! and out of them (see the table in the parent module's docs).
 
+use crate::identity::principal_tag;
+
 pub(super) const CLIENTS: &str = "_c";
 const AWS: &str = "_aws";
 const INBOUND: &str = "_in";
@@ -134,17 +136,6 @@ pub fn reply_topic(client_id: &str, token: &str) -> String {
         "{REPLIES}/{}/{token}",
         escape_client_id(principal_tag(client_id))
     )
-}
-
-/// The principal tag in a stamped client id (`<tag>|<client id>`); `-`
-/// (anonymous) when there is none, i.e. when authentication is off.
-pub fn principal_tag(client_id: &str) -> &str {
-    client_id.split_once('|').map_or("-", |(tag, _)| tag)
-}
-
-/// The client id a client chose, without the principal tag.
-pub fn external_client_id(client_id: &str) -> &str {
-    client_id.split_once('|').map_or(client_id, |(_, id)| id)
 }
 
 /// Splits a stamped router topic `_in/<escaped id>/<topic>` into the
@@ -287,12 +278,12 @@ mod tests {
         let reader = client_filter("shade/ops/reply/#", "u:viewer");
         let admin_reply = reply_topic("u:admin|cli-1", "tok");
         assert_eq!(admin_reply, "_r/u:admin/tok");
-        assert!(crate::acl::filter_matches(
+        assert!(crate::auth::acl::filter_matches(
             &client_filter("shade/ops/reply/#", "u:admin"),
             &admin_reply
         ));
-        assert!(!crate::acl::filter_matches(&reader, &admin_reply));
-        assert!(!crate::acl::filter_matches(
+        assert!(!crate::auth::acl::filter_matches(&reader, &admin_reply));
+        assert!(!crate::auth::acl::filter_matches(
             &client_filter("#", "u:viewer"),
             &admin_reply
         ));

@@ -42,7 +42,7 @@ pub fn sniff_version(stream: &[u8]) -> Result<Version, Error> {
 /// rumqttd's V5 decoder hits `unreachable!()` on a CONNACK or UNSUBACK from
 /// a client; no client may send those (nor SUBACK, PINGRESP), so refuse them
 /// before decoding.
-pub(super) fn refuse_server_only_packets(stream: &[u8]) -> Result<(), Error> {
+pub(crate) fn refuse_server_only_packets(stream: &[u8]) -> Result<(), Error> {
     match stream.first().map(|byte| byte >> 4) {
         Some(kind @ (2 | 9 | 11 | 13)) => Err(Error::InvalidPacketType(kind)),
         _ => Ok(()),
@@ -52,7 +52,7 @@ pub(super) fn refuse_server_only_packets(stream: &[u8]) -> Result<(), Error> {
 /// rumqttd's V4 encoder hits `unreachable!()` on a packet carrying MQTT 5
 /// properties, which a 3.1.1 subscriber gets whenever an MQTT 5 client
 /// publishes with any property. 3.1.1 has no properties: drop them.
-pub(super) fn without_properties(packet: Packet) -> Packet {
+pub(crate) fn without_properties(packet: Packet) -> Packet {
     match packet {
         Packet::Connect(connect, _, will, _, login) => {
             Packet::Connect(connect, None, will, None, login)
@@ -121,7 +121,7 @@ pub fn preamble(secret: &str, tag: &str) -> Vec<u8> {
 /// returns the principal tag. A connection that does not start with a
 /// preamble did not come through the front (a local process dialled the
 /// internal port) and is refused.
-pub(super) fn read_preamble(stream: &mut BytesMut, secret: &str) -> Result<String, Error> {
+pub(crate) fn read_preamble(stream: &mut BytesMut, secret: &str) -> Result<String, Error> {
     let byte = |i: usize| {
         stream
             .get(i)

@@ -16,11 +16,11 @@
 
 use std::sync::Arc;
 
-use crate::acl::user_tag;
-use crate::auth::SharedUsers;
+use crate::auth::credentials::Credentials;
 use crate::config::Config;
-use crate::credentials::Credentials;
-use crate::tls::ServerTls;
+use crate::front::tls::ServerTls;
+use crate::identity::user_tag;
+use crate::identity::SharedUsers;
 
 /// What a SIGHUP can replace, and the config it started with.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ fn apply_config(r: &Reloadable, fresh: &Config) {
             closed_connections = closed,
             "SIGHUP: config users reloaded"
         );
-        crate::devices::warn_of_shared_names(&fresh.auth.users, &r.credentials);
+        crate::ops::devices::warn_of_shared_names(&fresh.auth.users, &r.credentials);
     }
     let pending = restart_only_changes(started, fresh);
     if !pending.is_empty() {

@@ -10,24 +10,30 @@
 //! commit what it holds, publish those replies, then return. rumqttd has no
 //! shutdown of its own; its threads end with the process.
 //!
-//! SIGHUP reads the config users and the TLS files again ([`crate::reload`]).
+//! SIGHUP reads the config users and the TLS files again ([`crate::serve::reload`]).
+
+pub mod admission;
+pub mod dispatch;
+pub mod reload;
+pub mod writer;
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::acl::Principals;
-use crate::auth::{Auth, SharedUsers};
+use crate::auth::credentials::Credentials;
+use crate::auth::Auth;
 use crate::config::Config;
-use crate::credentials::Credentials;
-use crate::devices;
-use crate::dispatch::{Dispatcher, Queued};
-use crate::embedded::{self, BrokerHandle, BrokerSettings, LogSize};
-use crate::engine::Engine;
+use crate::front::tls::ServerTls;
 use crate::front::Transport;
-use crate::service::{Outbound, Service};
+use crate::identity::Principals;
+use crate::identity::SharedUsers;
+use crate::ops::devices;
+use crate::router::{self, BrokerHandle, BrokerSettings, LogSize};
+use crate::serve::dispatch::{Dispatcher, Queued};
+use crate::serve::writer::Engine;
+use crate::shadow::{Outbound, Service};
 use crate::store::{Store, StoreError};
-use crate::tls::ServerTls;
 
 /// Why `shade serve` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +41,11 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot start the MQTT broker: {0}")]
-    Broker(#[from] embedded::EmbeddedError),
+    Broker(#[from] router::EmbeddedError),
     #[error("cannot start the store thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::front::tls::TlsError),
 }
 
 /// Broker settings from the config, with the device secrets the listeners
@@ -133,17 +139,19 @@ pub async fn serve(
             "device secrets are stored but authentication is off (no [auth] in config): any client may connect"
         );
     }
-    crate::devices::warn_of_shared_names(&config.auth.users, &credentials);
+    crate::ops::devices::warn_of_shared_names(&config.auth.users, &credentials);
     let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
     let users = SharedUsers::new(config.auth.users.clone());
     let settings = broker_settings(&config, credentials.clone(), users.clone(), tls.as_ref());
-    let (broker, mut inbound) = embedded::start(settings)?;
-    tokio::spawn(crate::reload::on_hangup(crate::reload::Reloadable {
-        started: config.clone(),
-        users: users.clone(),
-        credentials: credentials.clone(),
-        tls,
-    }));
+    let (broker, mut inbound) = router::start(settings)?;
+    tokio::spawn(crate::serve::reload::on_hangup(
+        crate::serve::reload::Reloadable {
+            started: config.clone(),
+            users: users.clone(),
+            credentials: credentials.clone(),
+            tls,
+        },
+    ));
     let service = Service {
         node: config.node.clone(),
         limits: config.limits,

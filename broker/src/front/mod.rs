@@ -16,7 +16,7 @@
 //!    client's bytes unchanged, and copies bytes both ways until the
 //!    connection is over (`relay.rs`, which also keeps rumqttd from closing
 //!    the wrong client after a DISCONNECT). The per-connection
-//!    [`Gateway`](crate::gateway::Gateway) reads the preamble, so a local
+//!    [`Gateway`](crate::router::gateway::Gateway) reads the preamble, so a local
 //!    process that dials the internal port directly (without the secret)
 //!    is refused, and it enforces what the principal
 //!    may publish and receive.
@@ -24,6 +24,9 @@
 //! The cost is one loopback hop per connection: two more sockets (so three
 //! file descriptors per client in all) and 4 KiB of copy buffers per
 //! client, and one more copy of each packet.
+
+mod relay;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,10 +43,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::acl::{device_tag, user_tag};
 use crate::auth::{Auth, Refusal};
-use crate::gateway::{self, Version};
-use crate::tls::ServerTls;
+use crate::identity::{device_tag, user_tag};
+use crate::wire::{self, Version};
+use tls::ServerTls;
 
 /// Bytes of each direction's copy buffer. Shadow requests and replies are
 /// mostly well under this; larger ones take a few more reads. Every idle
@@ -184,7 +187,7 @@ async fn serve(
     broker.write_all(&preamble).await?;
     broker.write_all(&head).await?;
     drop(pending);
-    let relay = crate::relay::relay(client, broker, &head, COPY_BUFFER);
+    let relay = relay::relay(client, broker, &head, COPY_BUFFER);
     let Some((guard, ended)) = session else {
         return Ok(relay.await?);
     };
@@ -201,9 +204,9 @@ async fn serve(
 }
 
 /// The watched session of a connection that logs in with a password or
-/// secret (see [`crate::sessions`]).
+/// secret (see [`crate::auth::sessions`]).
 type Watched = (
-    crate::sessions::SessionGuard,
+    crate::auth::sessions::SessionGuard,
     tokio::sync::oneshot::Receiver<()>,
 );
 
@@ -252,7 +255,7 @@ async fn admit(
     let Packet::Connect(connect, _, _, _, login) = connect else {
         return Err(FrontError::NotConnect);
     };
-    // Watched before the check (see `crate::sessions`), under both tags
+    // Watched before the check (see `crate::auth::sessions`), under both tags
     // the name could turn out to have; the one that applies is kept.
     let sessions = shared.auth.devices.sessions();
     let mut watched = match (&login, &cert_cn) {
@@ -274,7 +277,7 @@ async fn admit(
         Ok(principal) => {
             debug!(%peer, client_id = %connect.client_id, principal = %principal.tag(), "authenticated");
             let tag = principal.tag();
-            let preamble = gateway::preamble(&shared.secret, &tag);
+            let preamble = wire::preamble(&shared.secret, &tag);
             let session = watched
                 .iter()
                 .position(|(t, _)| *t == tag)
@@ -322,7 +325,7 @@ async fn tls(
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .and_then(crate::tls::common_name);
+        .and_then(tls::common_name);
     Ok((tls, cn))
 }
 
@@ -370,7 +373,7 @@ async fn read_connect(
             }
             if buffer.len() >= len {
                 let mut frame = BytesMut::from(&buffer[..len]);
-                let version = gateway::sniff_version(&frame).map_err(FrontError::Malformed)?;
+                let version = wire::sniff_version(&frame).map_err(FrontError::Malformed)?;
                 let packet = match version {
                     Version::V4 => V4.read_mut(&mut frame, max),
                     Version::V5 => V5.read_mut(&mut frame, max),

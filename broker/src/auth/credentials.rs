@@ -7,7 +7,7 @@
 //! `devices` table of its redb ([`crate::store`]); at start `shade serve`
 //! loads them all into a [`Credentials`], which the store thread keeps in
 //! step with every committed `device-add` and `device-remove`
-//! ([`crate::devices`]) and the network listener reads.
+//! ([`crate::ops::devices`]) and the network listener reads.
 //!
 //! Human passwords (config users) are hashed with argon2's default, strong
 //! parameters instead ([`hash_password`]); both verify with [`verify_phc`],
@@ -20,8 +20,8 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
 use base64ct::{Base64UrlUnpadded, Encoding};
 
-use crate::acl::device_tag;
-use crate::sessions::Sessions;
+use crate::auth::sessions::Sessions;
+use crate::identity::device_tag;
 
 /// Bytes of a device secret: 256 bits.
 pub const SECRET_BYTES: usize = 32;
