@@ -30,6 +30,12 @@ use crate::name::{NameError, ShadowId, ShadowName, ThingName};
 pub const AWS_PREFIX: &str = "$aws/things/";
 /// The prefix of every native shade topic.
 pub const NATIVE_PREFIX: &str = "shade/things/";
+/// Where operators (the `shade` CLI, dashboards) send queries: list,
+/// history, conflicts, devices. JSON, answered on [`OPS_REPLY_PREFIX`].
+pub const OPS_REQUEST: &str = "shade/ops/request";
+/// The replies to [`OPS_REQUEST`]: this prefix, then the request's
+/// `clientToken`. Each principal sees only its own replies.
+pub const OPS_REPLY_PREFIX: &str = "shade/ops/reply/";
 
 /// A shadow operation of the AWS API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -17,8 +17,10 @@
 //! slows down logins but never the connections already serving.
 
 pub mod acl;
-pub mod credentials;
+
 pub mod sessions;
+
+pub mod credentials;
 
 use std::sync::Arc;
 

@@ -27,23 +27,11 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 
+mod error;
+
 mod crl;
 
-/// Why the TLS settings could not be loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    #[error("cannot read {what} {path}: {reason}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
-    #[error("{path} holds no {what}")]
-    Empty { what: &'static str, path: PathBuf },
-    #[error("invalid TLS setup: {0}")]
-    Rustls(String),
-}
+pub use error::TlsError;
 
 /// Paths of the PEM files, from config.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,7 +25,8 @@ use shade_shared::ThingName;
 use crate::auth::credentials::{is_valid_phc, Credentials, DeviceChange};
 use crate::identity::Users;
 use crate::ops;
-use crate::shadow::{Handled, Outbound};
+use crate::router::Outbound;
+use crate::shadow::Handled;
 use crate::store::{DeviceRecord, Store, StoreError, Tables};
 
 /// Largest page of `device-list`.
@@ -86,15 +87,6 @@ pub struct DevicePage {
     pub items: Vec<DeviceItem>,
     /// The thing to pass as `after` for the next page; `null` on the last.
     pub next: Option<String>,
-}
-
-/// Is this `shade/ops/request` payload a device query (`"op":"device-..."`)?
-pub fn is_device_query(payload: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Op {
-        op: String,
-    }
-    serde_json::from_slice::<Op>(payload).is_ok_and(|o| o.op.starts_with("device-"))
 }
 
 /// What a query did: its `result`, and the change to apply to the shared
@@ -221,19 +213,12 @@ pub fn reply(client_token: &str, result: Result<Value, String>) -> Value {
 /// commit; if the commit fails, the client is told so instead.
 pub fn handle(
     t: &mut Tables<'_>,
-    payload: &[u8],
+    query: &DeviceQuery,
     client: &str,
     users: &Users,
     now: u64,
     h: &mut Handled,
 ) -> Result<(), StoreError> {
-    let query: DeviceQuery = match serde_json::from_slice(payload) {
-        Ok(q) => q,
-        Err(e) => {
-            tracing::warn!(client, error = %e, "dropping an unreadable device query");
-            return Ok(());
-        }
-    };
     let Some(topic) = ops::reply_topic(client, query.client_token()) else {
         tracing::warn!(
             client,
@@ -241,12 +226,8 @@ pub fn handle(
         );
         return Ok(());
     };
-    let outbound = |value: Value| Outbound {
-        topic: topic.clone(),
-        payload: value.to_string().into_bytes(),
-        retain: false,
-    };
-    let result = match execute(t, &query, users, now)? {
+    let outbound = |value: Value| Outbound::json(topic.clone(), &value);
+    let result = match execute(t, query, users, now)? {
         Ok(done) => {
             if let Some(change) = done.change {
                 match &change {
@@ -300,11 +281,19 @@ mod tests {
 
     #[test]
     fn device_queries_are_told_apart_from_shadow_queries() {
-        assert!(is_device_query(
-            br#"{"op":"device-list","clientToken":"t"}"#
+        use crate::ops::OpsRequest;
+        assert!(matches!(
+            OpsRequest::parse(br#"{"op":"device-list","clientToken":"t"}"#),
+            Ok(OpsRequest::Devices(DeviceQuery::List { .. }))
         ));
-        assert!(!is_device_query(br#"{"op":"list","clientToken":"t"}"#));
-        assert!(!is_device_query(b"not json"));
+        assert!(matches!(
+            OpsRequest::parse(br#"{"op":"list","clientToken":"t"}"#),
+            Ok(OpsRequest::Query(_))
+        ));
+        assert!(OpsRequest::parse(b"not json").is_err());
+        // A device op with a bad body is a bad device query, not a query.
+        let bad = OpsRequest::parse(br#"{"op":"device-add","clientToken":"t"}"#);
+        assert!(bad.is_err_and(|e| e.to_string().contains("missing field")));
         let q: DeviceQuery = serde_json::from_slice(
             br#"{"op":"device-add","clientToken":"t","thing":"lamp","hash":"h"}"#,
         )

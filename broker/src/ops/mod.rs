@@ -22,13 +22,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shade_shared::{Policies, ShadowId, ShadowName, ThingName};
 
-use crate::identity::Principal;
-use crate::store::{ShadowSource, StoreError};
+use crate::identity::{Principal, Principals};
+use crate::router::Outbound;
+use crate::shadow::Handled;
+use crate::store::{ShadowSource, StoreError, Tables};
+use devices::DeviceQuery;
 
-/// Where clients send queries.
-pub const REQUEST_TOPIC: &str = "shade/ops/request";
-/// Prefix of the reply topics; the clientToken follows.
-pub const REPLY_PREFIX: &str = "shade/ops/reply/";
+pub use shade_shared::topic::{OPS_REPLY_PREFIX as REPLY_PREFIX, OPS_REQUEST as REQUEST_TOPIC};
 /// Largest page of `list`.
 pub const MAX_PAGE: usize = 1000;
 /// Most history entries in one answer.
@@ -74,6 +74,98 @@ impl Query {
             | Query::History { client_token, .. }
             | Query::Conflicts { client_token, .. } => client_token,
         }
+    }
+}
+
+/// A request on `shade/ops/request`, parsed before it is queued for the
+/// store thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpsRequest {
+    Query(Query),
+    Devices(DeviceQuery),
+}
+
+impl OpsRequest {
+    /// Parses a request: a device query when its `op` starts with
+    /// `device-`, else a query; the error says why neither fits.
+    pub fn parse(payload: &[u8]) -> Result<OpsRequest, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Op {
+            op: String,
+        }
+        let device =
+            serde_json::from_slice::<Op>(payload).is_ok_and(|o| o.op.starts_with("device-"));
+        if device {
+            serde_json::from_slice(payload).map(OpsRequest::Devices)
+        } else {
+            serde_json::from_slice(payload).map(OpsRequest::Query)
+        }
+    }
+
+    pub fn client_token(&self) -> &str {
+        match self {
+            OpsRequest::Query(q) => q.client_token(),
+            OpsRequest::Devices(q) => q.client_token(),
+        }
+    }
+}
+
+/// Handles an ops request of `client` (its stamped id) inside the write
+/// transaction `t`: checks that its principal may make it, runs it and
+/// collects the reply. Device queries are for full admins only.
+pub fn handle(
+    t: &mut Tables<'_>,
+    request: &OpsRequest,
+    client: &str,
+    principals: &Principals,
+    policies: &Policies,
+    now: u64,
+    h: &mut Handled,
+) -> Result<(), StoreError> {
+    let principal = principals.of(client);
+    let query = match request {
+        OpsRequest::Devices(query) => {
+            if principal.as_ref().is_some_and(Principal::is_full_admin) {
+                let users = principals.users.current();
+                return devices::handle(t, query, client, &users, now, h);
+            }
+            tracing::warn!(
+                client,
+                "refusing a device query from a client that is not a full admin"
+            );
+            refuse(request, client, h);
+            return Ok(());
+        }
+        OpsRequest::Query(query) => query,
+    };
+    let Some(topic) = reply_topic(client, query.client_token()) else {
+        tracing::warn!(
+            client,
+            "dropping a shade/ops/request whose clientToken cannot be a topic level"
+        );
+        return Ok(());
+    };
+    let mut query = query.clone();
+    let Some(principal) = principal.filter(|p| authorize(p, &mut query)) else {
+        tracing::warn!(
+            client,
+            ?query,
+            "refusing an ops query outside the client's things"
+        );
+        refuse(request, client, h);
+        return Ok(());
+    };
+    let result = execute(t, &query, policies).map(|value| visible_to(&principal, &query, value));
+    h.out.push(Outbound::json(topic, &reply(&query, result)));
+    Ok(())
+}
+
+/// Answers an ops request its sender may not make: `not authorized`.
+fn refuse(request: &OpsRequest, client: &str, h: &mut Handled) {
+    let token = request.client_token();
+    if let Some(topic) = reply_topic(client, token) {
+        let reply = json!({"clientToken": token, "ok": false, "error": "not authorized"});
+        h.out.push(Outbound::json(topic, &reply));
     }
 }
 

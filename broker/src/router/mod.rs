@@ -207,12 +207,26 @@ pub struct BrokerHandle {
     outbound: mpsc::Sender<Outbound>,
 }
 
-#[derive(Debug)]
-struct Outbound {
-    /// Already mapped into the router's namespace.
-    topic: String,
-    payload: Vec<u8>,
-    retain: bool,
+/// A message the service publishes. [`BrokerHandle::send`] takes it with
+/// its topic as clients see it; on the link's channel the topic is the
+/// router's (see [`gateway`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// Kept for later subscribers; an empty retained payload clears it.
+    pub retain: bool,
+}
+
+impl Outbound {
+    /// A message of `value` serialized as JSON, not retained.
+    pub fn json(topic: String, value: &serde_json::Value) -> Outbound {
+        Outbound {
+            topic,
+            payload: value.to_string().into_bytes(),
+            retain: false,
+        }
+    }
 }
 
 impl BrokerHandle {
@@ -230,13 +244,18 @@ impl BrokerHandle {
         payload: Vec<u8>,
         retain: bool,
     ) -> Result<(), EmbeddedError> {
-        let internal =
-            gateway::service_topic(topic).ok_or_else(|| EmbeddedError::Topic(topic.to_owned()))?;
-        let message = Outbound {
-            topic: internal,
+        self.send(Outbound {
+            topic: topic.to_owned(),
             payload,
             retain,
-        };
+        })
+        .await
+    }
+
+    /// Publishes `message`, as [`BrokerHandle::publish`].
+    pub async fn send(&self, mut message: Outbound) -> Result<(), EmbeddedError> {
+        message.topic = gateway::service_topic(&message.topic)
+            .ok_or_else(|| EmbeddedError::Topic(message.topic.clone()))?;
         self.outbound
             .send(message)
             .await

@@ -1,28 +1,27 @@
-//! Routes each stamped client publish to the store thread, after the
-//! admission checks of [`crate::serve::admission`], or answers it at once (400 for
-//! a malformed request topic, 429 beyond a limit).
+//! Routes each stamped client publish: parses it into a typed
+//! [`Request`] and queues it for the store thread, after the admission
+//! checks of [`crate::serve::admission`], or answers it at once: 400 for a
+//! malformed request (bad topic name, bad JSON, bad clientToken), 429
+//! beyond a limit. Parsing here, on the async side, keeps the single
+//! writer thread for what only it can do.
 
 use std::time::Instant;
 
 use serde_json::Value;
-use shade_shared::aws::Rejection;
-use shade_shared::topic::{bad_request, Reply, Topic};
+use shade_shared::aws::{self, Rejection};
+use shade_shared::sync::SyncUp;
+use shade_shared::topic::{bad_request, Operation, Reply, Topic};
+use shade_shared::{Limits, ReplicaId, ShadowId};
+
 use tokio::sync::mpsc;
 
+use crate::clock::now_ms;
 use crate::config::Rates;
-use crate::ops;
+use crate::identity::external_client_id;
+use crate::ops::{self, OpsRequest};
 use crate::router::{BrokerHandle, Inbound};
 use crate::serve::admission::{InFlight, RateLimiter, Slot};
-use crate::serve::writer::now_ms;
-use crate::shadow::Request;
-
-/// A request on its way to the store thread, holding its place in its
-/// client's in-flight budget until the store thread drops it.
-#[derive(Debug)]
-pub struct Queued {
-    pub request: Request,
-    pub slot: Slot,
-}
+use crate::serve::request::{Queued, Request};
 
 /// Owned by `shade serve`'s main loop: one task, so no locks on the rates.
 #[derive(Debug)]
@@ -31,15 +30,22 @@ pub struct Dispatcher {
     broker: BrokerHandle,
     rates: RateLimiter,
     inflight: InFlight,
+    limits: Limits,
 }
 
 impl Dispatcher {
-    pub fn new(requests: mpsc::Sender<Queued>, broker: BrokerHandle, rates: Rates) -> Dispatcher {
+    pub fn new(
+        requests: mpsc::Sender<Queued>,
+        broker: BrokerHandle,
+        rates: Rates,
+        limits: Limits,
+    ) -> Dispatcher {
         Dispatcher {
             requests,
             broker,
             rates: RateLimiter::new(rates.requests_per_second_per_thing),
             inflight: InFlight::new(rates.max_inflight_per_client),
+            limits,
         }
     }
 
@@ -47,18 +53,7 @@ impl Dispatcher {
     pub async fn dispatch(&mut self, msg: Inbound) {
         let now = Instant::now();
         if msg.topic == ops::REQUEST_TOPIC {
-            // Ops are not about one thing: the client's own bucket.
-            let allowed = self.rates.allow(&format!("\0ops/{}", msg.client_id), now);
-            let slot = self.inflight.acquire(&msg.client_id).filter(|_| allowed);
-            let Some(slot) = slot else {
-                self.refuse_ops(&msg).await;
-                return;
-            };
-            let request = Request::Ops {
-                payload: msg.payload,
-                client: msg.client_id,
-            };
-            self.queue(request, slot).await;
+            self.dispatch_ops(msg, now).await;
             return;
         }
         match Topic::parse(&msg.topic) {
@@ -73,19 +68,14 @@ impl Dispatcher {
                     };
                     tracing::info!(client = %msg.client_id, shadow = %id, why, "answering 429");
                     let reply = Rejection::new(429, "Too Many Requests")
-                        .with_token(ops::client_token_of(&msg.payload))
-                        .to_json(now_ms());
-                    let topic = Topic::aws_reply(&id, op, Reply::Rejected);
-                    self.publish(&topic, &reply).await;
+                        .with_token(ops::client_token_of(&msg.payload));
+                    self.reject(&id, op, &reply).await;
                     return;
                 };
-                let request = Request::Aws {
-                    id,
-                    op,
-                    payload: msg.payload,
-                    client: msg.client_id,
-                };
-                self.queue(request, slot).await;
+                match self.parse_aws(id.clone(), op, &msg.payload, msg.client_id) {
+                    Ok(request) => self.queue(request, slot).await,
+                    Err(rejection) => self.reject(&id, op, &rejection).await,
+                }
             }
             Ok(Topic::SyncUp { id }) => {
                 let Some(slot) = self.inflight.acquire(&msg.client_id) else {
@@ -93,12 +83,14 @@ impl Dispatcher {
                         "dropping a sync/up: too many requests in flight from this client (the agent resends)");
                     return;
                 };
-                let request = Request::SyncUp {
-                    id,
-                    payload: msg.payload,
-                    client: msg.client_id,
-                };
-                self.queue(request, slot).await;
+                if let Some(up) = self.parse_sync_up(&id, &msg.payload, &msg.client_id) {
+                    let request = Request::SyncUp {
+                        id,
+                        up: Box::new(up),
+                        client: msg.client_id,
+                    };
+                    self.queue(request, slot).await;
+                }
             }
             _ => {
                 if let Some(bad) = bad_request(&msg.topic) {
@@ -113,10 +105,87 @@ impl Dispatcher {
         }
     }
 
+    /// Parses an AWS request's payload; a rejection carries the AWS code.
+    fn parse_aws(
+        &self,
+        id: ShadowId,
+        op: Operation,
+        payload: &[u8],
+        client: String,
+    ) -> Result<Request, Rejection> {
+        Ok(match op {
+            Operation::Get => Request::Get {
+                id,
+                token: aws::parse_get_or_delete(payload, &self.limits)?,
+                client,
+            },
+            Operation::Update => Request::Update {
+                id,
+                update: Box::new(aws::parse_update(payload, &self.limits)?),
+                client,
+            },
+            Operation::Delete => Request::Delete {
+                id,
+                token: aws::parse_get_or_delete(payload, &self.limits)?,
+                client,
+            },
+        })
+    }
+
+    /// Decodes a `sync/up` and checks that it comes from the replica it
+    /// names; `None`, with a log line, for one the service drops.
+    fn parse_sync_up(&self, id: &ShadowId, payload: &[u8], client: &str) -> Option<SyncUp> {
+        let up = match SyncUp::from_cbor(payload, self.limits.max_depth) {
+            Ok(up) => up,
+            Err(e) => {
+                tracing::warn!(client, shadow = %id, error = %e, "dropping an unreadable sync/up");
+                return None;
+            }
+        };
+        // An agent's replica id is `a:` and the client id it chose; inside
+        // the broker the id carries its principal's tag too.
+        match ReplicaId::agent(external_client_id(client)) {
+            Ok(expected) if expected == up.replica => Some(up),
+            _ => {
+                tracing::warn!(client, replica = %up.replica, shadow = %id,
+                    "dropping a sync/up whose replica id is not a:<client id>");
+                None
+            }
+        }
+    }
+
+    async fn dispatch_ops(&mut self, msg: Inbound, now: Instant) {
+        // Ops are not about one thing: the client's own bucket.
+        let allowed = self.rates.allow(&format!("\0ops/{}", msg.client_id), now);
+        let slot = self.inflight.acquire(&msg.client_id).filter(|_| allowed);
+        let Some(slot) = slot else {
+            tracing::info!(client = %msg.client_id, "answering an ops request 429");
+            self.refuse_ops(&msg, "too many requests").await;
+            return;
+        };
+        match OpsRequest::parse(&msg.payload) {
+            Ok(request) => {
+                let request = Request::Ops {
+                    request,
+                    client: msg.client_id,
+                };
+                self.queue(request, slot).await;
+            }
+            Err(e) => {
+                tracing::warn!(client = %msg.client_id, error = %e, "dropping an unreadable shade/ops/request");
+            }
+        }
+    }
+
     async fn queue(&self, request: Request, slot: Slot) {
         if self.requests.send(Queued { request, slot }).await.is_err() {
             tracing::warn!("store thread gone; request dropped");
         }
+    }
+
+    async fn reject(&self, id: &ShadowId, op: Operation, rejection: &Rejection) {
+        let topic = Topic::aws_reply(id, op, Reply::Rejected);
+        self.publish(&topic, &rejection.to_json(now_ms())).await;
     }
 
     async fn publish(&self, topic: &str, value: &Value) {
@@ -129,11 +198,8 @@ impl Dispatcher {
         }
     }
 
-    async fn refuse_ops(&self, msg: &Inbound) {
-        tracing::info!(client = %msg.client_id, "answering an ops request 429");
-        if let Some((topic, reply)) =
-            ops::refusal(&msg.client_id, &msg.payload, "too many requests")
-        {
+    async fn refuse_ops(&self, msg: &Inbound, error: &str) {
+        if let Some((topic, reply)) = ops::refusal(&msg.client_id, &msg.payload, error) {
             self.publish(&topic, &reply).await;
         }
     }

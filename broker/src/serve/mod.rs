@@ -13,9 +13,14 @@
 //! SIGHUP reads the config users and the TLS files again ([`crate::serve::reload`]).
 
 pub mod admission;
+
+pub mod request;
+
 pub mod dispatch;
-pub mod reload;
+
 pub mod writer;
+
+pub mod reload;
 
 use std::time::Duration;
 
@@ -29,10 +34,12 @@ use crate::front::Transport;
 use crate::identity::Principals;
 use crate::identity::SharedUsers;
 use crate::ops::devices;
+use crate::router::Outbound;
 use crate::router::{self, BrokerHandle, BrokerSettings, LogSize};
-use crate::serve::dispatch::{Dispatcher, Queued};
-use crate::serve::writer::Engine;
-use crate::shadow::{Outbound, Service};
+use crate::serve::dispatch::Dispatcher;
+use crate::serve::request::Queued;
+use crate::serve::writer::{Engine, Writer};
+use crate::shadow::Service;
 use crate::store::{Store, StoreError};
 
 /// Why `shade serve` could not start.
@@ -152,26 +159,23 @@ pub async fn serve(
             tls,
         },
     ));
-    let service = Service {
-        node: config.node.clone(),
-        limits: config.limits,
-        policies: config.policies,
-        history_per_shadow: config.history_per_shadow,
+    let writer = Writer {
+        store,
+        service: Service {
+            node: config.node.clone(),
+            limits: config.limits,
+            policies: config.policies,
+            history_per_shadow: config.history_per_shadow,
+        },
         principals: Principals {
             enabled: config.auth.enabled,
             users,
         },
+        credentials: credentials.clone(),
     };
     let (req_tx, req_rx) = mpsc::channel::<Queued>(config.store.queue);
     let (out_tx, out_rx) = mpsc::channel::<Vec<Outbound>>(64);
-    let engine = Engine::start(
-        store,
-        service,
-        credentials.clone(),
-        config.store.max_batch,
-        req_rx,
-        out_tx,
-    )?;
+    let engine = Engine::start(writer, config.store.max_batch, req_rx, out_tx)?;
     let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx));
     tracing::info!(
         listen = %config.listen.tcp,
@@ -186,7 +190,7 @@ pub async fn serve(
         "shade serve is ready"
     );
 
-    let mut dispatcher = Dispatcher::new(req_tx, broker.clone(), config.rates);
+    let mut dispatcher = Dispatcher::new(req_tx, broker.clone(), config.rates, config.limits);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -221,8 +225,9 @@ pub async fn serve(
 async fn publish_loop(broker: BrokerHandle, mut out: mpsc::Receiver<Vec<Outbound>>) {
     while let Some(batch) = out.recv().await {
         for msg in batch {
-            if let Err(e) = broker.publish(&msg.topic, msg.payload, msg.retain).await {
-                tracing::warn!(topic = %msg.topic, error = %e, "publish failed");
+            let topic = msg.topic.clone();
+            if let Err(e) = broker.send(msg).await {
+                tracing::warn!(%topic, error = %e, "publish failed");
             }
         }
     }

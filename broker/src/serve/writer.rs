@@ -3,26 +3,130 @@
 //! `max_batch`) share one write transaction and one fsync. Replies leave
 //! for the broker only after their transaction committed, in request order.
 //!
-//! Async code never touches redb: it sends a [`Request`] and moves on.
+//! Async code never touches redb: it sends a parsed [`Request`] and moves on.
 //! When the request queue is full, the sender waits, which stops the
 //! service from reading the broker link, which pushes back on publishers.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use tokio::sync::mpsc;
 
-use crate::auth::credentials::Credentials;
-use crate::serve::dispatch::Queued;
-use crate::shadow::{Outbound, Service};
-use crate::store::{Store, StoreError};
+use shade_shared::Policies;
 
-/// Wall-clock milliseconds since the Unix epoch: the one clock read of the
-/// broker; the model gets time as an argument.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+use crate::auth::credentials::Credentials;
+use crate::clock::now_ms;
+use crate::identity::Principals;
+use crate::ops;
+use crate::router::Outbound;
+use crate::serve::request::{Queued, Request};
+use crate::shadow::{Handled, Service};
+use crate::store::{Store, StoreError, Tables};
+
+/// What the store thread holds: the store, what each request does to
+/// it, and the shared device credentials it keeps in step with the
+/// device table. Its methods are the thread's work without the thread,
+/// so tests drive them directly.
+#[derive(Debug)]
+pub struct Writer {
+    pub store: Store,
+    pub service: Service,
+    /// Who sent an ops request, for its checks (the gateway already
+    /// checked every AWS and sync topic).
+    pub principals: Principals,
+    pub credentials: Credentials,
+}
+
+impl Writer {
+    /// Handles one request inside the open transaction `t`.
+    pub fn handle(
+        &self,
+        t: &mut Tables<'_>,
+        request: &Request,
+        now: u64,
+    ) -> Result<Handled, StoreError> {
+        let mut h = Handled::default();
+        let s = &self.service;
+        match request {
+            Request::Get { id, token, .. } => s.get(t, id, token.clone(), now, &mut h)?,
+            Request::Update { id, update, client } => {
+                s.update(t, id, update, client, now, &mut h)?;
+            }
+            Request::Delete { id, token, client } => {
+                s.delete(t, id, token.clone(), client, now, &mut h)?;
+            }
+            Request::SyncUp { id, up, client } => s.sync_up(t, id, up, client, now, &mut h)?,
+            Request::Ops { request, client } => {
+                let policies: &Policies = &s.policies;
+                ops::handle(t, request, client, &self.principals, policies, now, &mut h)?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// Handles `requests` in one write transaction and commits it: the
+    /// replies to publish, in request order. When the commit fails, nothing
+    /// of the batch is kept and each request that would have changed
+    /// something is answered with its failure reply (a 500) instead. After
+    /// a commit, the batch's device changes reach the shared credentials,
+    /// before the replies go out: whoever is told "added" can connect.
+    pub fn commit<'r>(
+        &self,
+        requests: impl IntoIterator<Item = &'r Request>,
+        now: u64,
+    ) -> Vec<Outbound> {
+        let mut failures = Vec::new();
+        let mut changes = Vec::new();
+        let mut count = 0;
+        let result = self.store.write(|t| {
+            let mut replies = Vec::new();
+            for request in requests {
+                count += 1;
+                match self.handle(t, request, now) {
+                    Ok(handled) => {
+                        replies.extend(handled.out);
+                        failures.extend(handled.on_failure);
+                        changes.extend(handled.credentials);
+                    }
+                    // One unreadable record must not fail everyone's commit.
+                    Err(e @ StoreError::Corrupt { .. }) => {
+                        tracing::error!(error = %e, "request skipped");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(replies)
+        });
+        match result {
+            Ok(replies) => {
+                changes.into_iter().for_each(|c| self.credentials.apply(c));
+                replies
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = count, "commit failed; answering 500");
+                failures
+            }
+        }
+    }
+
+    /// The retained state message of every stored shadow, in batches of
+    /// at most 256 handed to `send`: rumqttd keeps retained messages in
+    /// memory only, so a started broker publishes them again.
+    pub fn republish(&self, mut send: impl FnMut(Vec<Outbound>)) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let mut batch = Vec::new();
+        let mut count = 0;
+        self.store.for_each(|id, stored| {
+            if stored.shadow.exists {
+                batch.push(self.service.state_message(&id, &stored.shadow, now));
+                count += 1;
+            }
+            if batch.len() >= 256 {
+                send(std::mem::take(&mut batch));
+            }
+        })?;
+        if !batch.is_empty() {
+            send(batch);
+        }
+        Ok(count)
+    }
 }
 
 /// Handle to a running store thread.
@@ -33,22 +137,19 @@ pub struct Engine {
 
 impl Engine {
     /// Starts the store thread. It first publishes the retained state of
-    /// every stored shadow (rumqttd keeps retained messages in memory only),
-    /// then serves `requests` until the channel closes, and exits after
-    /// committing and handing over everything it received. After each
-    /// commit it applies the batch's device changes to `credentials`, before
-    /// the replies go out.
+    /// every stored shadow, then serves `requests` until the channel
+    /// closes, and exits after committing and handing over everything it
+    /// received. As many requests as are waiting (up to `max_batch`) share
+    /// one transaction and one fsync.
     pub fn start(
-        store: Store,
-        service: Service,
-        credentials: Credentials,
+        writer: Writer,
         max_batch: usize,
         requests: mpsc::Receiver<Queued>,
         out: mpsc::Sender<Vec<Outbound>>,
     ) -> std::io::Result<Engine> {
         let thread = std::thread::Builder::new()
             .name("shade-store".into())
-            .spawn(move || run(store, service, &credentials, max_batch, requests, out))?;
+            .spawn(move || run(&writer, max_batch.max(1), requests, &out))?;
         Ok(Engine { thread })
     }
 
@@ -60,39 +161,14 @@ impl Engine {
     }
 }
 
-fn republish(
-    store: &Store,
-    service: &Service,
-    out: &mpsc::Sender<Vec<Outbound>>,
-) -> Result<usize, StoreError> {
-    let now = now_ms();
-    let mut batch = Vec::new();
-    let mut count = 0;
-    store.for_each(|id, stored| {
-        if stored.shadow.exists {
-            batch.push(service.state_message(&id, &stored.shadow, now));
-            count += 1;
-        }
-        if batch.len() >= 256 {
-            // A closed channel means shutdown; the rest does not matter then.
-            let _ = out.blocking_send(std::mem::take(&mut batch));
-        }
-    })?;
-    if !batch.is_empty() {
-        let _ = out.blocking_send(batch);
-    }
-    Ok(count)
-}
-
 fn run(
-    store: Store,
-    service: Service,
-    credentials: &Credentials,
+    writer: &Writer,
     max_batch: usize,
     mut requests: mpsc::Receiver<Queued>,
-    out: mpsc::Sender<Vec<Outbound>>,
+    out: &mpsc::Sender<Vec<Outbound>>,
 ) {
-    match republish(&store, &service, &out) {
+    // A closed channel means shutdown; the rest does not matter then.
+    match writer.republish(|batch| drop(out.blocking_send(batch))) {
         Ok(n) => tracing::info!(shadows = n, "republished retained state"),
         Err(e) => tracing::error!(error = %e, "could not republish retained state"),
     }
@@ -106,41 +182,12 @@ fn run(
                 Err(_) => break,
             }
         }
-        let now = now_ms();
-        let mut failures = Vec::new();
-        let mut changes = Vec::new();
-        let result = store.write(|t| {
-            let mut replies = Vec::new();
-            for queued in &batch {
-                match service.handle(t, &queued.request, now) {
-                    Ok(handled) => {
-                        replies.extend(handled.out);
-                        failures.extend(handled.on_failure);
-                        changes.extend(handled.credentials);
-                    }
-                    // One unreadable record must not fail everyone's commit.
-                    Err(e @ StoreError::Corrupt { .. }) => {
-                        tracing::error!(error = %e, "request skipped")
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(replies)
-        });
-        let replies = match result {
-            Ok(replies) => {
-                // Before the replies: whoever was told "added" can connect.
-                changes.into_iter().for_each(|c| credentials.apply(c));
-                replies
-            }
-            Err(e) => {
-                tracing::error!(error = %e, requests = batch.len(), "commit failed; answering 500");
-                failures
-            }
-        };
+        let replies = writer.commit(batch.iter().map(|q| &q.request), now_ms());
         if !replies.is_empty() && out.blocking_send(replies).is_err() {
             tracing::warn!("publisher gone; replies dropped during shutdown");
         }
+        // The slots go back only now, with the replies on their way.
+        batch.clear();
     }
     tracing::info!("store thread finished its last commit");
 }

@@ -1,61 +1,23 @@
 //! The shadow service: what each request does to a stored shadow, and the
 //! messages it produces.
 //!
-//! [`Service::handle`] runs on the store thread inside a write transaction
-//! ([`crate::serve::writer`]): it loads the shadow, applies the request with the
-//! pure functions of `shade-shared`, saves it, appends history and returns
-//! the replies. The replies are published only after the transaction
+//! Each of [`Service`]'s operations runs on the store thread inside a write
+//! transaction ([`crate::serve::writer`]), on a request already parsed: it
+//! loads the shadow, applies the request with the pure functions of
+//! `shade-shared`, saves it, appends history and collects the replies. The replies are published only after the transaction
 //! commits; if the commit fails, the request's `on_failure` replies (a 500)
 //! go out instead.
 
 use serde_json::{Map, Value};
-use shade_shared::aws::{self, Rejection};
+use shade_shared::aws::{self, Rejection, UpdateRequest};
 use shade_shared::merge::stable_vector;
 use shade_shared::sync::{SyncDown, SyncUp};
 use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::{Limits, Policies, ReplicaId, Section, Shadow, ShadowId, VersionVector};
 
 use crate::auth::credentials::DeviceChange;
-use crate::identity::{Principal, Principals};
-use crate::ops::devices;
-use crate::ops::{self, Query};
+use crate::router::Outbound;
 use crate::store::{HistoryEntry, StoreError, StoredShadow, Tables};
-
-/// A request for the service, with the MQTT client id that sent it.
-#[derive(Debug, Clone)]
-pub enum Request {
-    Aws {
-        id: ShadowId,
-        op: Operation,
-        payload: Vec<u8>,
-        client: String,
-    },
-    SyncUp {
-        id: ShadowId,
-        payload: Vec<u8>,
-        client: String,
-    },
-    /// An operator query on `shade/ops/request` (see [`crate::ops`]).
-    Ops { payload: Vec<u8>, client: String },
-}
-
-/// A message to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outbound {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub retain: bool,
-}
-
-impl Outbound {
-    fn json(topic: String, value: &Value) -> Self {
-        Self {
-            topic,
-            payload: value.to_string().into_bytes(),
-            retain: false,
-        }
-    }
-}
 
 /// An accepted change, for the history.
 struct Change<'a> {
@@ -84,16 +46,6 @@ pub struct Service {
     pub limits: Limits,
     pub policies: Policies,
     pub history_per_shadow: u64,
-    /// Who sent a request, for the ops queries' checks (the gateway
-    /// already checked every AWS and sync topic).
-    pub principals: Principals,
-}
-
-/// Answers an ops query its sender may not make: `not authorized`.
-fn refuse_ops(payload: &[u8], client: &str, h: &mut Handled) {
-    if let Some((topic, reply)) = ops::refusal(client, payload, "not authorized") {
-        h.out.push(Outbound::json(topic, &reply));
-    }
 }
 
 fn rejected(id: &ShadowId, op: Operation, r: &Rejection, now: u64) -> Outbound {
@@ -101,109 +53,15 @@ fn rejected(id: &ShadowId, op: Operation, r: &Rejection, now: u64) -> Outbound {
 }
 
 impl Service {
-    /// Handles one request inside the open transaction `t`.
-    pub fn handle(
-        &self,
-        t: &mut Tables<'_>,
-        req: &Request,
-        now: u64,
-    ) -> Result<Handled, StoreError> {
-        let mut h = Handled::default();
-        match req {
-            Request::Aws {
-                id,
-                op: Operation::Get,
-                payload,
-                ..
-            } => self.get(t, id, payload, now, &mut h)?,
-            Request::Aws {
-                id,
-                op: Operation::Update,
-                payload,
-                client,
-            } => self.update(t, id, payload, client, now, &mut h)?,
-            Request::Aws {
-                id,
-                op: Operation::Delete,
-                payload,
-                client,
-            } => self.delete(t, id, payload, client, now, &mut h)?,
-            Request::Ops { payload, client } => self.ops(t, payload, client, now, &mut h)?,
-            Request::SyncUp {
-                id,
-                payload,
-                client,
-            } => self.sync_up(t, id, payload, client, now, &mut h)?,
-        }
-        Ok(h)
-    }
-
-    fn ops(
-        &self,
-        t: &mut Tables<'_>,
-        payload: &[u8],
-        client: &str,
-        now: u64,
-        h: &mut Handled,
-    ) -> Result<(), StoreError> {
-        let principal = self.principals.of(client);
-        if devices::is_device_query(payload) {
-            if principal.as_ref().is_some_and(Principal::is_full_admin) {
-                let users = self.principals.users.current();
-                return devices::handle(t, payload, client, &users, now, h);
-            }
-            tracing::warn!(
-                client,
-                "refusing a device query from a client that is not a full admin"
-            );
-            refuse_ops(payload, client, h);
-            return Ok(());
-        }
-        let mut query: Query = match serde_json::from_slice(payload) {
-            Ok(q) => q,
-            Err(e) => {
-                tracing::warn!(client, error = %e, "dropping an unreadable shade/ops/request");
-                return Ok(());
-            }
-        };
-        let Some(topic) = ops::reply_topic(client, query.client_token()) else {
-            tracing::warn!(
-                client,
-                "dropping a shade/ops/request whose clientToken cannot be a topic level"
-            );
-            return Ok(());
-        };
-        let Some(principal) = principal.filter(|p| ops::authorize(p, &mut query)) else {
-            tracing::warn!(
-                client,
-                ?query,
-                "refusing an ops query outside the client's things"
-            );
-            refuse_ops(payload, client, h);
-            return Ok(());
-        };
-        let result = ops::execute(t, &query, &self.policies)
-            .map(|value| ops::visible_to(&principal, &query, value));
-        let reply = ops::reply(&query, result);
-        h.out.push(Outbound::json(topic, &reply));
-        Ok(())
-    }
-
-    fn get(
+    /// `get`: the document, or 404. `token` is the request's clientToken.
+    pub fn get(
         &self,
         t: &Tables<'_>,
         id: &ShadowId,
-        payload: &[u8],
+        token: Option<String>,
         now: u64,
         h: &mut Handled,
     ) -> Result<(), StoreError> {
-        let token = match aws::parse_get_or_delete(payload, &self.limits) {
-            Ok(token) => token,
-            Err(r) => {
-                h.out.push(rejected(id, Operation::Get, &r, now));
-                return Ok(());
-            }
-        };
         match t.load(id)? {
             Some(stored) if stored.shadow.exists => {
                 let doc = aws::render_get(&stored.shadow, &self.policies, token.as_deref(), now);
@@ -222,25 +80,21 @@ impl Service {
         Ok(())
     }
 
-    fn update(
+    /// `update`: merges the parsed request into the shadow as this
+    /// broker's replica; 409 and 413 are decided here, on the stored
+    /// document.
+    pub fn update(
         &self,
         t: &mut Tables<'_>,
         id: &ShadowId,
-        payload: &[u8],
+        req: &UpdateRequest,
         client: &str,
         now: u64,
         h: &mut Handled,
     ) -> Result<(), StoreError> {
-        let req = match aws::parse_update(payload, &self.limits) {
-            Ok(req) => req,
-            Err(r) => {
-                h.out.push(rejected(id, Operation::Update, &r, now));
-                return Ok(());
-            }
-        };
         let mut stored = t.load(id)?.unwrap_or_default();
         let applied =
-            match aws::apply_update(&mut stored.shadow, &self.node, &req, now, &self.limits) {
+            match aws::apply_update(&mut stored.shadow, &self.node, req, now, &self.limits) {
                 Ok(applied) => applied,
                 Err(r) => {
                     h.out.push(rejected(id, Operation::Update, &r, now));
@@ -256,7 +110,7 @@ impl Service {
         self.save(t, id, &mut stored, Some(change), now)?;
 
         let token = req.client_token.as_deref();
-        let accepted = aws::render_update_accepted(&req, stored.shadow.version, now);
+        let accepted = aws::render_update_accepted(req, stored.shadow.version, now);
         h.out.push(Outbound::json(
             Topic::aws_reply(id, Operation::Update, Reply::Accepted),
             &accepted,
@@ -265,28 +119,22 @@ impl Service {
         h.on_failure.push(rejected(
             id,
             Operation::Update,
-            &Rejection::internal().with_token(req.client_token),
+            &Rejection::internal().with_token(req.client_token.clone()),
             now,
         ));
         Ok(())
     }
 
-    fn delete(
+    /// `delete`: tombstones every leaf (the version goes on), or 404.
+    pub fn delete(
         &self,
         t: &mut Tables<'_>,
         id: &ShadowId,
-        payload: &[u8],
+        token: Option<String>,
         client: &str,
         now: u64,
         h: &mut Handled,
     ) -> Result<(), StoreError> {
-        let token = match aws::parse_get_or_delete(payload, &self.limits) {
-            Ok(token) => token,
-            Err(r) => {
-                h.out.push(rejected(id, Operation::Delete, &r, now));
-                return Ok(());
-            }
-        };
         let Some(mut stored) = t.load(id)?.filter(|s| s.shadow.exists) else {
             h.out.push(rejected(
                 id,
@@ -325,32 +173,19 @@ impl Service {
         Ok(())
     }
 
-    fn sync_up(
+    /// `sync/up`: merges an agent's changes, answers with what it lacks
+    /// and tells the shadow's other subscribers and agents. The message was
+    /// decoded, and its replica id checked against its sender, before it
+    /// was queued.
+    pub fn sync_up(
         &self,
         t: &mut Tables<'_>,
         id: &ShadowId,
-        payload: &[u8],
+        up: &SyncUp,
         client: &str,
         now: u64,
         h: &mut Handled,
     ) -> Result<(), StoreError> {
-        let up = match SyncUp::from_cbor(payload, self.limits.max_depth) {
-            Ok(up) => up,
-            Err(e) => {
-                tracing::warn!(client, shadow = %id, error = %e, "dropping an unreadable sync/up");
-                return Ok(());
-            }
-        };
-        // An agent's replica id is `a:` and the client id it chose; inside
-        // the broker the id carries its principal's tag too.
-        match ReplicaId::agent(crate::identity::external_client_id(client)) {
-            Ok(expected) if expected == up.replica => {}
-            _ => {
-                tracing::warn!(client, replica = %up.replica, shadow = %id,
-                    "dropping a sync/up whose replica id is not a:<client id>");
-                return Ok(());
-            }
-        }
         let mut stored = t.load(id)?.unwrap_or_default();
         let previous = stored.shadow.clone();
         let outcome = stored.shadow.merge(&up.changes);
@@ -381,7 +216,7 @@ impl Service {
             kind: "sync",
             client,
             replica: &up.replica,
-            what: self.sent_leaves(&up, &outcome.changed),
+            what: self.sent_leaves(up, &outcome.changed),
         });
         self.save(t, id, &mut stored, change, now)?;
         // The reply: everything the agent lacks, with our vector, which now

@@ -14,7 +14,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use x509_parser::num_bigint::BigUint;
 
-use super::TlsError;
+use super::error::TlsError;
 
 const WHAT: &str = "certificate revocation list";
 
