@@ -157,6 +157,23 @@ impl Store {
             }
             other => other.db()?,
         };
+        Store::with_tables(db)
+    }
+
+    /// A store in memory, gone when dropped: for tests and tools that need
+    /// the real tables and transactions without a disk.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Store::with_backend(redb::backends::InMemoryBackend::new())
+    }
+
+    /// A store over any redb backend, such as one that injects faults to
+    /// test what a failed commit does.
+    pub fn with_backend(backend: impl redb::StorageBackend) -> Result<Store, StoreError> {
+        let db = redb::Builder::new().create_with_backend(backend).db()?;
+        Store::with_tables(db)
+    }
+
+    fn with_tables(db: redb::Database) -> Result<Store, StoreError> {
         let txn = db.begin_write().db()?;
         txn.open_table(SHADOWS).db()?;
         txn.open_table(HISTORY).db()?;
