@@ -42,6 +42,19 @@ pub(crate) fn bin_dir(flag: Option<&Path>) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// `bins/name`, or an error that says how to build it: cargo does not build
+/// these beside `shade-bench` unless asked.
+fn binary(bins: &Path, name: &str) -> Result<PathBuf> {
+    let bin = bins.join(name);
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p shade-broker -p shade-agent -p shade-bench`, or pass --bin-dir",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
 /// Raises the soft limit of open files to the hard limit (10,000 client
 /// connections need 10,000 descriptors in this process). Returns the limit.
 pub(crate) fn raise_nofile() -> u64 {
@@ -306,7 +319,7 @@ impl Shade {
         let mut shade = Shade {
             port: free_port()?,
             dir,
-            bin: bins.join("shade"),
+            bin: binary(bins, "shade")?,
             proc: None,
             runs: 0,
         };
@@ -417,7 +430,7 @@ impl Mosquitto {
 /// Its output is read while it runs (`state --json` of a large replica
 /// prints megabytes, more than a pipe holds).
 pub(crate) fn agent_cli(bins: &Path, args: &[String], within: Duration) -> Result<String> {
-    let child = Command::new(bins.join("shade-agent"))
+    let child = Command::new(binary(bins, "shade-agent")?)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -451,7 +464,7 @@ pub(crate) fn agent_cli(bins: &Path, args: &[String], within: Duration) -> Resul
 
 /// `shade-agent run --config FILE`, killed by pid when dropped.
 pub(crate) fn agent_run(bins: &Path, config: &Path, log: PathBuf) -> Result<Proc> {
-    let mut cmd = Command::new(bins.join("shade-agent"));
+    let mut cmd = Command::new(binary(bins, "shade-agent")?);
     cmd.arg("run")
         .arg("--config")
         .arg(config)

@@ -9,9 +9,12 @@
 //! for the CPU: the figures are for both together.
 //!
 //! ```text
-//! cargo build --release --workspace
+//! cargo build --release -p shade-broker -p shade-agent -p shade-bench
 //! target/release/shade-bench throughput --devices 50 --seconds 10 --runs 3 --out t.json
 //! ```
+//!
+//! `cargo run --release -p shade-bench -- throughput ...` runs the same once
+//! `shade` and `shade-agent` are built: cargo builds only this binary for it.
 //!
 //! # Layout
 //!
