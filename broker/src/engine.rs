@@ -7,8 +7,6 @@
 //! When the request queue is full, the sender waits, which stops the
 //! service from reading the broker link, which pushes back on publishers.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use tokio::sync::mpsc;
 
 use crate::credentials::Credentials;
@@ -18,12 +16,7 @@ use crate::store::{Store, StoreError};
 
 /// Wall-clock milliseconds since the Unix epoch: the one clock read of the
 /// broker; the model gets time as an argument.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use shade_client::now_ms;
 
 /// Handle to a running store thread.
 #[derive(Debug)]
