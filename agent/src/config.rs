@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use shade_client::{BrokerUrl, ClientConfig, ClientError, ClientIdentity, TlsFiles};
 use shade_shared::{Policies, Policy, ReplicaId, ShadowId, ShadowName, ThingName};
-use tokio_rustls::rustls::ClientConfig;
-
-use crate::tls::{self, TlsError, TlsFiles};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +24,7 @@ pub enum ConfigError {
     Invalid { key: &'static str, problem: String },
     /// A `ca`, `cert` or `key` file that cannot be used (the error names it).
     #[error("TLS: {0}")]
-    Tls(#[from] TlsError),
+    Tls(#[from] ClientError),
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -80,8 +78,8 @@ pub struct Overrides {
 /// The validated configuration of a running agent.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub host: String,
-    pub port: u16,
+    /// `broker`, default `mqtt://127.0.0.1:1883`.
+    pub broker: BrokerUrl,
     /// `mqtts://`: the TLS client configuration, built from `ca`, `cert`
     /// and `key` when the config is loaded; `None`: plain TCP.
     pub tls: Option<Arc<ClientConfig>>,
@@ -119,51 +117,6 @@ impl AgentConfig {
     }
 }
 
-/// Where the broker listens, from `mqtt://HOST:PORT` (plain TCP, port
-/// 1883 by default) or `mqtts://HOST:PORT` (TLS, port 8883 by default).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-/// Parses a broker URL (the scheme and the port are optional).
-pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, String> {
-    let (tls, rest) = match url.split_once("://") {
-        Some(("mqtt" | "tcp", rest)) => (false, rest),
-        Some(("mqtts" | "ssl", rest)) => (true, rest),
-        Some(_) => {
-            return Err(format!(
-                "{url:?}: only mqtt://HOST:PORT and mqtts://HOST:PORT are supported"
-            ))
-        }
-        None => (false, url),
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        // An IPv6 address without a port: [::1]
-        Some(_) if rest.starts_with('[') && rest.ends_with(']') => (rest, None),
-        Some((h, p)) => (
-            h,
-            Some(
-                p.parse::<u16>()
-                    .map_err(|_| format!("{url:?}: bad port {p:?}"))?,
-            ),
-        ),
-        None => (rest, None),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("{url:?}: no host"));
-    }
-    Ok(BrokerUrl {
-        host: host.to_owned(),
-        port: port.unwrap_or(if tls { 8883 } else { 1883 }),
-        tls,
-    })
-}
-
 /// Checks the TLS keys against the broker URL and builds the client
 /// configuration of an `mqtts://` broker.
 fn tls_config(
@@ -185,12 +138,15 @@ fn tls_config(
         };
     }
     let identity = match (cert, key) {
-        (Some(cert), Some(key)) => Some((cert, key)),
+        (Some(cert), Some(key)) => Some(ClientIdentity { cert, key }),
         (None, None) => None,
         (Some(_), None) => return Err(invalid("key", "required with cert (--key FILE)")),
         (None, Some(_)) => return Err(invalid("cert", "required with key (--cert FILE)")),
     };
-    Ok(Some(tls::client_config(&TlsFiles { ca, identity })?))
+    Ok(Some(shade_client::client_config(&TlsFiles {
+        ca,
+        identity,
+    })?))
 }
 
 fn policy(key: &'static str, s: Option<String>) -> Result<Policy, ConfigError> {
@@ -220,7 +176,9 @@ impl AgentConfig {
             .clone()
             .or(raw.broker)
             .unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
-        let url = parse_broker_url(&broker).map_err(|e| invalid("broker", e))?;
+        let url: BrokerUrl = broker
+            .parse()
+            .map_err(|e: ClientError| invalid("broker", e.to_string()))?;
         let tls = tls_config(
             &url,
             o.ca.clone().or(raw.ca),
@@ -264,8 +222,7 @@ impl AgentConfig {
             ));
         }
         Ok(AgentConfig {
-            host: url.host,
-            port: url.port,
+            broker: url,
             tls,
             username: o.username.clone().or(raw.username),
             password: o.password.clone().or(raw.password),
@@ -325,34 +282,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn broker_urls_parse() {
-        let url = |host: &str, port, tls| BrokerUrl {
-            host: host.into(),
-            port,
-            tls,
+    fn a_bad_broker_url_is_refused_under_its_key() {
+        let o = Overrides {
+            thing: Some("lamp".into()),
+            broker: Some("http://x:1".into()),
+            ..Overrides::default()
         };
-        assert_eq!(
-            parse_broker_url("mqtt://127.0.0.1:1884"),
-            Ok(url("127.0.0.1", 1884, false))
+        let e = AgentConfig::load(None, &o).expect_err("http://");
+        assert!(
+            e.to_string().starts_with("config key `broker`: http://"),
+            "{e}"
         );
-        assert_eq!(
-            parse_broker_url("localhost"),
-            Ok(url("localhost", 1883, false))
-        );
-        assert_eq!(
-            parse_broker_url("mqtts://broker.lan"),
-            Ok(url("broker.lan", 8883, true))
-        );
-        assert_eq!(
-            parse_broker_url("mqtts://[::1]:18883"),
-            Ok(url("::1", 18883, true))
-        );
-        assert_eq!(
-            parse_broker_url("mqtts://[::1]"),
-            Ok(url("::1", 8883, true))
-        );
-        assert!(parse_broker_url("http://x:1").is_err());
-        assert!(parse_broker_url("mqtt://x:port").is_err());
+        let o = Overrides {
+            broker: Some("mqtts://broker.lan".into()),
+            ..o
+        };
+        // No CA file and perhaps no system roots: either way the URL parsed.
+        if let Ok(c) = AgentConfig::load(None, &o) {
+            assert_eq!((c.broker.port, c.tls.is_some()), (8883, true));
+        }
     }
 
     #[test]
@@ -400,7 +348,7 @@ mod tests {
         };
         let c = AgentConfig::load(None, &o).expect("valid");
         assert_eq!(c.client_id, "shade-agent-lamp");
-        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 1883));
+        assert_eq!((c.broker.host.as_str(), c.broker.port), ("127.0.0.1", 1883));
     }
 
     #[test]

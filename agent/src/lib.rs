@@ -24,10 +24,12 @@
 //! - [`config`]: `agent.toml` and flags, validated.
 //! - [`replica`]: the local replica in redb; pending changes; durability.
 //! - [`link`]: the sync loop over rumqttc: connect, backoff, SyncUp/SyncDown.
-//! - [`tls`]: the rustls client configuration of an `mqtts://` broker.
 //! - [`hook`]: runs `--on-desired` when desired differs from reported.
 //! - [`local`]: the Unix socket that lets `report`/`desire`/`state` reach a running agent.
 //! - [`kv`]: `KEY=VALUE` arguments.
+//!
+//! Broker URLs, the rustls client configuration, the rumqttc options and
+//! the wall clock come from `shade-client`, which the `shade` CLI uses too.
 
 pub mod config;
 pub mod hook;
@@ -35,12 +37,11 @@ pub mod kv;
 pub mod link;
 pub mod local;
 pub mod replica;
-pub mod tls;
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
+use shade_client::now_ms;
 use shade_shared::{Patch, Section};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -70,14 +71,6 @@ pub struct DesiredChange {
     /// Whether the broker (a dashboard, another writer) made the change,
     /// rather than a local `desire`.
     pub from_broker: bool,
-}
-
-/// Wall-clock milliseconds; the only clock read of the agent.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// State shared by the agent's tasks.

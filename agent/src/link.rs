@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use shade_client::Credentials;
 use shade_shared::sync::SyncDown;
 use shade_shared::topic::Topic;
 use shade_shared::Section;
@@ -35,21 +36,20 @@ pub fn backoff(failures: u32, min: Duration, max: Duration, rng: &mut impl Rng) 
 
 pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let c = &shared.config;
-    let mut options = MqttOptions::new(c.client_id.clone(), c.host.clone(), c.port);
+    // A user name without a password (or the reverse) sends neither.
+    let credentials = match (&c.username, &c.password) {
+        (Some(username), Some(password)) => Some(Credentials {
+            username: username.clone(),
+            password: password.clone(),
+        }),
+        _ => None,
+    };
+    // The replica is the session: a clean session each time (set by
+    // `mqtt_options`), and a full resync on every connect.
+    let mut options =
+        shade_client::mqtt_options(c.client_id.clone(), &c.broker, c.tls.clone(), credentials);
     options.set_keep_alive(c.keep_alive);
-    // The replica is the session: a clean session each time, and a full
-    // resync on every connect.
-    options.set_clean_session(true);
     options.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
-    if let (Some(u), Some(p)) = (&c.username, &c.password) {
-        options.set_credentials(u.clone(), p.clone());
-    }
-    if let Some(tls) = &c.tls {
-        // rumqttc checks the server's certificate against `c.host`.
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            tls.clone(),
-        )));
-    }
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let down_topic = Topic::sync_down(&c.shadow);
     let up_topic = Topic::sync_up(&c.shadow);
@@ -65,7 +65,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     failures = 0;
                     subscribed = false;
-                    tracing::info!(broker = %format!("{}:{}", c.host, c.port), tls = c.tls.is_some(), "connected");
+                    tracing::info!(broker = %format!("{}:{}", c.broker.host, c.broker.port), tls = c.tls.is_some(), "connected");
                     if let Err(e) = client.try_subscribe(down_topic.clone(), QoS::AtLeastOnce) {
                         tracing::warn!(error = %e, "cannot subscribe to sync/down");
                     }

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 use shade_agent::config::{AgentConfig, Overrides};
 use shade_agent::local::{self, LocalError, Request};
 use shade_agent::replica::{self, Replica, ReplicaError};
-use shade_agent::{kv, now_ms, Agent};
+use shade_agent::{kv, Agent};
+use shade_client::now_ms;
 use shade_shared::{Patch, Policies, Section};
 
 #[derive(Debug, Parser)]

@@ -423,7 +423,7 @@ impl Replica {
         let mut shadow = Shadow::new();
         let outcome = shadow.merge(&down.changes);
         for (section, patch) in mine {
-            shadow.write(&me, section, &Patch::Merge(patch), crate::now_ms());
+            shadow.write(&me, section, &Patch::Merge(patch), shade_client::now_ms());
         }
         shadow.version = down.version;
         shadow.collect_tombstones(&down.stable);

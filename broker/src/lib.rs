@@ -7,7 +7,6 @@
 //! order they are declared here (a test, `tests/layers.rs`, holds every
 //! crate of the workspace to that). Where a change goes:
 //!
-//! - [`clock`]: the wall clock, read in one place.
 //! - [`identity`]: who is who: principals (config users, devices), their
 //!   tags, and the stamped client id `<tag>|<client id>` that carries them.
 //! - [`wire`]: MQTT framing that rumqttd's codecs lack: the protocol level
@@ -33,8 +32,6 @@
 //!   ([`serve::writer`]) and SIGHUP ([`serve::reload`]).
 //! - [`cli`]: the operator commands, online over MQTT or offline over a
 //!   stopped broker's data.
-
-pub mod clock;
 
 pub mod identity;
 

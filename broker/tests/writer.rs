@@ -114,7 +114,10 @@ fn an_update_is_accepted_announced_and_read_back() {
 fn get_and_delete_of_a_missing_shadow_are_404() {
     let w = writer(Store::in_memory().expect("store"));
     let out = w.commit([&get(), &delete()], NOW);
-    assert_eq!(reply(&out, "$aws/things/lamp/shadow/get/rejected")["code"], 404);
+    assert_eq!(
+        reply(&out, "$aws/things/lamp/shadow/get/rejected")["code"],
+        404
+    );
     assert_eq!(
         reply(&out, "$aws/things/lamp/shadow/delete/rejected")["code"],
         404
@@ -139,8 +142,14 @@ fn delete_clears_the_retained_state_and_the_version_goes_on() {
         .expect("a state message");
     assert!(state.retain && state.payload.is_empty(), "{state:?}");
     let out = w.commit([&get()], NOW + 2);
-    assert_eq!(reply(&out, "$aws/things/lamp/shadow/get/rejected")["code"], 404);
-    let out = w.commit([&update(&w, json!({"state":{"reported":{"on":false}}}))], NOW + 3);
+    assert_eq!(
+        reply(&out, "$aws/things/lamp/shadow/get/rejected")["code"],
+        404
+    );
+    let out = w.commit(
+        [&update(&w, json!({"state":{"reported":{"on":false}}}))],
+        NOW + 3,
+    );
     assert_eq!(
         reply(&out, "$aws/things/lamp/shadow/update/accepted")["version"],
         3,
@@ -287,19 +296,16 @@ fn a_failed_commit_answers_every_change_of_the_batch_with_a_500() {
     .expect("store");
     let w = writer(store);
     failing.store(true, Ordering::SeqCst);
-    let first = update(
-        &w,
-        json!({"state":{"desired":{"a":1}},"clientToken":"one"}),
-    );
-    let second = update(
-        &w,
-        json!({"state":{"desired":{"b":2}},"clientToken":"two"}),
-    );
+    let first = update(&w, json!({"state":{"desired":{"a":1}},"clientToken":"one"}));
+    let second = update(&w, json!({"state":{"desired":{"b":2}},"clientToken":"two"}));
     let out = w.commit([&first, &second], NOW);
     let rejected: Vec<Value> = out
         .iter()
         .map(|o| {
-            assert_eq!(o.topic, "$aws/things/lamp/shadow/update/rejected", "{out:?}");
+            assert_eq!(
+                o.topic, "$aws/things/lamp/shadow/update/rejected",
+                "{out:?}"
+            );
             serde_json::from_slice(&o.payload).expect("JSON")
         })
         .collect();
@@ -326,7 +332,10 @@ fn device_changes_reach_the_credentials_only_after_their_commit() {
     };
     assert!(!w.credentials.has_device("lamp"));
     let out = w.commit([&request], NOW);
-    assert!(w.credentials.has_device("lamp"), "the device may log in after the commit");
+    assert!(
+        w.credentials.has_device("lamp"),
+        "the device may log in after the commit"
+    );
     assert!(w.credentials.verify_device("lamp", "s3cret"));
     assert_eq!(out.len(), 1, "{out:?}");
     let answer: Value = serde_json::from_slice(&out[0].payload).expect("JSON");

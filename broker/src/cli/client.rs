@@ -14,15 +14,16 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS,
-    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, TlsError, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode, TlsError,
 };
 use serde_json::{Map, Value};
+use shade_client::{BrokerUrl, Credentials};
 use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::ShadowId;
 use tokio::time::{timeout_at, Instant};
 
-use super::{BrokerArgs, BrokerUrl, CliError};
+use super::{BrokerArgs, CliError};
 use crate::ops;
 
 /// Largest packet accepted from the broker: a list page or a full document
@@ -104,24 +105,20 @@ impl Session {
     /// TLS for an `mqtts://` broker.
     pub async fn connect(args: &BrokerArgs) -> Result<Session, CliError> {
         let tls = args.tls()?;
-        let mut options = MqttOptions::new(
+        // Either flag sends both, the missing one empty.
+        let credentials =
+            (args.username.is_some() || args.password.is_some()).then(|| Credentials {
+                username: args.username.clone().unwrap_or_default(),
+                password: args.password.clone().unwrap_or_default(),
+            });
+        let mut options = shade_client::mqtt_options(
             format!("shade-cli-{}", token()),
-            args.broker.host.clone(),
-            args.broker.port,
+            &args.broker,
+            tls,
+            credentials,
         );
         options.set_keep_alive(Duration::from_secs(30));
-        options.set_clean_session(true);
         options.set_max_packet_size(MAX_INCOMING, MAX_OUTGOING);
-        if args.username.is_some() || args.password.is_some() {
-            options.set_credentials(
-                args.username.clone().unwrap_or_default(),
-                args.password.clone().unwrap_or_default(),
-            );
-        }
-        if let Some(config) = tls {
-            // rumqttc checks the certificate against the broker's host.
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
-        }
         let (client, mut events) = AsyncClient::new(options, CHANNEL);
         let deadline = Instant::now() + args.timeout;
         let connect_error = |reason: String| CliError::Connect {

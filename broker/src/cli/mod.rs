@@ -28,22 +28,19 @@
 //!   [`watch`], [`history`], [`conflicts`], [`device`] (`add`, `list`,
 //!   `remove`), [`password`] (`hash-password`).
 
-use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::Args;
+use shade_client::{BrokerUrl, ClientConfig, ClientIdentity, TlsFiles};
 use shade_shared::{Policies, ShadowId, ShadowName, ThingName};
-use tokio_rustls::rustls::ClientConfig;
 
 use crate::auth::credentials::CredentialsError;
 use crate::config::{Config, ConfigError, Overrides};
-use crate::front::tls::{self, ClientIdentity};
 use crate::store::{ReadStore, StoreError};
 
 pub mod client;
@@ -57,78 +54,6 @@ pub mod password;
 pub mod query;
 pub mod update;
 pub mod watch;
-
-/// Where a broker listens: `mqtt://HOST:PORT` (plain TCP, the port
-/// defaults to 1883) or `mqtts://HOST:PORT` (TLS, default 8883; the
-/// server's certificate must name HOST).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub host: String,
-    pub port: u16,
-    /// `mqtts://`: MQTT over TLS.
-    pub tls: bool,
-}
-
-impl FromStr for BrokerUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (tls, rest) = match s.split_once("://") {
-            Some(("mqtt" | "tcp", rest)) => (false, rest),
-            Some(("mqtts" | "ssl", rest)) => (true, rest),
-            Some((scheme, _)) => {
-                return Err(format!(
-                    "{scheme}:// is not supported; use mqtt://HOST:PORT or mqtts://HOST:PORT"
-                ));
-            }
-            None => (false, s),
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            // [::1]:1883
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{s:?}: missing ] after an IPv6 address"))?;
-            match after {
-                "" => (host, None),
-                p => (host, Some(p.strip_prefix(':').unwrap_or(p))),
-            }
-        } else {
-            match rest.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() || host.contains('/') {
-            return Err(format!(
-                "{s:?} is not a broker address like mqtt://127.0.0.1:1883"
-            ));
-        }
-        let port = match port {
-            None if tls => 8883,
-            None => 1883,
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("{s:?}: {p:?} is not a port number"))?,
-        };
-        Ok(BrokerUrl {
-            host: host.to_owned(),
-            port,
-            tls,
-        })
-    }
-}
-
-impl fmt::Display for BrokerUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
-        }
-    }
-}
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -195,7 +120,11 @@ impl BrokerArgs {
             }),
             _ => None,
         };
-        tls::client_config(self.ca.as_deref(), identity.as_ref())
+        let files = TlsFiles {
+            ca: self.ca.clone(),
+            identity,
+        };
+        shade_client::client_config(&files)
             .map(Some)
             .map_err(|e| CliError::Usage(e.to_string()))
     }
@@ -257,11 +186,7 @@ pub fn shadow_id(thing: ThingName, name: Option<ShadowName>) -> ShadowId {
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use shade_client::now_ms;
 
 /// Why a command failed: each prints as the one line after `shade: `.
 #[derive(Debug, thiserror::Error)]
@@ -367,46 +292,6 @@ pub fn execute(command: impl Future<Output = Result<(), CliError>>) -> ExitCode 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn url(s: &str) -> Result<BrokerUrl, String> {
-        s.parse()
-    }
-
-    #[test]
-    fn broker_urls_parse_and_print_back() {
-        let u = url("mqtt://127.0.0.1:18830").expect("valid");
-        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 18830));
-        assert_eq!(u.to_string(), "mqtt://127.0.0.1:18830");
-        assert_eq!(url("mqtt://broker.lan").expect("valid").port, 1883);
-        assert_eq!(url("localhost:1884").expect("valid").port, 1884);
-        let v6 = url("mqtt://[::1]:1885").expect("valid");
-        assert_eq!((v6.host.as_str(), v6.port), ("::1", 1885));
-        assert_eq!(v6.to_string(), "mqtt://[::1]:1885");
-        assert!(!v6.tls);
-    }
-
-    #[test]
-    fn mqtts_urls_select_tls_with_port_8883_by_default() {
-        let u = url("mqtts://broker.lan").expect("valid");
-        assert_eq!((u.host.as_str(), u.port, u.tls), ("broker.lan", 8883, true));
-        assert_eq!(u.to_string(), "mqtts://broker.lan:8883");
-        let u = url("mqtts://127.0.0.1:18883").expect("valid");
-        assert_eq!((u.port, u.tls), (18883, true));
-        assert_eq!(
-            url("ssl://[::1]").expect("valid").to_string(),
-            "mqtts://[::1]:8883"
-        );
-    }
-
-    #[test]
-    fn broker_urls_refuse_what_cannot_be_reached() {
-        assert!(url("ws://host:8080")
-            .expect_err("websocket")
-            .contains("not supported"));
-        assert!(url("mqtt://host:port").is_err());
-        assert!(url("mqtt://:1883").is_err());
-        assert!(url("mqtt://host:70000").is_err());
-    }
 
     #[test]
     fn rejections_name_the_cause_first() {

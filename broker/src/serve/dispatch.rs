@@ -15,13 +15,13 @@ use shade_shared::{Limits, ReplicaId, ShadowId};
 
 use tokio::sync::mpsc;
 
-use crate::clock::now_ms;
 use crate::config::Rates;
 use crate::identity::external_client_id;
 use crate::ops::{self, OpsRequest};
 use crate::router::{BrokerHandle, Inbound};
 use crate::serve::admission::{InFlight, RateLimiter, Slot};
 use crate::serve::request::{Queued, Request};
+use shade_client::now_ms;
 
 /// Owned by `shade serve`'s main loop: one task, so no locks on the rates.
 #[derive(Debug)]

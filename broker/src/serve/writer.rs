@@ -12,13 +12,13 @@ use tokio::sync::mpsc;
 use shade_shared::Policies;
 
 use crate::auth::credentials::Credentials;
-use crate::clock::now_ms;
 use crate::identity::Principals;
 use crate::ops;
 use crate::router::Outbound;
 use crate::serve::request::{Queued, Request};
 use crate::shadow::{Handled, Service};
 use crate::store::{Store, StoreError, Tables};
+use shade_client::now_ms;
 
 /// What the store thread holds: the store, what each request does to
 /// it, and the shared device credentials it keeps in step with the
