@@ -15,9 +15,8 @@
 //! without dropping every connected client; a file that does not load
 //! keeps the previous settings in force.
 //!
-//! [`client_config`] is the other side, for the operator CLI's `mqtts://`
-//! connections: the roots it trusts (`--ca`, else the system's) and an
-//! optional client certificate (`--cert`, `--key`).
+//! The client side (the CLI's and the agent's `mqtts://`) is in the
+//! `shade-client` crate.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -25,7 +24,7 @@ use std::sync::{Arc, RwLock};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 
 mod error;
 
@@ -144,69 +143,6 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    Ok(Arc::new(config))
-}
-
-/// A client certificate and its private key, PEM files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// The rustls client configuration of an `mqtts://` connection: trusts the
-/// certificates of `ca` (PEM), or the system's roots when `ca` is `None`,
-/// and presents `identity` when given. The server name checked is the host
-/// the caller connects to (rumqttc takes it from the broker address).
-pub fn client_config(
-    ca: Option<&Path>,
-    identity: Option<&ClientIdentity>,
-) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    match ca {
-        Some(ca) => {
-            for cert in read_certs("CA certificate", ca)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| TlsError::Rustls(format!("CA {}: {e}", ca.display())))?;
-            }
-        }
-        None => {
-            // Unreadable entries of the system store are skipped; an empty
-            // store would refuse every server, so it is an error here.
-            let native = rustls_native_certs::load_native_certs();
-            let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-            if added == 0 {
-                return Err(TlsError::Rustls(
-                    "no system root certificates found; name the broker's CA with --ca FILE"
-                        .to_owned(),
-                ));
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_root_certificates(roots);
-    let config = match identity {
-        None => builder.with_no_client_auth(),
-        Some(id) => {
-            let certs = read_certs("client certificate", &id.cert)?;
-            let key = PrivateKeyDer::from_pem_file(&id.key).map_err(|e| TlsError::Read {
-                what: "private key",
-                path: id.key.clone(),
-                reason: e.to_string(),
-            })?;
-            builder.with_client_auth_cert(certs, key).map_err(|e| {
-                TlsError::Rustls(format!(
-                    "client certificate {} with key {}: {e}",
-                    id.cert.display(),
-                    id.key.display()
-                ))
-            })?
-        }
-    };
     Ok(Arc::new(config))
 }
 
