@@ -533,6 +533,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_empty_thing_name_in_a_request_is_a_name_error() {
+        let got = Topic::parse("$aws/things//shadow/get");
+        assert!(
+            matches!(
+                got,
+                Err(TopicError::Name {
+                    source: NameError::Empty { kind: "thing" },
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+    }
+
     fn id(thing: &str, shadow: Option<&str>) -> ShadowId {
         ShadowId {
             thing: ThingName::new(thing).expect("valid thing"),
@@ -634,10 +649,8 @@ mod tests {
             ("$aws/thingz/x/shadow/get", "foreign"),
             ("shade/thing/x/state", "foreign"),
             ("$aws/things/", "empty"),
-            ("$aws/things//shadow/get", "empty"),
             ("$aws/things/x/shadow/get/", "empty"),
             ("$aws/things/x/shadow//get", "empty"),
-            ("$aws/things/x/shadow/name//get", "empty"),
             ("shade/things/x/state/", "empty"),
             ("shade/things/x/shadows//state", "empty"),
             ("$aws/things/+/shadow/get", "wildcard"),
@@ -661,6 +674,8 @@ mod tests {
             ("$aws/things/x/shadow/name/fw/put/accepted", "op"),
             ("$aws/things/x/shadow/get/maybe", "reply"),
             ("$aws/things/my lamp/shadow/get", "name"),
+            ("$aws/things//shadow/get", "name"),
+            ("$aws/things/x/shadow/name//get", "name"),
             ("$aws/things/x/shadow/name/f.w/update", "name"),
             ("shade/things/lämpe/state", "name"),
         ];
