@@ -21,22 +21,30 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: `agent.toml` and flags, validated.
-//! - [`replica`]: the local replica in redb; pending changes; durability.
-//! - [`link`]: the sync loop over rumqttc: connect, backoff, SyncUp/SyncDown.
-//! - [`hook`]: runs `--on-desired` when desired differs from reported.
-//! - [`local`]: the Unix socket that lets `report`/`desire`/`state` reach a running agent.
+//! The modules are floors, declared bottom-up: each uses only those
+//! declared before it (`tests/tests/layers.rs` checks it).
+//!
 //! - [`kv`]: `KEY=VALUE` arguments.
+//! - [`replica`]: the local replica in redb; pending changes; durability.
+//! - [`config`]: `agent.toml` and flags, validated.
+//! - [`hook`]: runs `--on-desired` when desired differs from reported.
+//! - [`link`]: the sync loop over rumqttc: connect, backoff, SyncUp/SyncDown.
+//! - [`local`]: the Unix socket that lets `report`/`desire`/`state` reach a running agent.
 //!
 //! Broker URLs, the rustls client configuration, the rumqttc options and
 //! the wall clock come from `shade-client`, which the `shade` CLI uses too.
 
-pub mod config;
-pub mod hook;
 pub mod kv;
-pub mod link;
-pub mod local;
+
 pub mod replica;
+
+pub mod config;
+
+pub mod hook;
+
+pub mod link;
+
+pub mod local;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

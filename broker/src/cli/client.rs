@@ -23,7 +23,7 @@ use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::ShadowId;
 use tokio::time::{timeout_at, Instant};
 
-use super::{BrokerArgs, CliError};
+use super::args::{BrokerArgs, CliError};
 use crate::ops;
 
 /// Largest packet accepted from the broker: a list page or a full document

@@ -5,9 +5,9 @@
 use clap::Args;
 use shade_shared::ThingName;
 
+use super::args::{CliError, Source};
 use super::output::{local_time, pretty, Out, Paint, Table};
 use super::query::{self, ConflictRecord, Reader};
-use super::{CliError, Source};
 
 pub const EXAMPLES: &str = "\
 Examples:

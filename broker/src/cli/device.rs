@@ -14,9 +14,9 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 use shade_shared::ThingName;
 
+use super::args::{now_ms, open_read_store, BrokerArgs, CliError};
 use super::client::Session;
 use super::output::{local_time, pretty, Out, Paint, Table};
-use super::{now_ms, open_read_store, BrokerArgs, CliError};
 use crate::auth::credentials::{hash_device_secret, new_device_secret};
 use crate::ops::devices::{self, DevicePage, DeviceQuery, MAX_PAGE};
 use crate::store::{Store, StoreError, DB_FILE};

@@ -11,9 +11,9 @@ use shade_shared::document::ConflictSide;
 use shade_shared::topic::Operation;
 use shade_shared::{ShadowName, ThingName};
 
+use super::args::{now_ms, shadow_id, CliError, Source};
 use super::client::Session;
 use super::output::{local_time, pretty, Out, Paint};
-use super::{now_ms, shadow_id, CliError, Source};
 
 pub const EXAMPLES: &str = "\
 Examples:

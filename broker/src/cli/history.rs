@@ -5,9 +5,9 @@ use clap::Args;
 use serde_json::Value;
 use shade_shared::{ShadowName, ThingName};
 
+use super::args::{shadow_id, CliError, Source};
 use super::output::{change_words, local_time, pretty, Out, Paint, Table};
 use super::query::{self, Reader};
-use super::{shadow_id, CliError, Source};
 use crate::store::HistoryEntry;
 
 pub const EXAMPLES: &str = "\

@@ -6,9 +6,9 @@
 
 use clap::Args;
 
+use super::args::{CliError, Source};
 use super::output::{Out, Paint, Table};
 use super::query::{self, ListItem, ListPage, Reader, LIST_PAGE};
-use super::{CliError, Source};
 
 pub const EXAMPLES: &str = "\
 Examples:

@@ -7,7 +7,7 @@ use std::io::{self, IsTerminal, Write};
 
 use serde_json::Value;
 
-use super::CliError;
+use super::args::CliError;
 
 /// ANSI styles, or nothing when stdout is not a terminal (or `NO_COLOR` is set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

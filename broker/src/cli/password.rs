@@ -9,8 +9,8 @@ use std::io::{BufRead, IsTerminal};
 
 use clap::Args;
 
+use super::args::CliError;
 use super::output::Out;
-use super::CliError;
 use crate::auth::credentials::hash_password;
 
 pub const EXAMPLES: &str = "\

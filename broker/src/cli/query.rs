@@ -9,8 +9,8 @@ use serde_json::{json, Map, Value};
 use shade_shared::document::ConflictSide;
 use shade_shared::{Section, ShadowId};
 
+use super::args::{CliError, Offline, Source};
 use super::client::Session;
-use super::{CliError, Offline, Source};
 use crate::ops::{self, Query};
 
 /// Shadows per `list` page: the CLI holds one page at a time.

@@ -7,9 +7,9 @@ use serde_json::{Map, Value};
 use shade_shared::topic::Operation;
 use shade_shared::{ShadowName, ThingName};
 
+use super::args::{shadow_id, BrokerArgs, CliError};
 use super::client::Session;
 use super::output::Out;
-use super::{shadow_id, BrokerArgs, CliError};
 
 pub const UPDATE_EXAMPLES: &str = "\
 Examples:

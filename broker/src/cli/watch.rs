@@ -13,9 +13,9 @@ use serde_json::Value;
 use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::ThingName;
 
+use super::args::{now_ms, BrokerArgs, CliError};
 use super::client::Session;
 use super::output::{diff_words, local_time, Out, Paint};
-use super::{now_ms, BrokerArgs, CliError};
 
 pub const EXAMPLES: &str = "\
 Examples:
