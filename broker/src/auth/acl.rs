@@ -21,6 +21,8 @@
 //! [`Access::Filtered`]. A filter naming a thing it may not read is refused
 //! outright with a SUBACK failure.
 
+use shade_shared::topic::OPS_REPLY_PREFIX;
+
 use crate::identity::{DeviceGrants, Principal, Role};
 
 /// How a subscription filter is granted.
@@ -86,7 +88,7 @@ impl Principal {
 
     /// How a subscription to `filter` (as the client wrote it) is granted.
     pub fn subscribe(&self, filter: &str, grants: &DeviceGrants) -> Access {
-        if matches!(self, Principal::Anonymous) || filter.starts_with("shade/ops/reply/") {
+        if matches!(self, Principal::Anonymous) || filter.starts_with(OPS_REPLY_PREFIX) {
             return Access::Full;
         }
         let inner = filter
@@ -142,7 +144,7 @@ impl Principal {
 
     /// May this principal receive a message on `topic` (as clients see it)?
     pub fn may_read(&self, topic: &str, grants: &DeviceGrants) -> bool {
-        if topic.starts_with("shade/ops/reply/") {
+        if topic.starts_with(OPS_REPLY_PREFIX) {
             return true;
         }
         let levels: Vec<&str> = topic.split('/').collect();

@@ -1,6 +1,8 @@
 //! The router's topic namespaces and the mapping of client topics into
 //! and out of them (see the table in the parent module's docs).
 
+use shade_shared::topic::OPS_REPLY_PREFIX as REPLY_PREFIX;
+
 use crate::identity::principal_tag;
 
 pub(super) const CLIENTS: &str = "_c";
@@ -10,7 +12,6 @@ const VOID: &str = "_void";
 /// Replies to `shade/ops/request`, one namespace per principal tag:
 /// `_r/<escaped tag>/<rest>` is `shade/ops/reply/<rest>` to clients.
 const REPLIES: &str = "_r";
-const REPLY_PREFIX: &str = "shade/ops/reply/";
 
 /// Where a client's publish goes, by its topic as the client wrote it.
 #[derive(Debug, PartialEq, Eq)]
