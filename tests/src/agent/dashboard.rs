@@ -1,0 +1,92 @@
+//! [`Dashboard`]: the broker side of an agent test, as an AWS SDK client
+//! would see it.
+
+use serde_json::{json, Value};
+
+use crate::{aws, Mqtt};
+
+/// An MQTT client using the AWS shadow topics, as a dashboard would.
+#[derive(Debug)]
+pub struct Dashboard {
+    pub mqtt: Mqtt,
+    next_token: u64,
+}
+
+impl Dashboard {
+    /// Connects and subscribes to the replies of `get` and `update` of
+    /// every thing.
+    pub async fn connect(port: u16, id: &str) -> Dashboard {
+        let mut mqtt = Mqtt::connect(port, id).await;
+        mqtt.subscribe(&aws("+", "get/+")).await;
+        mqtt.subscribe(&aws("+", "update/accepted")).await;
+        mqtt.subscribe(&aws("+", "update/rejected")).await;
+        Dashboard {
+            mqtt,
+            next_token: 0,
+        }
+    }
+
+    fn token(&mut self) -> String {
+        self.next_token += 1;
+        format!("{}-{}", self.mqtt.id, self.next_token)
+    }
+
+    /// `$aws/things/THING/shadow/get`: the document, or `None` on 404.
+    pub async fn get(&mut self, thing: &str) -> Option<Value> {
+        let token = self.token();
+        let reply = self
+            .mqtt
+            .request(&aws(thing, "get"), &json!({ "clientToken": token }))
+            .await;
+        let body = reply.json();
+        if reply.topic.ends_with("/accepted") {
+            Some(body)
+        } else {
+            assert_eq!(body["code"], 404, "get {thing} was rejected: {reply}");
+            None
+        }
+    }
+
+    /// [`Dashboard::get`] of many things at once: the requests are all
+    /// published before the replies are awaited.
+    pub async fn get_many(&mut self, things: &[&str]) -> Vec<Option<Value>> {
+        let mut tokens = Vec::with_capacity(things.len());
+        for thing in things {
+            let token = self.token();
+            self.mqtt
+                .publish_json(&aws(thing, "get"), &json!({ "clientToken": token }))
+                .await;
+            tokens.push(token);
+        }
+        let mut docs = Vec::with_capacity(things.len());
+        for (thing, token) in things.iter().zip(&tokens) {
+            let reply = self.mqtt.reply(token).await;
+            let body = reply.json();
+            if reply.topic.ends_with("/accepted") {
+                docs.push(Some(body));
+            } else {
+                assert_eq!(body["code"], 404, "get {thing} was rejected: {reply}");
+                docs.push(None);
+            }
+        }
+        docs
+    }
+
+    /// `$aws/things/THING/shadow/update` with `{"state": state}`; asserts it
+    /// is accepted and returns the reply.
+    pub async fn update(&mut self, thing: &str, state: Value) -> Value {
+        let token = self.token();
+        let reply = self
+            .mqtt
+            .request(
+                &aws(thing, "update"),
+                &json!({ "state": state, "clientToken": token }),
+            )
+            .await;
+        assert!(
+            reply.topic.ends_with("/accepted"),
+            "update of {thing} was not accepted: {reply}"
+        );
+        reply.json()
+    }
+}
