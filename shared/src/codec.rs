@@ -37,7 +37,7 @@
 
 use crate::cbor::{self, CborError, Reader};
 use crate::changes::{Changes, LeafEntry, RegisterEntry};
-use crate::document::Section;
+use crate::leaf::Section;
 use crate::name::ReplicaId;
 use crate::path;
 use crate::sync::{SyncDown, SyncUp};

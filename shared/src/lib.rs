@@ -61,6 +61,7 @@ mod changes;
 mod codec;
 pub mod document;
 mod index;
+pub mod leaf;
 pub mod limits;
 pub mod merge;
 pub mod name;
@@ -72,7 +73,8 @@ pub mod version;
 mod wire;
 
 pub use aws::{Rejection, UpdateRequest};
-pub use document::{Conflict, Leaf, Patch, Policies, Policy, Rendered, Section, Shadow};
+pub use document::{Conflict, Patch, Policies, Policy, Rendered, Shadow};
+pub use leaf::{Leaf, Section};
 pub use limits::Limits;
 pub use merge::{Changes, LeafRef, MergeOutcome, PathLeaves, RegisterRef};
 pub use name::{NameError, ReplicaId, ShadowId, ShadowName, ThingName};

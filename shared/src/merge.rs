@@ -49,8 +49,10 @@ use std::cell::Cell;
 
 pub use crate::changes::{Changes, LeafRef, PathLeaves, RegisterRef};
 
-use crate::document::{Leaf, Path, Register, Section, Shadow};
+use crate::document::Shadow;
+use crate::leaf::{Leaf, Register, Section};
 use crate::name::ReplicaId;
+use crate::path::Path;
 use crate::version::{Dot, VersionVector};
 
 /// What a merge did.

@@ -170,7 +170,8 @@ impl<'de> cbor4ii::core::dec::Read<'de> for LimitedReader<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::document::{Patch, Section, Shadow};
+    use crate::document::{Patch, Shadow};
+    use crate::leaf::Section;
 
     fn replica(s: &str) -> ReplicaId {
         ReplicaId::new(s).expect("valid replica id")
@@ -245,7 +246,7 @@ mod tests {
         let up = |keys: usize, value: serde_json::Value| {
             let path = crate::document::Path::from_keys(std::iter::repeat_n("k", keys));
             let mut vv = VersionVector::new();
-            let leaf = crate::document::Leaf {
+            let leaf = crate::leaf::Leaf {
                 value: crate::value::LeafValue::from_json(&value),
                 dot: vv.next_dot(&a),
                 ts: crate::version::Timestamp::from_ms(5),

@@ -7,7 +7,7 @@
 //! buffer costs what the fixed stores save.
 
 use crate::cbor;
-use crate::document::Section;
+use crate::leaf::Section;
 use crate::merge::Changes;
 use crate::path::Keys;
 use crate::sync::{SyncDown, SyncUp};
