@@ -38,9 +38,9 @@
 use crate::cbor::{self, CborError, Reader};
 use crate::changes::{Changes, LeafEntry, RegisterEntry};
 use crate::leaf::Section;
+use crate::message::{SyncDown, SyncUp};
 use crate::name::ReplicaId;
 use crate::path;
-use crate::sync::{SyncDown, SyncUp};
 use crate::value::LeafValue;
 use crate::version::{VersionVector, MAX_COUNTER};
 

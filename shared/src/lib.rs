@@ -64,6 +64,7 @@ mod index;
 pub mod leaf;
 pub mod limits;
 pub mod merge;
+mod message;
 pub mod name;
 pub mod path;
 pub mod sync;

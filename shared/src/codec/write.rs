@@ -7,10 +7,10 @@
 //! buffer costs what the fixed stores save.
 
 use crate::cbor;
+use crate::changes::Changes;
 use crate::leaf::Section;
-use crate::merge::Changes;
+use crate::message::{SyncDown, SyncUp};
 use crate::path::Keys;
-use crate::sync::{SyncDown, SyncUp};
 use crate::version::VersionVector;
 
 // Out of line (one call per message) so that profiles name it.
