@@ -130,12 +130,9 @@ impl Shadow {
                     })
                 };
                 wanted.extend(paths.iter().filter(holds));
-                context.add(&crate::version::Dot::new(replica.clone(), counter));
+                context.add(&Dot::new(replica.clone(), counter));
             }
-            context.add(&crate::version::Dot::new(
-                replica.clone(),
-                self.vv.get(replica),
-            ));
+            context.add(&Dot::new(replica.clone(), self.vv.get(replica)));
         }
         let vv = if complete { self.vv.clone() } else { context };
         let mut changes = Changes::new(vv, peer.clone(), !complete);
