@@ -1,10 +1,10 @@
 //! Writing sync messages (the format is in the parent module's docs).
 //!
-//! Plain appends to a `Vec` sized beforehand. A writer by position into a
-//! zeroed buffer, storing heads and short values as fixed-size pieces,
-//! was tried (session 5, docs/BENCHMARKS.md): it ran no faster on the
-//! 100-leaf bench, and slower while the machine was busy, as zeroing the
-//! buffer costs what the fixed stores save.
+//! Plain appends to a `Vec` sized beforehand. Writing by position into a
+//! zeroed buffer, heads and short values as fixed-size stores, is no
+//! faster on the 100-leaf bench and slower on a busy machine
+//! (docs/BENCHMARKS.md): zeroing the buffer costs what the fixed stores
+//! save.
 
 use crate::cbor;
 use crate::changes::Changes;
