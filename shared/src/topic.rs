@@ -9,7 +9,14 @@
 //! shade/things/{thing}/state                                        State
 //! shade/things/{thing}/sync/{up|down}                               SyncUp, SyncDown
 //! shade/things/{thing}/shadows/{shadow}/{state|sync/up|sync/down}   the same, named shadow
+//! shade/ops/request                                                 OPS_REQUEST
+//! shade/ops/reply/{clientToken}                                     OPS_REPLY_PREFIX
 //! ```
+//!
+//! The operator topics carry the broker's queries AWS has no API for
+//! (list, history, conflicts). They name no shadow, so they are constants
+//! rather than [`Topic`]s, but they live here with the rest so that every
+//! topic string of shade is spelled in one place.
 //!
 //! Topics come from clients, so anything else is a [`TopicError`], never a
 //! panic. Names are checked with the rules of [`crate::name`]: a topic that
@@ -30,6 +37,13 @@ use crate::name::{NameError, ShadowId, ShadowName, ThingName};
 pub const AWS_PREFIX: &str = "$aws/things/";
 /// The prefix of every native shade topic.
 pub const NATIVE_PREFIX: &str = "shade/things/";
+/// Where operator clients (the `shade` CLI) publish their queries, as JSON
+/// carrying a `clientToken`; the broker answers each on its reply topic.
+pub const OPS_REQUEST: &str = "shade/ops/request";
+/// The prefix of an operator reply topic; the query's `clientToken`
+/// follows, so that a client can subscribe to the answers to its own
+/// queries (which it does before it sends one).
+pub const OPS_REPLY_PREFIX: &str = "shade/ops/reply/";
 
 /// A shadow operation of the AWS API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -540,6 +554,18 @@ mod tests {
             ),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn operator_topics_are_no_shadow_topics() {
+        let reply = format!("{OPS_REPLY_PREFIX}tok");
+        for topic in [OPS_REQUEST, reply.as_str()] {
+            assert!(
+                matches!(Topic::parse(topic), Err(TopicError::Foreign { .. })),
+                "{topic}"
+            );
+            assert_eq!(bad_request(topic), None, "{topic}");
+        }
     }
 
     fn id(thing: &str, shadow: Option<&str>) -> ShadowId {
