@@ -8,7 +8,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::document::{delta, Patch, Policies, Rendered, Section, Shadow};
+use crate::document::{delta, Patch, Policies, Rendered, Shadow};
+use crate::leaf::Section;
 use crate::limits::{depth, Limits};
 use crate::name::{ReplicaId, ShadowId};
 

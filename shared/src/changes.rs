@@ -19,8 +19,9 @@
 
 use std::fmt;
 
-use crate::document::{Leaf, Path, Register, Section};
+use crate::leaf::{Leaf, Register, Section};
 use crate::name::ReplicaId;
+use crate::path::Path;
 use crate::value::LeafValue;
 use crate::version::{Dot, Timestamp, VersionVector};
 

@@ -9,10 +9,10 @@
 //! [`crate::path`], [`crate::value`]), the rest as plain numbers, so a
 //! message is decoded into a handful of allocations whatever its size.
 //!
-//! The bytes are those serde wrote before (the wire format did not
-//! change): a `SyncUp` is the map `{"replica", "changes"}`, a `SyncDown`
-//! `{"replica", "version", "changes", "stable"}`, and `changes` is
-//! `[vv, since, partial, replicas, paths]`:
+//! The format is fixed, so that agents and brokers of different builds
+//! read each other: a `SyncUp` is the map `{"replica", "changes"}`, a
+//! `SyncDown` `{"replica", "version", "changes", "stable"}`, and
+//! `changes` is `[vv, since, partial, replicas, paths]`:
 //!
 //! - `vv`, `since`: maps of replica id to counter;
 //! - `replicas`: the table of the ids the leaves name, each once (nearly
@@ -28,19 +28,18 @@
 //! [`MAX_COUNTER`](crate::version::MAX_COUNTER) and covered by the
 //! message's vector, values well-formed JSON and not objects, paths of at
 //! least one key, and a leaf's keys plus its value's levels at most the
-//! document depth limit (a 40 kB message holding a path of 20,000 keys
-//! used to overflow the stack of whatever rendered the document). What
-//! no replica writes is refused rather than merged: a hand-made message
-//! with a leaf at no key, or beyond its own vector, used to be merged
-//! into a document that then rendered wrongly or stayed "pending" on
-//! every agent.
+//! document depth limit (a 40 kB message can hold a path of 20,000 keys,
+//! enough to overflow the stack of whatever renders the document). What
+//! no replica writes is refused rather than merged: merged, a hand-made
+//! leaf at no key makes its section render wrongly, and one beyond its
+//! message's own vector stays "pending" on every agent.
 
 use crate::cbor::{self, CborError, Reader};
 use crate::changes::{Changes, LeafEntry, RegisterEntry};
-use crate::document::Section;
+use crate::leaf::Section;
+use crate::message::{SyncDown, SyncUp};
 use crate::name::ReplicaId;
 use crate::path;
-use crate::sync::{SyncDown, SyncUp};
 use crate::value::LeafValue;
 use crate::version::{VersionVector, MAX_COUNTER};
 

@@ -11,8 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::document::{Path, Register, Section};
+use crate::leaf::{Register, Section};
 use crate::name::ReplicaId;
+use crate::path::Path;
 use crate::version::Dot;
 
 /// Counter -> paths that got a leaf with that dot (some stale).

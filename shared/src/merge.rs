@@ -49,8 +49,10 @@ use std::cell::Cell;
 
 pub use crate::changes::{Changes, LeafRef, PathLeaves, RegisterRef};
 
-use crate::document::{Leaf, Path, Register, Section, Shadow};
+use crate::document::Shadow;
+use crate::leaf::{Leaf, Register, Section};
 use crate::name::ReplicaId;
+use crate::path::Path;
 use crate::version::{Dot, VersionVector};
 
 /// What a merge did.
@@ -128,12 +130,9 @@ impl Shadow {
                     })
                 };
                 wanted.extend(paths.iter().filter(holds));
-                context.add(&crate::version::Dot::new(replica.clone(), counter));
+                context.add(&Dot::new(replica.clone(), counter));
             }
-            context.add(&crate::version::Dot::new(
-                replica.clone(),
-                self.vv.get(replica),
-            ));
+            context.add(&Dot::new(replica.clone(), self.vv.get(replica)));
         }
         let vv = if complete { self.vv.clone() } else { context };
         let mut changes = Changes::new(vv, peer.clone(), !complete);

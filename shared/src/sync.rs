@@ -22,55 +22,30 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::merge::Changes;
-use crate::name::ReplicaId;
-use crate::version::VersionVector;
-
-/// Agent -> broker.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyncUp {
-    /// The sending agent's replica id.
-    pub replica: ReplicaId,
-    /// The agent's registers the broker has not seen, and the agent's vector.
-    pub changes: Changes,
-}
-
-/// Broker -> agent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyncDown {
-    /// The broker's replica id.
-    pub replica: ReplicaId,
-    /// AWS `version` of the shadow after this state.
-    pub version: u64,
-    /// The broker's registers the agent has not seen, and the broker's vector.
-    /// Any of the agent's dots this vector covers are durable on the broker.
-    pub changes: Changes,
-    /// What every known replica of the shadow has seen: tombstones it covers
-    /// may be dropped (see [`crate::merge`]).
-    pub stable: VersionVector,
-}
+use crate::codec;
+pub use crate::message::{SyncDown, SyncUp};
 
 impl SyncUp {
     /// The message as CBOR.
     pub fn to_cbor(&self) -> Vec<u8> {
-        crate::codec::encode_up(self)
+        codec::encode_up(self)
     }
 
     /// Reads a message, refusing values nested deeper than `max_value_depth`.
     pub fn from_cbor(bytes: &[u8], max_value_depth: usize) -> Result<Self, SyncError> {
-        crate::codec::decode_up(bytes, max_value_depth).map_err(SyncError::from)
+        codec::decode_up(bytes, max_value_depth).map_err(SyncError::from)
     }
 }
 
 impl SyncDown {
     /// The message as CBOR.
     pub fn to_cbor(&self) -> Vec<u8> {
-        crate::codec::encode_down(self)
+        codec::encode_down(self)
     }
 
     /// Reads a message, refusing values nested deeper than `max_value_depth`.
     pub fn from_cbor(bytes: &[u8], max_value_depth: usize) -> Result<Self, SyncError> {
-        crate::codec::decode_down(bytes, max_value_depth).map_err(SyncError::from)
+        codec::decode_down(bytes, max_value_depth).map_err(SyncError::from)
     }
 }
 
@@ -170,7 +145,12 @@ impl<'de> cbor4ii::core::dec::Read<'de> for LimitedReader<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::document::{Patch, Section, Shadow};
+    use crate::changes::Changes;
+    use crate::document::{Patch, Path, Shadow};
+    use crate::leaf::{Leaf, Section};
+    use crate::name::ReplicaId;
+    use crate::value::LeafValue;
+    use crate::version::{Timestamp, VersionVector};
 
     fn replica(s: &str) -> ReplicaId {
         ReplicaId::new(s).expect("valid replica id")
@@ -243,17 +223,17 @@ mod tests {
     fn a_path_nesting_deeper_than_the_limit_is_refused() {
         let a = replica("a:dev");
         let up = |keys: usize, value: serde_json::Value| {
-            let path = crate::document::Path::from_keys(std::iter::repeat_n("k", keys));
+            let path = Path::from_keys(std::iter::repeat_n("k", keys));
             let mut vv = VersionVector::new();
-            let leaf = crate::document::Leaf {
-                value: crate::value::LeafValue::from_json(&value),
+            let leaf = Leaf {
+                value: LeafValue::from_json(&value),
                 dot: vv.next_dot(&a),
-                ts: crate::version::Timestamp::from_ms(5),
+                ts: Timestamp::from_ms(5),
             };
             SyncUp {
                 replica: a.clone(),
                 changes: {
-                    let mut changes = crate::merge::Changes::new(vv, VersionVector::new(), false);
+                    let mut changes = Changes::new(vv, VersionVector::new(), false);
                     changes.push(Section::Reported, &path, &[leaf]);
                     changes
                 },

@@ -9,7 +9,14 @@
 //! shade/things/{thing}/state                                        State
 //! shade/things/{thing}/sync/{up|down}                               SyncUp, SyncDown
 //! shade/things/{thing}/shadows/{shadow}/{state|sync/up|sync/down}   the same, named shadow
+//! shade/ops/request                                                 OPS_REQUEST
+//! shade/ops/reply/{clientToken}                                     OPS_REPLY_PREFIX
 //! ```
+//!
+//! The operator topics carry the broker's queries AWS has no API for
+//! (list, history, conflicts). They name no shadow, so they are constants
+//! rather than [`Topic`]s, but they live here with the rest so that every
+//! topic string of shade is spelled in one place.
 //!
 //! Topics come from clients, so anything else is a [`TopicError`], never a
 //! panic. Names are checked with the rules of [`crate::name`]: a topic that
@@ -546,6 +553,18 @@ mod tests {
             ),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn operator_topics_are_no_shadow_topics() {
+        let reply = format!("{OPS_REPLY_PREFIX}tok");
+        for topic in [OPS_REQUEST, reply.as_str()] {
+            assert!(
+                matches!(Topic::parse(topic), Err(TopicError::Foreign { .. })),
+                "{topic}"
+            );
+            assert_eq!(bad_request(topic), None, "{topic}");
+        }
     }
 
     fn id(thing: &str, shadow: Option<&str>) -> ShadowId {

@@ -28,7 +28,7 @@ pub struct Dot {
 
 crate::wire::tuple_serde!(Dot {
     replica: ReplicaId,
-    counter: u64 => counter_wire,
+    counter: u64 => CounterWire,
 });
 
 /// The highest counter a peer may send (in a dot or a vector). A replica
@@ -47,15 +47,19 @@ pub(crate) fn checked_counter<E: serde::de::Error>(c: u64) -> Result<u64, E> {
     }
 }
 
-mod counter_wire {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+/// A dot's counter through serde, refused above [`MAX_COUNTER`] on the way
+/// in. An uninhabited type rather than a `with` module: its functions sit
+/// in this module with the check they call, so no child module has to
+/// reach back into its parent.
+enum CounterWire {}
 
-    pub(super) fn serialize<S: Serializer>(c: &u64, s: S) -> Result<S::Ok, S::Error> {
+impl CounterWire {
+    fn serialize<S: serde::Serializer>(c: &u64, s: S) -> Result<S::Ok, S::Error> {
         c.serialize(s)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        super::checked_counter(u64::deserialize(d)?)
+    fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        checked_counter(u64::deserialize(d)?)
     }
 }
 
@@ -235,6 +239,18 @@ mod tests {
 
     fn r(s: &str) -> ReplicaId {
         ReplicaId::new(s).expect("valid replica id")
+    }
+
+    #[test]
+    fn a_dot_counter_above_the_maximum_is_refused_through_serde() {
+        let at_max = serde_json::json!(["a:x", MAX_COUNTER]);
+        let dot: Dot = serde_json::from_value(at_max).expect("the maximum is allowed");
+        assert_eq!(dot, Dot::new(r("a:x"), MAX_COUNTER));
+        let text = serde_json::to_string(&dot).expect("encodes");
+        assert_eq!(text, format!("[\"a:x\",{MAX_COUNTER}]"));
+        let above = serde_json::json!(["a:x", MAX_COUNTER + 1]);
+        let err = serde_json::from_value::<Dot>(above).expect_err("above the maximum");
+        assert!(err.to_string().contains("is above"), "{err}");
     }
 
     #[test]

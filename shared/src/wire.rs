@@ -7,7 +7,7 @@
 //! the ones it knows, so a later version may append fields.
 
 /// Implements `Serialize`/`Deserialize` for a struct as a tuple of its fields.
-/// A field may give a `with` module (`serialize`/`deserialize` functions).
+/// A field may give a `with` module or type (`serialize`/`deserialize` functions).
 macro_rules! tuple_serde {
     ($ty:ident { $($field:ident : $fty:ty $(=> $with:ident)?),+ $(,)? }) => {
         impl serde::Serialize for $ty {

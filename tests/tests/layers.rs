@@ -14,10 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The library crates, by their `src` folder relative to the workspace.
-/// `shared/src` is not on the list yet: its modules are declared
-/// alphabetically and two pairs need each other (`sync` and `codec`,
-/// `document` and `index`); see issue 15 in the repository's tracker.
-const CRATES: &[&str] = &["broker/src", "agent/src", "agent/client/src"];
+const CRATES: &[&str] = &["shared/src", "broker/src", "agent/src", "agent/client/src"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,16 +1,16 @@
 //! Writing sync messages (the format is in the parent module's docs).
 //!
-//! Plain appends to a `Vec` sized beforehand. A writer by position into a
-//! zeroed buffer, storing heads and short values as fixed-size pieces,
-//! was tried (session 5, docs/BENCHMARKS.md): it ran no faster on the
-//! 100-leaf bench, and slower while the machine was busy, as zeroing the
-//! buffer costs what the fixed stores save.
+//! Plain appends to a `Vec` sized beforehand. Writing by position into a
+//! zeroed buffer, heads and short values as fixed-size stores, is no
+//! faster on the 100-leaf bench and slower on a busy machine
+//! (docs/BENCHMARKS.md): zeroing the buffer costs what the fixed stores
+//! save.
 
 use crate::cbor;
-use crate::document::Section;
-use crate::merge::Changes;
+use crate::changes::Changes;
+use crate::leaf::Section;
+use crate::message::{SyncDown, SyncUp};
 use crate::path::Keys;
-use crate::sync::{SyncDown, SyncUp};
 use crate::version::VersionVector;
 
 // Out of line (one call per message) so that profiles name it.
