@@ -1,0 +1,181 @@
+//! The service's in-process link to the router: [`Inbound`] requests
+//! stamped by the gateway come in, [`Outbound`] publishes go out through a
+//! [`BrokerHandle`]. Backpressure in both directions is described in the
+//! router module's docs.
+
+use std::thread;
+
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{Packet, Publish};
+use rumqttd::Notification;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::error::EmbeddedError;
+use super::gateway;
+
+/// A message a client published on a topic the service handles, with the
+/// publisher's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// The publisher's MQTT client id (rumqttd's `rumqtt-<uuid>` when the
+    /// client sent an empty one).
+    pub client_id: String,
+    /// The topic as the client wrote it, e.g. `$aws/things/t1/shadow/update`
+    /// or `shade/things/t1/sync/up`.
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// Publishes as the service. Cheap to clone; every clone feeds one link.
+#[derive(Debug, Clone)]
+pub struct BrokerHandle {
+    outbound: mpsc::Sender<Outbound>,
+}
+
+/// A message the service publishes. [`BrokerHandle::send`] takes it with
+/// its topic as clients see it; on the link's channel the topic is the
+/// router's (see [`gateway`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// Kept for later subscribers; an empty retained payload clears it.
+    pub retain: bool,
+}
+
+impl Outbound {
+    /// A message of `value` serialized as JSON, not retained.
+    pub fn json(topic: String, value: &serde_json::Value) -> Outbound {
+        Outbound {
+            topic,
+            payload: value.to_string().into_bytes(),
+            retain: false,
+        }
+    }
+}
+
+impl BrokerHandle {
+    /// Publishes `payload` on `topic` as clients see it
+    /// (`$aws/things/t1/shadow/update/accepted`, `shade/things/t1/state`).
+    /// Each subscriber gets it at the QoS it subscribed with: the link itself
+    /// is in-process and cannot lose a message, so it publishes at QoS 0.
+    /// `retain` keeps it for later subscribers (in memory only: rumqttd
+    /// forgets retained messages on restart); an empty retained payload
+    /// clears the topic. Returns once the link has queued the message; waits
+    /// while that queue is full.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), EmbeddedError> {
+        self.send(Outbound {
+            topic: topic.to_owned(),
+            payload,
+            retain,
+        })
+        .await
+    }
+
+    /// Publishes `message`, as [`BrokerHandle::publish`].
+    pub async fn send(&self, mut message: Outbound) -> Result<(), EmbeddedError> {
+        message.topic = gateway::service_topic(&message.topic)
+            .ok_or_else(|| EmbeddedError::Topic(message.topic.clone()))?;
+        self.outbound
+            .send(message)
+            .await
+            .map_err(|_| EmbeddedError::Closed)
+    }
+}
+
+/// Starts the two threads of the service's link: rumqttd's link blocks on
+/// its channels, so async code talks to them through bounded tokio
+/// channels of `inbound_capacity` and `outbound_capacity` messages.
+pub(super) fn spawn(
+    link_tx: LinkTx,
+    link_rx: LinkRx,
+    inbound_capacity: usize,
+    outbound_capacity: usize,
+) -> Result<(BrokerHandle, mpsc::Receiver<Inbound>), EmbeddedError> {
+    let (inbound_tx, inbound_rx) = mpsc::channel(inbound_capacity);
+    let (outbound_tx, outbound_rx) = mpsc::channel(outbound_capacity);
+    thread::Builder::new()
+        .name("shade-link-rx".to_owned())
+        .spawn(move || receive_loop(link_rx, &inbound_tx))
+        .map_err(EmbeddedError::Thread)?;
+    // `LinkTx::send` is an `async fn` that blocks on the router's channel, so
+    // it gets a runtime of its own on a thread of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(EmbeddedError::Thread)?;
+    thread::Builder::new()
+        .name("shade-link-tx".to_owned())
+        .spawn(move || runtime.block_on(send_loop(link_tx, outbound_rx)))
+        .map_err(EmbeddedError::Thread)?;
+    Ok((
+        BrokerHandle {
+            outbound: outbound_tx,
+        },
+        inbound_rx,
+    ))
+}
+
+/// Hands stamped requests from the router to the service until either side
+/// goes away. Runs on a plain thread: both channels are blocking ones here.
+fn receive_loop(mut link_rx: LinkRx, inbound: &mpsc::Sender<Inbound>) {
+    loop {
+        let notification = match link_rx.recv() {
+            Ok(Some(notification)) => notification,
+            Ok(None) => continue,
+            Err(e) => {
+                error!(error = %e, "the service link to the router closed");
+                return;
+            }
+        };
+        match notification {
+            Notification::Forward(forward) => {
+                let topic = String::from_utf8_lossy(&forward.publish.topic);
+                let Some((client_id, topic)) = gateway::parse_inbound(&topic) else {
+                    warn!(%topic, "ignoring a message on the service link that the gateway did not stamp");
+                    continue;
+                };
+                let message = Inbound {
+                    client_id,
+                    topic: topic.to_owned(),
+                    payload: forward.publish.payload.to_vec(),
+                };
+                // Blocks while the service lags: see the module docs.
+                if inbound.blocking_send(message).is_err() {
+                    info!("the service stopped receiving; closing its link");
+                    return;
+                }
+            }
+            // The router parks a link whose buffer filled until it says it is
+            // ready again; without this the service stops receiving after
+            // about 200 messages.
+            Notification::Unschedule => {
+                if let Err(e) = link_rx.ready() {
+                    error!(error = %e, "the service link to the router closed");
+                    return;
+                }
+            }
+            Notification::Disconnect(..) => {
+                error!("the router disconnected the service link");
+                return;
+            }
+            // Acks of the link's own subscription.
+            _ => {}
+        }
+    }
+}
+
+async fn send_loop(mut link_tx: LinkTx, mut outbound: mpsc::Receiver<Outbound>) {
+    while let Some(message) = outbound.recv().await {
+        let publish = Publish::new(message.topic.into_bytes(), message.payload, message.retain);
+        if let Err(e) = link_tx.send(Packet::Publish(publish, None)).await {
+            error!(error = %e, "the service link to the router closed");
+            return;
+        }
+    }
+}
