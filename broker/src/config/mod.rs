@@ -5,8 +5,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use shade_shared::{Limits, Policies, Policy, ReplicaId};
+
+mod raw;
+
+use raw::{RawAuth, RawConfig};
 
 use crate::front::tls::TlsFiles;
 use crate::identity::{DeviceGrants, Role, UserEntry, Users};
@@ -30,101 +33,6 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
         key,
         problem: problem.into(),
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawConfig {
-    node: Option<String>,
-    data_dir: Option<PathBuf>,
-    allow_anonymous: Option<bool>,
-    listen: RawListen,
-    limits: RawLimits,
-    merge: RawMerge,
-    history: RawHistory,
-    broker: RawBroker,
-    store: RawStore,
-    auth: Option<RawAuth>,
-    tls: Option<RawTls>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLimits {
-    max_document_bytes: Option<usize>,
-    max_depth: Option<usize>,
-    max_client_token_bytes: Option<usize>,
-    max_payload_bytes: Option<usize>,
-    requests_per_second_per_thing: Option<u32>,
-    max_inflight_per_client: Option<usize>,
-    max_pending_connections: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawAuth {
-    users: Vec<RawUser>,
-    device_topics: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUser {
-    name: String,
-    password_hash: String,
-    role: String,
-    #[serde(default)]
-    prefix: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    cert: PathBuf,
-    key: PathBuf,
-    client_ca: Option<PathBuf>,
-    #[serde(default)]
-    require_client_cert: bool,
-    crl: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawListen {
-    tcp: Option<String>,
-    tcp_v5: Option<String>,
-    websocket: Option<String>,
-    tls: Option<String>,
-    wss: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawMerge {
-    desired: Option<String>,
-    reported: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawHistory {
-    max_entries_per_shadow: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawBroker {
-    max_connections: Option<usize>,
-    max_inflight: Option<u16>,
-    segment_bytes: Option<usize>,
-    segment_count: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawStore {
-    max_batch: Option<usize>,
-    queue: Option<usize>,
 }
 
 /// Listener addresses.
