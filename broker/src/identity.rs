@@ -73,12 +73,12 @@ impl Principals {
 }
 
 /// The tag of config user `name`: `u:<name>`.
-pub fn user_tag(name: &str) -> String {
+pub(crate) fn user_tag(name: &str) -> String {
     format!("u:{name}")
 }
 
 /// The tag of device `thing`: `d:<thing>`.
-pub fn device_tag(thing: &str) -> String {
+pub(crate) fn device_tag(thing: &str) -> String {
     format!("d:{thing}")
 }
 
@@ -187,11 +187,11 @@ impl std::fmt::Debug for SharedUsers {
 
 /// The principal tag in a stamped client id (`<tag>|<client id>`); `-`
 /// (anonymous) when there is none, i.e. when authentication is off.
-pub fn principal_tag(client_id: &str) -> &str {
+pub(crate) fn principal_tag(client_id: &str) -> &str {
     client_id.split_once('|').map_or("-", |(tag, _)| tag)
 }
 
 /// The client id a client chose, without the principal tag.
-pub fn external_client_id(client_id: &str) -> &str {
+pub(crate) fn external_client_id(client_id: &str) -> &str {
     client_id.split_once('|').map_or(client_id, |(_, id)| id)
 }

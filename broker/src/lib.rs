@@ -32,25 +32,59 @@
 //!   ([`serve::writer`]) and SIGHUP ([`serve::reload`]).
 //! - [`cli`]: the operator commands, online over MQTT or offline over a
 //!   stopped broker's data.
+//!
+//! Only [`cli`] is a public module (the `shade` binary calls its commands).
+//! The rest is private; what the binary, the tests and the fuzz targets
+//! need is re-exported below: [`serve()`] with its [`Config`], the core
+//! that the in-memory tests drive ([`Store`], [`Service`], [`Writer`],
+//! [`Request`]), the principals and credentials, and [`embedded`], the
+//! broker and its gateway without the shadow service.
 
-pub mod identity;
+// These docs are for shade's developers (`cargo doc --document-private-items`):
+// they link the private modules they describe.
+#![allow(rustdoc::private_intra_doc_links)]
 
-pub mod wire;
+mod identity;
 
-pub mod store;
+mod wire;
 
-pub mod auth;
+mod store;
 
-pub mod front;
+mod auth;
 
-pub mod router;
+mod front;
 
-pub mod shadow;
+mod router;
 
-pub mod ops;
+mod shadow;
 
-pub mod config;
+mod ops;
 
-pub mod serve;
+mod config;
+
+mod serve;
 
 pub mod cli;
+
+// The public surface: what the `shade` binary, the tests and the fuzz
+// targets use. Everything else stays inside the crate.
+pub use auth::credentials::{hash_device_secret, verify_phc, Credentials};
+pub use auth::Auth;
+pub use config::{Config, ConfigError, Overrides};
+pub use identity::{DeviceGrants, Principals, Role, SharedUsers, UserEntry, Users};
+pub use ops::OpsRequest;
+pub use serve::request::Request;
+pub use serve::serve;
+pub use serve::writer::Writer;
+pub use shadow::Service;
+pub use store::{Store, StoreError};
+
+/// The embedded broker on its own, without the shadow service: for tests
+/// and tools that drive the router and its gateway directly.
+pub mod embedded {
+    pub use crate::front::Transport;
+    pub use crate::router::gateway::{peek_publish, preamble, Gateway, GatewayContext};
+    pub use crate::router::{
+        start, BrokerHandle, BrokerSettings, EmbeddedError, Inbound, LogSize, Outbound,
+    };
+}

@@ -10,7 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use shade_broker::cli::{self, conflicts, device, get, history, list, password, update, watch};
-use shade_broker::config::{Config, Overrides};
+use shade_broker::{Config, Overrides};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
                 let _inside = runtime.enter();
                 shutdown_signal()
             };
-            match runtime.block_on(shade_broker::serve::serve(config, shutdown)) {
+            match runtime.block_on(shade_broker::serve(config, shutdown)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("shade serve: {e}");

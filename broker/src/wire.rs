@@ -7,7 +7,7 @@ use rumqttd::protocol::{Error, Packet};
 
 /// Which rumqttd codec a connection speaks, read from its CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
+pub(crate) enum Version {
     V4,
     V5,
 }
@@ -15,7 +15,7 @@ pub enum Version {
 /// Reads the protocol level of the CONNECT at the head of `stream` without
 /// consuming anything. Anything but level 5 goes to `V4`, which reports
 /// what is wrong with it (rumqttd then closes the connection).
-pub fn sniff_version(stream: &[u8]) -> Result<Version, Error> {
+pub(crate) fn sniff_version(stream: &[u8]) -> Result<Version, Error> {
     let byte = |i: usize| {
         stream
             .get(i)

@@ -186,14 +186,8 @@ fn hash_password_prints_an_argon2id_hash_of_the_first_line() {
         phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
         "{run:#?}"
     );
-    assert!(shade_broker::auth::credentials::verify_phc(
-        phc,
-        "correct horse"
-    ));
-    assert!(!shade_broker::auth::credentials::verify_phc(
-        phc,
-        "correct horse\n"
-    ));
+    assert!(shade_broker::verify_phc(phc, "correct horse"));
+    assert!(!shade_broker::verify_phc(phc, "correct horse\n"));
 
     shade_with_stdin(&["hash-password"], Some("\n")).fails_with("the password is empty");
     shade_with_stdin(&["hash-password"], None).fails_with("the password is empty");
@@ -241,10 +235,7 @@ sys.stdout.write(out.decode("utf-8", "replace"))
         .split_whitespace()
         .find(|w| w.starts_with("$argon2id$"))
         .unwrap_or_else(|| panic!("no hash in {transcript}"));
-    assert!(shade_broker::auth::credentials::verify_phc(
-        phc,
-        "tr0ub4dor"
-    ));
+    assert!(shade_broker::verify_phc(phc, "tr0ub4dor"));
 }
 
 #[test]

@@ -9,8 +9,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
-use shade_broker::front::Transport;
-use shade_broker::router::{self, BrokerHandle, BrokerSettings, EmbeddedError, Inbound};
+use shade_broker::embedded::{
+    self as router, BrokerHandle, BrokerSettings, EmbeddedError, Inbound, Transport,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

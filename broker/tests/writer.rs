@@ -8,13 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use shade_broker::auth::credentials::Credentials;
-use shade_broker::identity::Principals;
-use shade_broker::router::Outbound;
-use shade_broker::serve::request::Request;
-use shade_broker::serve::writer::Writer;
-use shade_broker::shadow::Service;
-use shade_broker::store::Store;
+use shade_broker::embedded::Outbound;
+use shade_broker::{Credentials, Principals, Request, Service, Store, Writer};
 use shade_shared::aws;
 use shade_shared::document::Patch;
 use shade_shared::sync::{SyncDown, SyncUp};
@@ -324,10 +319,10 @@ fn a_failed_commit_answers_every_change_of_the_batch_with_a_500() {
 #[test]
 fn device_changes_reach_the_credentials_only_after_their_commit() {
     let w = writer(Store::in_memory().expect("store"));
-    let hash = shade_broker::auth::credentials::hash_device_secret("s3cret").expect("hash");
+    let hash = shade_broker::hash_device_secret("s3cret").expect("hash");
     let body = json!({"op":"device-add","clientToken":"d1","thing":"lamp","hash":hash});
     let request = Request::Ops {
-        request: shade_broker::ops::OpsRequest::parse(body.to_string().as_bytes())
+        request: shade_broker::OpsRequest::parse(body.to_string().as_bytes())
             .expect("a device query"),
         client: "operator".into(),
     };

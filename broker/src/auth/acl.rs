@@ -188,7 +188,7 @@ fn shadow_request<'a>(levels: &[&'a str]) -> Option<(&'a str, Option<&'a str>)> 
 }
 
 /// MQTT matching of a topic name against a filter.
-pub fn filter_matches(filter: &str, topic: &str) -> bool {
+pub(crate) fn filter_matches(filter: &str, topic: &str) -> bool {
     let mut topic_levels = topic.split('/');
     for level in filter.split('/') {
         match (level, topic_levels.next()) {

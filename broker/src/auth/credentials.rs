@@ -24,7 +24,7 @@ use crate::auth::sessions::Sessions;
 use crate::identity::device_tag;
 
 /// Bytes of a device secret: 256 bits.
-pub const SECRET_BYTES: usize = 32;
+pub(crate) const SECRET_BYTES: usize = 32;
 
 /// argon2id parameters of device secrets: 256 KiB, one pass, one lane.
 ///
@@ -59,7 +59,7 @@ pub enum CredentialsError {
 
 /// A fresh device secret: 32 bytes from the OS RNG as base64url without
 /// padding (43 characters, safe in shells, URLs and MQTT passwords).
-pub fn new_device_secret() -> Result<String, CredentialsError> {
+pub(crate) fn new_device_secret() -> Result<String, CredentialsError> {
     // A secret starting with `-` reads as an option to many command lines
     // (`--password -Nx...`), so draw again until it does not: one draw in
     // 32 starts with `-`, and the secret keeps its 256 random bits.
@@ -88,7 +88,7 @@ pub fn hash_device_secret(secret: &str) -> Result<String, CredentialsError> {
 /// The argon2id PHC string of a human's password, with argon2's default
 /// (strong) parameters: people pick guessable passwords, so here the cost
 /// of each guess matters. Empty passwords are refused.
-pub fn hash_password(password: &str) -> Result<String, CredentialsError> {
+pub(crate) fn hash_password(password: &str) -> Result<String, CredentialsError> {
     if password.is_empty() {
         return Err(CredentialsError::EmptyPassword);
     }
@@ -100,7 +100,7 @@ pub fn hash_password(password: &str) -> Result<String, CredentialsError> {
 
 /// Is `phc` a PHC string argon2 can verify against? For refusing a
 /// malformed hash when it is stored, instead of when a device connects.
-pub fn is_valid_phc(phc: &str) -> bool {
+pub(crate) fn is_valid_phc(phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| {
         Algorithm::try_from(h.algorithm.as_str()).is_ok()
             && Params::try_from(&h).is_ok()

@@ -16,11 +16,11 @@
 //! most [`MAX_CONCURRENT_CHECKS`] at a time, so a flood of wrong passwords
 //! slows down logins but never the connections already serving.
 
-pub mod acl;
+pub(crate) mod acl;
 
-pub mod sessions;
+pub(crate) mod sessions;
 
-pub mod credentials;
+pub(crate) mod credentials;
 
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ use credentials::{verify_phc, Credentials};
 
 /// Password checks running at once (the machine has few cores; the
 /// rest of the broker must keep running).
-pub const MAX_CONCURRENT_CHECKS: usize = 2;
+pub(crate) const MAX_CONCURRENT_CHECKS: usize = 2;
 
 /// Why a CONNECT was refused; maps to the CONNACK return code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,7 +26,7 @@
 //! client, and one more copy of each packet.
 
 mod relay;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ impl std::fmt::Debug for Transport {
 
 /// Everything the front shares between its connections.
 #[derive(Debug)]
-pub struct FrontShared {
+pub(crate) struct FrontShared {
     /// rumqttd's internal loopback listener.
     pub internal: SocketAddr,
     /// The preamble secret the gateway checks.
@@ -125,7 +125,11 @@ trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Accepts connections on `listener` until the process ends.
-pub async fn accept_loop(listener: TcpListener, transport: Transport, shared: Arc<FrontShared>) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    transport: Transport,
+    shared: Arc<FrontShared>,
+) {
     let name = transport.name();
     info!(listener = name, addr = ?listener.local_addr().ok(), "listening");
     loop {

@@ -30,7 +30,7 @@ mod error;
 
 mod crl;
 
-pub use error::TlsError;
+pub(crate) use error::TlsError;
 
 /// Paths of the PEM files, from config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl ServerTls {
 
 /// Builds the rustls server configuration once; every TLS connection
 /// shares it.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = read_certs("certificate chain", &files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Read {
         what: "private key",
@@ -167,7 +167,7 @@ fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
 
 /// The subject CN of a (verified) client certificate, or `None` when it
 /// has none or cannot be parsed.
-pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+pub(crate) fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let cn = parsed.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_owned)

@@ -30,7 +30,7 @@ use crate::shadow::Handled;
 use crate::store::{DeviceRecord, Store, StoreError, Tables};
 
 /// Largest page of `device-list`.
-pub const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 
 /// A device query.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -76,14 +76,14 @@ impl DeviceQuery {
 
 /// One row of `shade device list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceItem {
+pub(crate) struct DeviceItem {
     pub thing: String,
     pub created_ms: u64,
 }
 
 /// The `result` of a `device-list` query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DevicePage {
+pub(crate) struct DevicePage {
     pub items: Vec<DeviceItem>,
     /// The thing to pass as `after` for the next page; `null` on the last.
     pub next: Option<String>,
@@ -92,7 +92,7 @@ pub struct DevicePage {
 /// What a query did: its `result`, and the change to apply to the shared
 /// credentials once the transaction has committed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Done {
+pub(crate) struct Done {
     pub result: Value,
     pub change: Option<DeviceChange>,
 }
@@ -107,7 +107,7 @@ fn thing_name(thing: &str) -> Result<ThingName, String> {
 /// user's password is checked first, so such a device could never log
 /// in with its secret); offline they are not known, and `serve` warns of a
 /// clash at start and on reload.
-pub fn execute(
+pub(crate) fn execute(
     t: &mut Tables<'_>,
     query: &DeviceQuery,
     users: &Users,
@@ -181,7 +181,7 @@ pub fn execute(
 
 /// The `result` of `device-list` for one page of rows, the same online
 /// and offline.
-pub fn list_result(rows: Vec<(String, DeviceRecord)>, more: bool) -> Value {
+pub(crate) fn list_result(rows: Vec<(String, DeviceRecord)>, more: bool) -> Value {
     let next = if more {
         rows.last().map(|(thing, _)| thing.clone())
     } else {
@@ -201,7 +201,7 @@ pub fn list_result(rows: Vec<(String, DeviceRecord)>, more: bool) -> Value {
 }
 
 /// The reply payload for a query with `client_token`.
-pub fn reply(client_token: &str, result: Result<Value, String>) -> Value {
+pub(crate) fn reply(client_token: &str, result: Result<Value, String>) -> Value {
     match result {
         Ok(result) => json!({ "clientToken": client_token, "ok": true, "result": result }),
         Err(error) => json!({ "clientToken": client_token, "ok": false, "error": error }),
@@ -211,7 +211,7 @@ pub fn reply(client_token: &str, result: Result<Value, String>) -> Value {
 /// Handles a device query from `client` on the store thread: its reply
 /// goes out, and its change reaches the shared credentials, after the
 /// commit; if the commit fails, the client is told so instead.
-pub fn handle(
+pub(crate) fn handle(
     t: &mut Tables<'_>,
     query: &DeviceQuery,
     client: &str,
@@ -256,7 +256,7 @@ pub fn handle(
 /// the user's password is checked first, so that device cannot log in
 /// with its secret. `shade device add` refuses such a name online; a
 /// device added offline, or a user added later, can still meet one.
-pub fn warn_of_shared_names(users: &Users, credentials: &Credentials) {
+pub(crate) fn warn_of_shared_names(users: &Users, credentials: &Credentials) {
     for name in users.keys().filter(|name| credentials.has_device(name)) {
         tracing::warn!(
             name = %name,
@@ -266,7 +266,7 @@ pub fn warn_of_shared_names(users: &Users, credentials: &Credentials) {
 }
 
 /// The credentials of every device in `store`, loaded once at start.
-pub fn load_credentials(store: &Store) -> Result<Credentials, StoreError> {
+pub(crate) fn load_credentials(store: &Store) -> Result<Credentials, StoreError> {
     let devices = store.devices()?;
     Ok(Credentials::from_devices(
         devices

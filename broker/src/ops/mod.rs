@@ -16,7 +16,7 @@
 //! errors -> {"clientToken":T,"ok":false,"error":"..."}
 //! ```
 
-pub mod devices;
+pub(crate) mod devices;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,13 +28,15 @@ use crate::shadow::Handled;
 use crate::store::{ShadowSource, StoreError, Tables};
 use devices::DeviceQuery;
 
-pub use shade_shared::topic::{OPS_REPLY_PREFIX as REPLY_PREFIX, OPS_REQUEST as REQUEST_TOPIC};
+pub(crate) use shade_shared::topic::{
+    OPS_REPLY_PREFIX as REPLY_PREFIX, OPS_REQUEST as REQUEST_TOPIC,
+};
 /// Largest page of `list`.
-pub const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 /// Most history entries in one answer.
-pub const MAX_HISTORY: usize = 10_000;
+pub(crate) const MAX_HISTORY: usize = 10_000;
 /// Most conflict records in one answer.
-pub const MAX_CONFLICTS: usize = 10_000;
+pub(crate) const MAX_CONFLICTS: usize = 10_000;
 
 /// A query.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -113,7 +115,7 @@ impl OpsRequest {
 /// Handles an ops request of `client` (its stamped id) inside the write
 /// transaction `t`: checks that its principal may make it, runs it and
 /// collects the reply. Device queries are for full admins only.
-pub fn handle(
+pub(crate) fn handle(
     t: &mut Tables<'_>,
     request: &OpsRequest,
     client: &str,
@@ -171,14 +173,14 @@ fn refuse(request: &OpsRequest, client: &str, h: &mut Handled) {
 
 /// The `clientToken` of a JSON request, if it has a string one: what a
 /// refusal is addressed by, before (or without) parsing the request.
-pub fn client_token_of(payload: &[u8]) -> Option<String> {
+pub(crate) fn client_token_of(payload: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(payload).ok()?;
     value.get("clientToken")?.as_str().map(str::to_owned)
 }
 
 /// The topic and payload refusing the ops request `payload` from `client`
 /// with `error`; `None` when it has no usable clientToken to answer on.
-pub fn refusal(client: &str, payload: &[u8], error: &str) -> Option<(String, Value)> {
+pub(crate) fn refusal(client: &str, payload: &[u8], error: &str) -> Option<(String, Value)> {
     let token = client_token_of(payload)?;
     let topic = reply_topic(client, &token)?;
     Some((
@@ -190,7 +192,7 @@ pub fn refusal(client: &str, payload: &[u8], error: &str) -> Option<(String, Val
 /// Whether `principal` may run `query`, narrowing a `list` to the things it
 /// may read: a reader limited to `plant1-` asking for every thing gets
 /// `plant1-*`. Devices run no queries (the gateway already refuses them).
-pub fn authorize(principal: &Principal, query: &mut Query) -> bool {
+pub(crate) fn authorize(principal: &Principal, query: &mut Query) -> bool {
     let prefix = match principal {
         Principal::Anonymous => return true,
         Principal::Device { .. } => return false,
@@ -216,7 +218,7 @@ pub fn authorize(principal: &Principal, query: &mut Query) -> bool {
 
 /// Removes from a query's result what `principal` may not read: the
 /// conflicts of other things, when no thing was named.
-pub fn visible_to(principal: &Principal, query: &Query, mut result: Value) -> Value {
+pub(crate) fn visible_to(principal: &Principal, query: &Query, mut result: Value) -> Value {
     if let (Query::Conflicts { thing: None, .. }, Value::Array(records)) = (query, &mut result) {
         records.retain(|record| {
             record
@@ -231,7 +233,7 @@ pub fn visible_to(principal: &Principal, query: &Query, mut result: Value) -> Va
 /// The topic to answer `client` (its stamped id) on, if `token` can be a
 /// topic level. Clients see `shade/ops/reply/<token>`; inside the broker it
 /// is in the namespace of the client's principal, so nobody else sees it.
-pub fn reply_topic(client: &str, token: &str) -> Option<String> {
+pub(crate) fn reply_topic(client: &str, token: &str) -> Option<String> {
     let ok = !token.is_empty()
         && token.len() <= 64
         && token
@@ -258,7 +260,7 @@ fn shadow_json(id: &ShadowId) -> Value {
 }
 
 /// Runs `query` over `source`: the `result` value, or an error message.
-pub fn execute(
+pub(crate) fn execute(
     source: &dyn ShadowSource,
     query: &Query,
     policies: &Policies,
@@ -362,7 +364,7 @@ pub fn execute(
 }
 
 /// The reply payload for `query`.
-pub fn reply(query: &Query, result: Result<Value, String>) -> Value {
+pub(crate) fn reply(query: &Query, result: Result<Value, String>) -> Value {
     match result {
         Ok(result) => json!({ "clientToken": query.client_token(), "ok": true, "result": result }),
         Err(error) => json!({ "clientToken": query.client_token(), "ok": false, "error": error }),

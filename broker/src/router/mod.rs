@@ -29,7 +29,7 @@
 //! is full, and the link thread waits on the router's own bounded channel.
 
 mod error;
-pub mod gateway;
+pub(crate) mod gateway;
 
 mod settings;
 

@@ -66,7 +66,7 @@ pub struct BrokerSettings {
     pub client_log: LogSize,
     /// Requests buffered between the link thread and the service.
     pub inbound_capacity: usize,
-    /// Service publishes buffered between [`BrokerHandle`] and the link.
+    /// Service publishes buffered between [`BrokerHandle`](super::BrokerHandle) and the link.
     pub outbound_capacity: usize,
 }
 

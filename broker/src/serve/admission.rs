@@ -22,7 +22,7 @@ use std::time::Instant;
 
 /// Token buckets per thing.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     buckets: HashMap<String, Bucket>,
     last_prune: Instant,
@@ -38,7 +38,7 @@ struct Bucket {
 const PRUNE_AFTER_SECS: f64 = 10.0;
 
 impl RateLimiter {
-    pub fn new(per_second: u32) -> RateLimiter {
+    pub(crate) fn new(per_second: u32) -> RateLimiter {
         RateLimiter {
             rate: f64::from(per_second.max(1)),
             buckets: HashMap::new(),
@@ -47,7 +47,7 @@ impl RateLimiter {
     }
 
     /// Takes one token from `thing`'s bucket at `now`; `false` when empty.
-    pub fn allow(&mut self, thing: &str, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, thing: &str, now: Instant) -> bool {
         if now.duration_since(self.last_prune).as_secs_f64() > PRUNE_AFTER_SECS {
             self.buckets
                 .retain(|_, b| now.duration_since(b.at).as_secs_f64() < PRUNE_AFTER_SECS);
@@ -72,7 +72,7 @@ impl RateLimiter {
 
 /// Requests in flight per client id.
 #[derive(Debug, Clone)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     max: usize,
     counts: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -80,13 +80,13 @@ pub struct InFlight {
 /// One request's place in its client's budget, given back when dropped
 /// (the store thread drops it once the request is handled).
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     client: String,
     counts: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl InFlight {
-    pub fn new(max: usize) -> InFlight {
+    pub(crate) fn new(max: usize) -> InFlight {
         InFlight {
             max,
             counts: Arc::default(),
@@ -94,7 +94,7 @@ impl InFlight {
     }
 
     /// A slot for one more request of `client`, if it has room.
-    pub fn acquire(&self, client: &str) -> Option<Slot> {
+    pub(crate) fn acquire(&self, client: &str) -> Option<Slot> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(client.to_owned()).or_insert(0);
         if *count >= self.max {

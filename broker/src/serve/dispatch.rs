@@ -25,7 +25,7 @@ use shade_client::now_ms;
 
 /// Owned by `shade serve`'s main loop: one task, so no locks on the rates.
 #[derive(Debug)]
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     requests: mpsc::Sender<Queued>,
     broker: BrokerHandle,
     rates: RateLimiter,
@@ -34,7 +34,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(
+    pub(crate) fn new(
         requests: mpsc::Sender<Queued>,
         broker: BrokerHandle,
         rates: Rates,
@@ -50,7 +50,7 @@ impl Dispatcher {
     }
 
     /// Routes one client publish. Waits while the store's queue is full.
-    pub async fn dispatch(&mut self, msg: Inbound) {
+    pub(crate) async fn dispatch(&mut self, msg: Inbound) {
         let now = Instant::now();
         if msg.topic == ops::REQUEST_TOPIC {
             self.dispatch_ops(msg, now).await;
@@ -178,7 +178,15 @@ impl Dispatcher {
     }
 
     async fn queue(&self, request: Request, slot: Slot) {
-        if self.requests.send(Queued { request, slot }).await.is_err() {
+        if self
+            .requests
+            .send(Queued {
+                request,
+                _slot: slot,
+            })
+            .await
+            .is_err()
+        {
             tracing::warn!("store thread gone; request dropped");
         }
     }

@@ -12,15 +12,15 @@
 //!
 //! SIGHUP reads the config users and the TLS files again ([`crate::serve::reload`]).
 
-pub mod admission;
+pub(crate) mod admission;
 
-pub mod request;
+pub(crate) mod request;
 
-pub mod dispatch;
+pub(crate) mod dispatch;
 
-pub mod writer;
+pub(crate) mod writer;
 
-pub mod reload;
+pub(crate) mod reload;
 
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ pub enum ServeError {
 
 /// Broker settings from the config, with the device secrets the listeners
 /// check logins against and the TLS settings loaded from `config.tls`.
-pub fn broker_settings(
+pub(crate) fn broker_settings(
     config: &Config,
     devices: Credentials,
     users: SharedUsers,

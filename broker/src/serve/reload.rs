@@ -24,7 +24,7 @@ use crate::identity::SharedUsers;
 
 /// What a SIGHUP can replace, and the config it started with.
 #[derive(Debug)]
-pub struct Reloadable {
+pub(crate) struct Reloadable {
     pub started: Config,
     pub users: SharedUsers,
     /// Device secrets, to warn of a user named like a device, and the
@@ -37,7 +37,7 @@ pub struct Reloadable {
 /// SIGHUP sent after that never meets the default action, which ends the
 /// process) and returns the task that serves the signals.
 #[cfg(unix)]
-pub fn on_hangup(reloadable: Reloadable) -> impl std::future::Future<Output = ()> {
+pub(crate) fn on_hangup(reloadable: Reloadable) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let hangups = signal(SignalKind::hangup());
     let reloadable = Arc::new(reloadable);

@@ -42,7 +42,8 @@ pub enum Request {
 /// A request on its way to the store thread, holding its place in its
 /// client's in-flight budget until the store thread drops it.
 #[derive(Debug)]
-pub struct Queued {
+pub(crate) struct Queued {
     pub request: Request,
-    pub slot: Slot,
+    /// Held, never read: dropping it gives the slot back.
+    pub _slot: Slot,
 }

@@ -131,7 +131,7 @@ impl Writer {
 
 /// Handle to a running store thread.
 #[derive(Debug)]
-pub struct Engine {
+pub(crate) struct Engine {
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -141,7 +141,7 @@ impl Engine {
     /// closes, and exits after committing and handing over everything it
     /// received. As many requests as are waiting (up to `max_batch`) share
     /// one transaction and one fsync.
-    pub fn start(
+    pub(crate) fn start(
         writer: Writer,
         max_batch: usize,
         requests: mpsc::Receiver<Queued>,
@@ -154,7 +154,7 @@ impl Engine {
     }
 
     /// Waits for the thread to finish its last commit.
-    pub fn join(self) {
+    pub(crate) fn join(self) {
         if self.thread.join().is_err() {
             tracing::error!("the store thread panicked");
         }

@@ -14,12 +14,12 @@
 
 mod record;
 
-pub use record::{key, parse_key, DeviceRecord, HistoryEntry, StoreError, StoredShadow, DB_FILE};
+pub use record::StoreError;
+pub(crate) use record::{key, parse_key, DeviceRecord, HistoryEntry, StoredShadow, DB_FILE};
 
 use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable};
-use serde::Serialize;
 use shade_shared::ShadowId;
 
 use record::{decode_device, decode_shadow, Ctx, DEVICES, HISTORY, SHADOWS};
@@ -208,14 +208,6 @@ impl std::fmt::Debug for ReadStore {
     }
 }
 
-/// One row of `shade list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ListRow {
-    pub thing: String,
-    pub shadow: Option<String>,
-    pub version: u64,
-}
-
 impl ReadStore {
     pub fn open(dir: &Path) -> Result<ReadStore, StoreError> {
         let path = dir.join(DB_FILE);
@@ -271,7 +263,7 @@ impl ReadStore {
 /// Reading shadows and history, the same way from a running broker's write
 /// transaction ([`Tables`]) and from a stopped broker's data ([`ReadStore`]),
 /// so online and offline answers of the CLI cannot drift apart.
-pub trait ShadowSource {
+pub(crate) trait ShadowSource {
     fn get(&self, id: &ShadowId) -> Result<Option<StoredShadow>, StoreError>;
     /// Visits shadows whose key starts with `prefix` and sorts after
     /// `after`, in key order, one at a time, until `f` returns false.

@@ -14,7 +14,7 @@ pub(super) const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition:
 pub(super) const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 
 /// File name of the database inside the data directory.
-pub const DB_FILE: &str = "shade.redb";
+pub(crate) const DB_FILE: &str = "shade.redb";
 
 /// Nesting allowed when decoding stored CBOR; stored documents were
 /// checked against the configured depth when they came in.
@@ -103,7 +103,7 @@ pub(super) fn decode_device(thing: &str, bytes: &[u8]) -> Result<DeviceRecord, S
 }
 
 /// The storage key of a shadow: names cannot hold `/`, so this is unambiguous.
-pub fn key(id: &ShadowId) -> String {
+pub(crate) fn key(id: &ShadowId) -> String {
     match &id.shadow {
         Some(s) => format!("{}/{}", id.thing, s),
         None => id.thing.to_string(),
@@ -111,7 +111,7 @@ pub fn key(id: &ShadowId) -> String {
 }
 
 /// The inverse of [`key`].
-pub fn parse_key(key: &str) -> Option<ShadowId> {
+pub(crate) fn parse_key(key: &str) -> Option<ShadowId> {
     let mut parts = key.splitn(2, '/');
     let thing = ThingName::new(parts.next()?).ok()?;
     match parts.next() {

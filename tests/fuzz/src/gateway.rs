@@ -21,11 +21,8 @@ use rumqttd::protocol::{
     PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, SubAck,
     SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
-use shade_broker::auth::credentials::Credentials;
-use shade_broker::auth::Auth;
-use shade_broker::identity::SharedUsers;
-use shade_broker::identity::{DeviceGrants, Role, UserEntry, Users};
-use shade_broker::router::gateway::{preamble, Gateway, GatewayContext};
+use shade_broker::embedded::{preamble, Gateway, GatewayContext};
+use shade_broker::{Auth, Credentials, DeviceGrants, Role, SharedUsers, UserEntry, Users};
 
 const SECRET: &str = "fuzz-secret";
 /// rumqttd's default `max_payload_size` is far larger; a small one also
@@ -156,7 +153,7 @@ pub fn gateway_packets(data: &[u8]) -> usize {
     let mut read = 0;
     for _ in 0..MAX_PACKETS {
         let before = stream.len();
-        let header = shade_broker::router::gateway::peek_publish(&stream);
+        let header = shade_broker::embedded::peek_publish(&stream);
         let packet = match gateway.read_mut(&mut stream, MAX_SIZE) {
             Ok(packet) => packet,
             // A refusal or an incomplete packet: rumqttd stops reading here.

@@ -60,19 +60,20 @@ use crate::identity::Principal;
 
 mod namespace;
 
-pub use crate::wire::{peek_publish, preamble, sniff_version, Version};
+pub use crate::wire::{peek_publish, preamble};
 use crate::wire::{read_preamble, refuse_server_only_packets, without_properties};
+pub(crate) use crate::wire::{sniff_version, Version};
 use namespace::{
     catches_state, client_filter, client_view, escape_client_id, route, valid_filter, void, Route,
 };
-pub use namespace::{parse_inbound, reply_topic, service_topic};
+pub(crate) use namespace::{parse_inbound, reply_topic, service_topic};
 
 /// Client id of the service's in-process link. The gateway refuses remote
 /// clients that claim it: rumqttd drops the older connection on a duplicate
 /// id, which would silently cut the service off.
-pub const SERVICE_CLIENT_ID: &str = "_shade-service";
+pub(crate) const SERVICE_CLIENT_ID: &str = "_shade-service";
 /// The filter the service link subscribes to: every stamped request.
-pub const SERVICE_FILTER: &str = "_in/#";
+pub(crate) const SERVICE_FILTER: &str = "_in/#";
 
 /// A sink: rumqttd acks a publish to a `$` topic and routes it nowhere, so
 /// refusing a publish this way keeps the client's QoS flow intact.
@@ -443,7 +444,7 @@ impl Gateway {
 
 /// 16 bytes from the OS's random source, as hex: assigned client ids and
 /// the preamble secret.
-pub fn random_hex() -> Result<String, getrandom::Error> {
+pub(crate) fn random_hex() -> Result<String, getrandom::Error> {
     use std::fmt::Write;
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)?;

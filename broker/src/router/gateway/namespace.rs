@@ -111,7 +111,7 @@ pub(super) fn client_view(internal: &str) -> Option<String> {
 /// router topic. `None` for topics no client could ever receive: empty, with
 /// wildcards, internal (`_...`) or under `$` other than `$aws`. Replies
 /// to `shade/ops/request` come already mapped by [`reply_topic`].
-pub fn service_topic(topic: &str) -> Option<String> {
+pub(crate) fn service_topic(topic: &str) -> Option<String> {
     if topic.is_empty() || topic.contains(['+', '#', '\0']) {
         return None;
     }
@@ -132,7 +132,7 @@ pub fn service_topic(topic: &str) -> Option<String> {
 /// The router topic of the reply to a `shade/ops/request` that the client
 /// `client_id` (as stamped) sent with `token`: only connections of the same
 /// principal can subscribe to it, so a reader cannot see an admin's replies.
-pub fn reply_topic(client_id: &str, token: &str) -> String {
+pub(crate) fn reply_topic(client_id: &str, token: &str) -> String {
     format!(
         "{REPLIES}/{}/{token}",
         escape_client_id(principal_tag(client_id))
@@ -141,7 +141,7 @@ pub fn reply_topic(client_id: &str, token: &str) -> String {
 
 /// Splits a stamped router topic `_in/<escaped id>/<topic>` into the
 /// publisher's client id and the topic as the publisher wrote it.
-pub fn parse_inbound(internal: &str) -> Option<(String, &str)> {
+pub(crate) fn parse_inbound(internal: &str) -> Option<(String, &str)> {
     let rest = internal.strip_prefix(INBOUND)?.strip_prefix('/')?;
     let (id, topic) = rest.split_once('/')?;
     Some((unescape_client_id(id)?, topic))
