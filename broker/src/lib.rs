@@ -85,6 +85,7 @@ pub mod embedded {
     pub use crate::front::Transport;
     pub use crate::router::gateway::{peek_publish, preamble, Gateway, GatewayContext};
     pub use crate::router::{
-        start, BrokerHandle, BrokerSettings, EmbeddedError, Inbound, LogSize, Outbound,
+        start, BrokerHandle, BrokerSettings, EmbeddedError, Inbound, LogSize, Outbound, Retained,
+        Subscriptions,
     };
 }

@@ -25,6 +25,7 @@ fn writer(store: Store) -> Writer {
             limits: Limits::default(),
             policies: Policies::default(),
             history_per_shadow: 100,
+            subscriptions: None,
         },
         principals: Principals::default(),
         credentials: Credentials::new(),

@@ -419,13 +419,28 @@ fn documents(
 /// What every accepted change publishes besides its reply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notices {
-    /// `update/documents`.
-    pub documents: Value,
-    /// `update/delta`, when desired and reported differ.
+    /// `update/documents`, when wanted.
+    pub documents: Option<Value>,
+    /// `update/delta`, when wanted and desired and reported differ.
     pub delta: Option<Value>,
     /// The retained state (the `get/accepted` shape), `None` when the
     /// shadow does not exist.
     pub state: Option<Value>,
+}
+
+/// Which of a change's notices someone can receive; the others are not
+/// rendered. The state is always rendered: it is kept for later readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    pub documents: bool,
+    pub delta: bool,
+}
+
+impl Wanted {
+    pub const ALL: Wanted = Wanted {
+        documents: true,
+        delta: true,
+    };
 }
 
 /// Renders the notices of a change from `previous` to `current`, rendering
@@ -437,10 +452,37 @@ pub fn render_notices(
     client_token: Option<&str>,
     now_ms: u64,
 ) -> Notices {
+    render_wanted_notices(
+        previous,
+        current,
+        policies,
+        client_token,
+        now_ms,
+        Wanted::ALL,
+    )
+}
+
+/// [`render_notices`], rendering only what `wanted` asks for (and the
+/// state). `documents` renders `previous` as well, so skipping it halves
+/// the work of a change nobody watches that way.
+pub fn render_wanted_notices(
+    previous: &Shadow,
+    current: &Shadow,
+    policies: &Policies,
+    client_token: Option<&str>,
+    now_ms: u64,
+    wanted: Wanted,
+) -> Notices {
     let view = View::of(current, policies);
     Notices {
-        documents: documents(previous, policies, &view, current, client_token, now_ms),
-        delta: view.delta_notice(current, client_token, now_ms),
+        documents: wanted
+            .documents
+            .then(|| documents(previous, policies, &view, current, client_token, now_ms)),
+        delta: if wanted.delta {
+            view.delta_notice(current, client_token, now_ms)
+        } else {
+            None
+        },
         state: current.exists.then(|| view.get(current, None, now_ms)),
     }
 }

@@ -344,7 +344,7 @@ fn notices_rendered_together_equal_each_rendered_alone() {
         let n = aws::render_notices(previous, &s, &p, Some("tok"), NOW);
         assert_eq!(
             n.documents,
-            aws::render_documents(previous, &s, &p, Some("tok"), NOW)
+            Some(aws::render_documents(previous, &s, &p, Some("tok"), NOW))
         );
         assert_eq!(n.delta, aws::render_delta(&s, &p, Some("tok"), NOW));
         assert_eq!(n.state, Some(aws::render_get(&s, &p, None, NOW)));

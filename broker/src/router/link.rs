@@ -3,7 +3,10 @@
 //! [`BrokerHandle`]. Backpressure in both directions is described in the
 //! router module's docs.
 
+use std::sync::Arc;
 use std::thread;
+
+use bytes::Bytes;
 
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Packet, Publish};
@@ -13,6 +16,8 @@ use tracing::{error, info, warn};
 
 use super::error::EmbeddedError;
 use super::gateway;
+use super::retained::Retained;
+use super::subscriptions::Subscriptions;
 
 /// A message a client published on a topic the service handles, with the
 /// publisher's identity.
@@ -30,7 +35,10 @@ pub struct Inbound {
 /// Publishes as the service. Cheap to clone; every clone feeds one link.
 #[derive(Debug, Clone)]
 pub struct BrokerHandle {
-    outbound: mpsc::Sender<Outbound>,
+    /// Router topic and payload of each message, published at QoS 0.
+    outbound: mpsc::Sender<(String, Bytes)>,
+    subscriptions: Arc<Subscriptions>,
+    retained: Arc<Retained>,
 }
 
 /// A message the service publishes. [`BrokerHandle::send`] takes it with
@@ -79,13 +87,38 @@ impl BrokerHandle {
     }
 
     /// Publishes `message`, as [`BrokerHandle::publish`].
-    pub async fn send(&self, mut message: Outbound) -> Result<(), EmbeddedError> {
-        message.topic = gateway::service_topic(&message.topic)
-            .ok_or_else(|| EmbeddedError::Topic(message.topic.clone()))?;
+    ///
+    /// A retained message is kept by shade ([`Retained`]), not by rumqttd,
+    /// and reaches the current subscribers as a plain message. A message
+    /// no held filter matches ([`Subscriptions`]) goes no further: the
+    /// router would only search its filters to drop it.
+    pub async fn send(&self, message: Outbound) -> Result<(), EmbeddedError> {
+        let Outbound {
+            topic,
+            payload,
+            retain,
+        } = message;
+        let routed =
+            gateway::service_topic(&topic).ok_or_else(|| EmbeddedError::Topic(topic.clone()))?;
+        let payload = Bytes::from(payload);
+        if retain {
+            self.retained.set(&topic, payload.clone());
+        }
+        // Router-only topics (`_r/...`, an ops reply to one principal)
+        // are addressed, not subscribed to by name.
+        if !topic.starts_with('_') && !self.subscriptions.wants(&topic) {
+            return Ok(());
+        }
         self.outbound
-            .send(message)
+            .send((routed, payload))
             .await
             .map_err(|_| EmbeddedError::Closed)
+    }
+
+    /// The subscriptions the gateways keep, for a service that decides
+    /// what to render before it publishes.
+    pub fn subscriptions(&self) -> Arc<Subscriptions> {
+        self.subscriptions.clone()
     }
 }
 
@@ -97,6 +130,8 @@ pub(super) fn spawn(
     link_rx: LinkRx,
     inbound_capacity: usize,
     outbound_capacity: usize,
+    subscriptions: Arc<Subscriptions>,
+    retained: Arc<Retained>,
 ) -> Result<(BrokerHandle, mpsc::Receiver<Inbound>), EmbeddedError> {
     let (inbound_tx, inbound_rx) = mpsc::channel(inbound_capacity);
     let (outbound_tx, outbound_rx) = mpsc::channel(outbound_capacity);
@@ -116,6 +151,8 @@ pub(super) fn spawn(
     Ok((
         BrokerHandle {
             outbound: outbound_tx,
+            subscriptions,
+            retained,
         },
         inbound_rx,
     ))
@@ -170,9 +207,9 @@ fn receive_loop(mut link_rx: LinkRx, inbound: &mpsc::Sender<Inbound>) {
     }
 }
 
-async fn send_loop(mut link_tx: LinkTx, mut outbound: mpsc::Receiver<Outbound>) {
-    while let Some(message) = outbound.recv().await {
-        let publish = Publish::new(message.topic.into_bytes(), message.payload, message.retain);
+async fn send_loop(mut link_tx: LinkTx, mut outbound: mpsc::Receiver<(String, Bytes)>) {
+    while let Some((topic, payload)) = outbound.recv().await {
+        let publish = Publish::new(Bytes::from(topic), payload, false);
         if let Err(e) = link_tx.send(Packet::Publish(publish, None)).await {
             error!(error = %e, "the service link to the router closed");
             return;

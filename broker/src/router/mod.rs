@@ -29,6 +29,11 @@
 //! is full, and the link thread waits on the router's own bounded channel.
 
 mod error;
+
+mod subscriptions;
+
+mod retained;
+
 pub(crate) mod gateway;
 
 mod settings;
@@ -37,7 +42,9 @@ mod link;
 
 pub use error::EmbeddedError;
 pub use link::{BrokerHandle, Inbound, Outbound};
+pub use retained::Retained;
 pub use settings::{BrokerSettings, LogSize};
+pub use subscriptions::Subscriptions;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -103,9 +110,13 @@ pub fn start(
     let secret: Arc<str> = gateway::random_hex()
         .map_err(|e| EmbeddedError::Random(e.to_string()))?
         .into();
+    let subscriptions = Arc::new(Subscriptions::new());
+    let retained = Arc::new(Retained::new());
     let gateway = Gateway::new(Arc::new(GatewayContext {
         secret: secret.clone(),
         auth: settings.auth.clone(),
+        subscriptions: subscriptions.clone(),
+        retained: retained.clone(),
     }));
     let server = Server::new(
         server_settings(
@@ -135,6 +146,8 @@ pub fn start(
         link_rx,
         settings.inbound_capacity,
         settings.outbound_capacity,
+        subscriptions,
+        retained,
     )?;
 
     info!(listeners = ?settings.listeners, auth = settings.auth.enabled, "embedded MQTT broker started");

@@ -166,6 +166,7 @@ pub async fn serve(
             limits: config.limits,
             policies: config.policies,
             history_per_shadow: config.history_per_shadow,
+            subscriptions: Some(broker.subscriptions()),
         },
         principals: Principals {
             enabled: config.auth.enabled,

@@ -107,8 +107,8 @@ impl Writer {
     }
 
     /// The retained state message of every stored shadow, in batches of
-    /// at most 256 handed to `send`: rumqttd keeps retained messages in
-    /// memory only, so a started broker publishes them again.
+    /// at most 256 handed to `send`: the retained states live in memory
+    /// (`crate::router::Retained`), so a started broker loads them again.
     pub fn republish(&self, mut send: impl FnMut(Vec<Outbound>)) -> Result<usize, StoreError> {
         let now = now_ms();
         let mut batch = Vec::new();

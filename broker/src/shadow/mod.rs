@@ -8,6 +8,8 @@
 //! commits; if the commit fails, the request's `on_failure` replies (a 500)
 //! go out instead.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use shade_shared::aws::{self, Rejection, UpdateRequest};
 use shade_shared::merge::stable_vector;
@@ -16,7 +18,7 @@ use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::{Limits, Policies, ReplicaId, Section, Shadow, ShadowId, VersionVector};
 
 use crate::auth::credentials::DeviceChange;
-use crate::router::Outbound;
+use crate::router::{Outbound, Subscriptions};
 use crate::store::{HistoryEntry, StoreError, StoredShadow, Tables};
 
 /// An accepted change, for the history.
@@ -46,6 +48,9 @@ pub struct Service {
     pub limits: Limits,
     pub policies: Policies,
     pub history_per_shadow: u64,
+    /// Who can receive what: a notice no held filter matches is not even
+    /// rendered. `None` renders every notice (no broker to ask).
+    pub subscriptions: Option<Arc<Subscriptions>>,
 }
 
 fn rejected(id: &ShadowId, op: Operation, r: &Rejection, now: u64) -> Outbound {
@@ -53,6 +58,11 @@ fn rejected(id: &ShadowId, op: Operation, r: &Rejection, now: u64) -> Outbound {
 }
 
 impl Service {
+    /// Whether a client could receive a message on `topic`.
+    fn wanted(&self, topic: &str) -> bool {
+        self.subscriptions.as_ref().is_none_or(|s| s.wants(topic))
+    }
+
     /// `get`: the document, or 404. `token` is the request's clientToken.
     pub fn get(
         &self,
@@ -271,16 +281,25 @@ impl Service {
     ) {
         // One view of the current document serves all three notices
         // (rendering is most of what an update costs: docs/BENCHMARKS.md).
-        let notices = aws::render_notices(previous, &stored.shadow, &self.policies, token, now);
-        h.out.push(Outbound::json(
-            Topic::aws_reply(id, Operation::Update, Reply::Documents),
-            &notices.documents,
-        ));
-        if let Some(delta) = &notices.delta {
-            h.out.push(Outbound::json(
-                Topic::aws_reply(id, Operation::Update, Reply::Delta),
-                delta,
-            ));
+        let documents = Topic::aws_reply(id, Operation::Update, Reply::Documents);
+        let delta = Topic::aws_reply(id, Operation::Update, Reply::Delta);
+        let wanted = aws::Wanted {
+            documents: self.wanted(&documents),
+            delta: self.wanted(&delta),
+        };
+        let notices = aws::render_wanted_notices(
+            previous,
+            &stored.shadow,
+            &self.policies,
+            token,
+            now,
+            wanted,
+        );
+        if let Some(doc) = &notices.documents {
+            h.out.push(Outbound::json(documents, doc));
+        }
+        if let Some(doc) = &notices.delta {
+            h.out.push(Outbound::json(delta, doc));
         }
         // The retained state; an empty payload when the shadow does not
         // exist (as `state_message`).
@@ -320,7 +339,7 @@ impl Service {
         h: &mut Handled,
     ) {
         for (replica, vv) in &stored.peers {
-            if Some(replica) != skip {
+            if Some(replica) != skip && self.wanted(&Topic::sync_down(id)) {
                 if let Some(msg) = self
                     .sync_down(id, stored, vv)
                     .filter(|_| has_news(&stored.shadow, vv))

@@ -211,7 +211,13 @@ fn apply(
                 );
                 assert_eq!(
                     notices.documents,
-                    aws::render_documents(&applied.previous, shadow, &policies, token, NOW_MS)
+                    Some(aws::render_documents(
+                        &applied.previous,
+                        shadow,
+                        &policies,
+                        token,
+                        NOW_MS
+                    ))
                 );
                 let _ = aws::render_get(shadow, &policies, token, NOW_MS);
             }

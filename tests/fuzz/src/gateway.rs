@@ -21,7 +21,7 @@ use rumqttd::protocol::{
     PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, SubAck,
     SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
-use shade_broker::embedded::{preamble, Gateway, GatewayContext};
+use shade_broker::embedded::{preamble, Gateway, GatewayContext, Retained, Subscriptions};
 use shade_broker::{Auth, Credentials, DeviceGrants, Role, SharedUsers, UserEntry, Users};
 
 const SECRET: &str = "fuzz-secret";
@@ -50,6 +50,8 @@ fn context(auth_on: bool) -> Arc<GatewayContext> {
     Arc::new(GatewayContext {
         secret: SECRET.into(),
         auth: Auth::new(auth_on, SharedUsers::new(users), grants, Credentials::new()),
+        subscriptions: Arc::new(Subscriptions::new()),
+        retained: Arc::new(Retained::new()),
     })
 }
 

@@ -46,14 +46,17 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::v5::V5;
 use rumqttd::protocol::{
-    ConnAckProperties, Error, Packet, Protocol, PubAckReason, QoS, SubscribeReasonCode,
+    ConnAckProperties, Error, Packet, Protocol, PubAckReason, Publish, QoS, RetainForwardRule,
+    SubscribeReasonCode,
 };
 use tracing::{error, warn};
 
+use super::retained::Retained;
+use super::subscriptions::Subscriptions;
 use crate::auth::acl::Access;
 use crate::auth::Auth;
 use crate::identity::Principal;
@@ -85,6 +88,11 @@ pub struct GatewayContext {
     /// The front's preamble secret.
     pub secret: Arc<str>,
     pub auth: Auth,
+    /// Every connection's filters, kept up to date by the gateways.
+    pub subscriptions: Arc<Subscriptions>,
+    /// The service's retained messages, which gateways deliver to new
+    /// subscriptions themselves.
+    pub retained: Arc<Retained>,
 }
 
 /// rumqttd's `Protocol` for one client connection, with shade's topic
@@ -107,6 +115,15 @@ pub struct Gateway {
     /// refused MQTT 5 QoS 1 publishes.
     refused_filters: Mutex<HashMap<u16, Vec<usize>>>,
     refused_publishes: Mutex<HashSet<u16>>,
+    /// The filters this connection holds, as the client wrote them,
+    /// counted in the shared [`Subscriptions`] until it ends.
+    filters: HashSet<String>,
+    /// Whether the session ends with the connection (MQTT clean session
+    /// or clean start); otherwise its filters stay counted.
+    clean: bool,
+    /// SUBSCRIBE packet id -> (index, filter) of the filters that may
+    /// catch retained service messages, delivered after their SUBACK.
+    snapshots: Mutex<HashMap<u16, Vec<(usize, String)>>>,
 }
 
 impl Gateway {
@@ -120,6 +137,9 @@ impl Gateway {
             assigned: None,
             refused_filters: Mutex::new(HashMap::new()),
             refused_publishes: Mutex::new(HashSet::new()),
+            filters: HashSet::new(),
+            clean: true,
+            snapshots: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -129,6 +149,20 @@ impl Clone for Gateway {
     /// connection, so a clone is a fresh gateway that has seen no CONNECT.
     fn clone(&self) -> Self {
         Gateway::new(self.ctx.clone())
+    }
+}
+
+impl Drop for Gateway {
+    /// The connection ended: its filters are no longer held, unless its
+    /// session outlives it.
+    fn drop(&mut self) {
+        let filters = std::mem::take(&mut self.filters);
+        match self.identity.get() {
+            Some(id) if !self.clean => self.ctx.subscriptions.park(id, filters),
+            _ => filters
+                .iter()
+                .for_each(|f| self.ctx.subscriptions.remove(f)),
+        }
     }
 }
 
@@ -166,10 +200,17 @@ impl Protocol for Gateway {
     fn write(&self, packet: Packet, buffer: &mut BytesMut) -> Result<usize, Error> {
         let (packet, readable) = self.rewrite_to_client(packet)?;
         let start = buffer.len();
-        let written = match self.version.unwrap_or(Version::V4) {
-            Version::V4 => V4.write(without_properties(packet), buffer)?,
-            Version::V5 => V5.write(packet, buffer)?,
+        let snapshot = match &packet {
+            Packet::SubAck(ack, _) => self
+                .lock_snapshots()
+                .remove(&ack.pkid)
+                .map(|filters| (filters, ack.return_codes.clone())),
+            _ => None,
         };
+        let mut written = self.encode(packet, buffer)?;
+        if let Some((filters, codes)) = snapshot {
+            written += self.write_retained(&filters, &codes, buffer)?;
+        }
         if !readable {
             // A message the client may not read: it came through a
             // filtered wildcard subscription, which is QoS 0, so skipping
@@ -189,6 +230,51 @@ impl Protocol for Gateway {
 }
 
 impl Gateway {
+    fn encode(&self, packet: Packet, buffer: &mut BytesMut) -> Result<usize, Error> {
+        match self.version.unwrap_or(Version::V4) {
+            Version::V4 => V4.write(without_properties(packet), buffer),
+            Version::V5 => V5.write(packet, buffer),
+        }
+    }
+
+    /// Writes, after a SUBACK, the retained service messages that its
+    /// granted `filters` match and this client may read: as retained QoS 0
+    /// messages (state filters are granted QoS 0, see `rewrite_from_client`).
+    fn write_retained(
+        &self,
+        filters: &[(usize, String)],
+        codes: &[SubscribeReasonCode],
+        buffer: &mut BytesMut,
+    ) -> Result<usize, Error> {
+        let mut written = 0;
+        let mut result = Ok(());
+        for (i, filter) in filters {
+            let granted = matches!(
+                codes.get(*i),
+                Some(
+                    SubscribeReasonCode::QoS0
+                        | SubscribeReasonCode::QoS1
+                        | SubscribeReasonCode::Success(_)
+                )
+            );
+            if !granted {
+                continue;
+            }
+            self.ctx.retained.matching(filter, |topic, payload| {
+                if result.is_err() || !self.principal().may_read(topic, &self.ctx.auth.grants) {
+                    return;
+                }
+                let topic = Bytes::copy_from_slice(topic.as_bytes());
+                let publish = Publish::new(topic, payload.clone(), true);
+                match self.encode(Packet::Publish(publish, None), buffer) {
+                    Ok(n) => written += n,
+                    Err(e) => result = Err(e),
+                }
+            });
+        }
+        result.map(|()| written)
+    }
+
     fn client_id(&self) -> &str {
         self.identity.get().map_or("<unknown>", String::as_str)
     }
@@ -234,6 +320,12 @@ impl Gateway {
                     // Cannot fail: this is the connection's only CONNECT
                     // (rumqttd treats a second one as a protocol error).
                     let _ = self.identity.set(connect.client_id.clone());
+                    self.clean = connect.clean_session;
+                    if self.clean {
+                        self.ctx.subscriptions.forget(&connect.client_id);
+                    } else {
+                        self.filters = self.ctx.subscriptions.resume(&connect.client_id);
+                    }
                 }
                 // rumqttd 0.20's router refuses an id holding `+ $ # /`
                 // after its listener has registered the id's will handler;
@@ -286,6 +378,7 @@ impl Gateway {
             Packet::Subscribe(mut subscribe, props) => {
                 let tag = self.tag();
                 let mut refused = Vec::new();
+                let mut snapshots = Vec::new();
                 for (i, filter) in subscribe.filters.iter_mut().enumerate() {
                     let access = if valid_filter(&filter.path) {
                         self.principal()
@@ -314,17 +407,32 @@ impl Gateway {
                         // the next, so QoS 0 loses nothing a reader needs,
                         // and MQTT lets a server grant less than was asked.
                         filter.qos = QoS::AtMostOnce;
+                        // MQTT 5 sends no retained messages to a shared
+                        // subscription, nor when the client asks for none.
+                        let shared = filter.path.starts_with("$share/");
+                        if !shared && filter.retain_forward_rule != RetainForwardRule::Never {
+                            snapshots.push((i, filter.path.clone()));
+                        }
+                    }
+                    if self.filters.insert(filter.path.clone()) {
+                        self.ctx.subscriptions.add(&filter.path);
                     }
                     filter.path = client_filter(&filter.path, &tag);
                 }
                 if !refused.is_empty() {
                     self.lock_filters().insert(subscribe.pkid, refused);
                 }
+                if !snapshots.is_empty() {
+                    self.lock_snapshots().insert(subscribe.pkid, snapshots);
+                }
                 Packet::Subscribe(subscribe, props)
             }
             Packet::Unsubscribe(mut unsubscribe, props) => {
                 let tag = self.tag();
                 for filter in &mut unsubscribe.filters {
+                    if self.filters.remove(filter.as_str()) {
+                        self.ctx.subscriptions.remove(filter);
+                    }
                     *filter = client_filter(filter, &tag);
                 }
                 Packet::Unsubscribe(unsubscribe, props)
@@ -431,6 +539,12 @@ impl Gateway {
 
     fn lock_filters(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Vec<usize>>> {
         self.refused_filters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_snapshots(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Vec<(usize, String)>>> {
+        self.snapshots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
