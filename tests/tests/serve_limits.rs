@@ -1,23 +1,28 @@
 //! Connection limits of `shade serve`: a flood of half-open connections
 //! (TCP connected, no CONNECT) is bounded by `limits.max_pending_connections`
-//! and does not stop the service once it is gone.
+//! and `limits.connect_timeout_ms`, and does not stop the service once it
+//! is gone.
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shade_tests::{Mqtt, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn half_open_connections_beyond_the_pending_limit_are_closed_and_the_service_recovers() {
+async fn half_open_connections_beyond_the_pending_slots_wait_are_closed_with_a_reason_and_the_service_recovers(
+) {
     const PENDING: usize = 32;
     const FLOOD: usize = 200;
+    const TIMEOUT_MS: u64 = 1000;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("broker.toml");
     std::fs::write(
         &config,
-        format!("[limits]\nmax_pending_connections = {PENDING}\n"),
+        format!(
+            "[limits]\nmax_pending_connections = {PENDING}\nconnect_timeout_ms = {TIMEOUT_MS}\n"
+        ),
     )
     .expect("write config");
     let server = Server::start_with_args(
@@ -29,14 +34,18 @@ async fn half_open_connections_beyond_the_pending_limit_are_closed_and_the_servi
     let flood: Vec<TcpStream> = (0..FLOOD)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
         .collect();
-    // The server closes every connection beyond the pending slots at once:
-    // reading them ends (EOF or reset) instead of blocking until our timeout.
+    // Every half-open connection is closed by the server: those holding a
+    // slot when their connect timeout ends, the others after waiting that
+    // long for a slot. Reading them ends (EOF or reset) well before our
+    // deadline of five timeouts.
+    let deadline = Instant::now() + Duration::from_millis(5 * TIMEOUT_MS);
     let closed = tokio::task::spawn_blocking(move || {
         let closed = flood
             .iter()
             .filter(|stream| {
                 let mut stream: &TcpStream = stream;
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
                 let mut byte = [0u8; 1];
                 match stream.read(&mut byte) {
                     Ok(0) => true,
@@ -53,13 +62,23 @@ async fn half_open_connections_beyond_the_pending_limit_are_closed_and_the_servi
     })
     .await
     .expect("reader");
+    assert_eq!(
+        closed, FLOOD,
+        "half-open connections left open past their timeout"
+    );
+    // The slots bounded the handshakes: most connections never got one,
+    // and each of those closes says why.
+    let log = server.log();
+    let waited = log
+        .matches("no handshake slot freed within the connect timeout")
+        .count();
     assert!(
-        closed >= FLOOD - PENDING,
-        "only {closed} of {FLOOD} half-open connections were closed (pending limit {PENDING})"
+        waited >= FLOOD - 2 * PENDING,
+        "only {waited} of {FLOOD} connections waited for a slot (pending limit {PENDING}):\n{log}"
     );
     assert!(
-        closed < FLOOD,
-        "every connection was closed: the pending slots admitted none"
+        log.contains("no CONNECT within the connect timeout"),
+        "no connection held a slot until its timeout:\n{log}"
     );
 
     // Our half-open sockets are gone; their slots come back and the

@@ -73,6 +73,9 @@ pub struct Rates {
     pub max_inflight_per_client: usize,
     /// Connections still handshaking or waiting for their CONNECT.
     pub max_pending_connections: usize,
+    /// How long a new connection may wait for a handshake slot, and then
+    /// how long it has to finish its handshakes and send CONNECT.
+    pub connect_timeout: std::time::Duration,
 }
 
 impl Default for Rates {
@@ -81,6 +84,7 @@ impl Default for Rates {
             requests_per_second_per_thing: 20,
             max_inflight_per_client: 1000,
             max_pending_connections: 1024,
+            connect_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -363,6 +367,17 @@ impl Config {
                 l.max_pending_connections,
                 rate_defaults.max_pending_connections,
             )?,
+            connect_timeout: match l.connect_timeout_ms {
+                // rumqttd keeps its own copy in a u16 of milliseconds.
+                Some(ms @ 1..=65_535) => std::time::Duration::from_millis(ms),
+                Some(_) => {
+                    return Err(invalid(
+                        "limits.connect_timeout_ms",
+                        "must be between 1 and 65535",
+                    ))
+                }
+                None => rate_defaults.connect_timeout,
+            },
         };
         if limits.max_depth == 0 || limits.max_depth > shade_shared::limits::MAX_DEPTH_CEILING {
             return Err(invalid(

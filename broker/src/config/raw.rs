@@ -31,6 +31,7 @@ pub(super) struct RawLimits {
     pub(super) requests_per_second_per_thing: Option<u32>,
     pub(super) max_inflight_per_client: Option<usize>,
     pub(super) max_pending_connections: Option<usize>,
+    pub(super) connect_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -89,9 +89,12 @@ pub(crate) struct FrontShared {
     pub auth: Auth,
     /// Client connections at once; beyond it new ones are closed at once.
     pub connections: Arc<Semaphore>,
-    /// Connections still in their handshake or CONNECT; beyond it new ones
-    /// are closed at once, so a flood of half-open sockets is bounded.
+    /// Connections still in their handshake or CONNECT; beyond it the
+    /// accept loop waits, so a flood of half-open sockets is bounded.
     pub pending: Arc<Semaphore>,
+    /// Connections handed to rumqttd's internal listener and not yet
+    /// answered with a CONNACK, at most [`INTERNAL_IN_FLIGHT`].
+    pub dialing: Arc<Semaphore>,
     /// Handshakes, CONNECT and authentication must finish within this.
     pub connect_timeout: Duration,
     /// Largest CONNECT accepted (will message included).
@@ -117,9 +120,20 @@ enum FrontError {
     Closed,
     #[error("no CONNECT within the connect timeout")]
     Timeout,
+    #[error("the broker sent no CONNACK within the connect timeout")]
+    NoConnAck,
+    #[error("the broker closed the connection before its CONNACK")]
+    ClosedBeforeConnAck,
     #[error("refused")]
     Refused,
 }
+
+/// How many connections the front hands rumqttd at once before their
+/// CONNACK. rumqttd 0.20 listens with a backlog of 128 (measured with
+/// `ss -ltn`) and accepts on the same thread that serves its connections;
+/// more connections than that in its accept queue overflow it, and the
+/// kernel resets them (SYN cookies that fail: `nstat` TcpExtSyncookiesFailed).
+pub(crate) const INTERNAL_IN_FLIGHT: usize = 100;
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -146,16 +160,29 @@ pub(crate) async fn accept_loop(
             warn!(%peer, "closing a connection: the connection limit is reached");
             continue;
         };
-        let Ok(pending) = shared.pending.clone().try_acquire_owned() else {
-            warn!(%peer, "closing a connection: too many connections are still handshaking");
-            continue;
-        };
         let _ = stream.set_nodelay(true);
         let transport = transport.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(stream, peer, transport, &shared, pending).await {
-                debug!(%peer, error = %e, "connection ended");
+            // Accepting never waits: a fleet reconnecting at once would
+            // overflow the kernel's listen queue, which resets connections.
+            // An accepted socket waits here for a handshake slot instead,
+            // costing a descriptor and a small task; the slots bound what
+            // handshakes (TLS state, CONNECT buffers) cost.
+            let slot = shared.pending.clone().acquire_owned();
+            let Ok(Ok(pending)) = tokio::time::timeout(shared.connect_timeout, slot).await else {
+                info!(%peer, "closing a connection: no handshake slot freed within the connect timeout");
+                return;
+            };
+            match serve(stream, peer, transport, &shared, pending).await {
+                Ok(()) => {}
+                // The client went away; nothing was refused.
+                Err(e @ (FrontError::Io(_) | FrontError::Closed)) => {
+                    debug!(%peer, error = %e, "connection ended");
+                }
+                // Logged where they happen, with more to say.
+                Err(FrontError::Tls(_) | FrontError::Ws(_) | FrontError::Refused) => {}
+                Err(e) => info!(%peer, error = %e, "closing a connection"),
             }
             drop(connection);
         });
@@ -186,11 +213,28 @@ async fn serve(
         }
         Err(e) => return Err(e),
     };
+    drop(pending);
+    // Handed over to rumqttd in turn (see `INTERNAL_IN_FLIGHT`), within
+    // the connect timeout.
+    let dial = shared.dialing.clone().acquire_owned();
+    let dialing = tokio::time::timeout(shared.connect_timeout, dial)
+        .await
+        .map_err(|_| FrontError::NoConnAck)?
+        .map_err(|_| FrontError::NoConnAck)?;
     let mut broker = dial_internal(shared.internal).await?;
     let _ = broker.set_nodelay(true);
     broker.write_all(&preamble).await?;
     broker.write_all(&head).await?;
-    drop(pending);
+    let mut client = client;
+    let mut answer = vec![0u8; 256];
+    let n = tokio::time::timeout(shared.connect_timeout, broker.read(&mut answer))
+        .await
+        .map_err(|_| FrontError::NoConnAck)??;
+    if n == 0 {
+        return Err(FrontError::ClosedBeforeConnAck);
+    }
+    drop(dialing);
+    client.write_all(&answer[..n]).await?;
     let relay = relay::relay(client, broker, &head, COPY_BUFFER);
     let Some((guard, ended)) = session else {
         return Ok(relay.await?);

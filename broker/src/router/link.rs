@@ -172,15 +172,18 @@ fn receive_loop(mut link_rx: LinkRx, inbound: &mpsc::Sender<Inbound>) {
         };
         match notification {
             Notification::Forward(forward) => {
-                let topic = String::from_utf8_lossy(&forward.publish.topic);
-                let Some((client_id, topic)) = gateway::parse_inbound(&topic) else {
+                let stamped = (forward.publish.topic.as_ref() == gateway::REQUESTS.as_bytes())
+                    .then(|| gateway::unstamp(&forward.publish.payload))
+                    .flatten();
+                let Some((client_id, topic, payload)) = stamped else {
+                    let topic = String::from_utf8_lossy(&forward.publish.topic);
                     warn!(%topic, "ignoring a message on the service link that the gateway did not stamp");
                     continue;
                 };
                 let message = Inbound {
                     client_id,
-                    topic: topic.to_owned(),
-                    payload: forward.publish.payload.to_vec(),
+                    topic,
+                    payload: payload.to_vec(),
                 };
                 // Blocks while the service lags: see the module docs.
                 if inbound.blocking_send(message).is_err() {

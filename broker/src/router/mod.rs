@@ -71,16 +71,10 @@ pub fn start(
     settings.validate()?;
     let mut bound = Vec::new();
     for (addr, transport) in &settings.listeners {
-        let listener = TcpListener::bind(addr).map_err(|source| EmbeddedError::Bind {
+        let listener = listen(*addr).map_err(|source| EmbeddedError::Bind {
             addr: *addr,
             source,
         })?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| EmbeddedError::Bind {
-                addr: *addr,
-                source,
-            })?;
         bound.push((listener, transport.clone()));
     }
 
@@ -136,6 +130,7 @@ pub fn start(
         pending: Arc::new(tokio::sync::Semaphore::new(
             settings.max_pending_connections,
         )),
+        dialing: Arc::new(tokio::sync::Semaphore::new(front::INTERNAL_IN_FLIGHT)),
         connect_timeout: settings.connect_timeout,
         max_connect_bytes: settings.max_payload,
     });
@@ -152,6 +147,25 @@ pub fn start(
 
     info!(listeners = ?settings.listeners, auth = settings.auth.enabled, "embedded MQTT broker started");
     Ok((handle, inbound))
+}
+
+/// Connections the kernel holds for a listener before the front accepts
+/// them (capped by `net.core.somaxconn`). The std default of 128 overflows
+/// when a fleet reconnects at once: the kernel then drops SYNs and each
+/// client waits out a 1 s retransmission, or more.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A non-blocking listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std does: a restarted broker can bind while old connections of
+    // the previous process linger in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 fn spawn_listener(

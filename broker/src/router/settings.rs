@@ -45,7 +45,7 @@ pub struct BrokerSettings {
     /// Client connections; the service's own link comes on top.
     pub max_connections: usize,
     /// Connections still handshaking or waiting for their CONNECT; more
-    /// are closed at once (bounds the memory a half-open flood costs).
+    /// wait to be accepted (bounds the memory a half-open flood costs).
     pub max_pending_connections: usize,
     /// Largest packet a client may send (topic, properties and payload),
     /// in bytes; a bigger one closes its connection.

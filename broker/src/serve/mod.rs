@@ -93,6 +93,7 @@ pub(crate) fn broker_settings(
         listeners,
         max_connections: config.broker.max_connections,
         max_pending_connections: config.rates.max_pending_connections,
+        connect_timeout: config.rates.connect_timeout,
         // Room for the topic and MQTT 5 properties on top of the largest request.
         max_payload: config.limits.max_payload_bytes + 4096,
         auth,

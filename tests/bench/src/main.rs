@@ -22,10 +22,11 @@
 //! - [`procs`]: the processes measured, free ports, VmRSS, the machine.
 //! - [`client`]: rumqttc connection helpers, quantiles.
 //! - one file per scenario: [`throughput`] (with its two baselines),
-//!   [`latency`], [`storm`], [`catchup`], [`memory`].
+//!   [`latency`], [`storm`], [`catchup`], [`memory`], [`fleet`].
 
 mod catchup;
 mod client;
+mod fleet;
 mod latency;
 mod memory;
 mod procs;
@@ -114,6 +115,18 @@ enum Scenario {
         #[arg(long, default_value_t = 120.0)]
         timeout: f64,
     },
+    /// N plain clients connect and subscribe at once over N shadows; then a
+    /// late `shade/things/#` subscriber.
+    Fleet {
+        #[arg(long, default_value_t = 5000)]
+        clients: usize,
+        /// Bound of each phase, seconds.
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+        /// shade or mosquitto (its retained store holding the states).
+        #[arg(long, default_value = "shade")]
+        target: String,
+    },
     /// Time for one shade-agent to push its pending leaves after reconnecting.
     Catchup {
         #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
@@ -144,6 +157,7 @@ impl Scenario {
             Scenario::Latency { .. } => "latency",
             Scenario::Storm { .. } => "storm",
             Scenario::Catchup { .. } => "catchup",
+            Scenario::Fleet { .. } => "fleet",
             Scenario::Memory { .. } => "memory",
         }
     }
@@ -191,6 +205,23 @@ async fn run_once(scenario: &Scenario, bins: &std::path::Path) -> Result<Metrics
                 },
             )
             .await
+        }
+        Scenario::Fleet {
+            clients,
+            timeout,
+            target,
+        } => {
+            let target = match target.as_str() {
+                "shade" => fleet::Target::Shade,
+                "mosquitto" => fleet::Target::Mosquitto,
+                other => anyhow::bail!("unknown target {other:?}: shade or mosquitto"),
+            };
+            let p = fleet::Params {
+                clients: *clients,
+                timeout: *timeout,
+                target,
+            };
+            fleet::run(bins, p).await
         }
         Scenario::Storm {
             agents,

@@ -43,6 +43,17 @@ fn mib(bytes: u64) -> f64 {
 }
 
 async fn fill(port: u16, p: Params) -> Result<f64> {
+    fill_shadows(port, p.shadows, p.writers, p.timeout).await
+}
+
+/// Stores `shadows` shadows `mem-<i>` by AWS updates from `writers`
+/// connections; returns the updates per second.
+pub(crate) async fn fill_shadows(
+    port: u16,
+    shadows: usize,
+    writers: usize,
+    timeout: f64,
+) -> Result<f64> {
     let replies = Arc::new(AtomicUsize::new(0));
     let window = Arc::new(Semaphore::new(WINDOW));
     let filters = vec![
@@ -61,8 +72,8 @@ async fn fill(port: u16, p: Params) -> Result<f64> {
         }
     });
     let start = Instant::now();
-    let mut writers = Vec::new();
-    for wi in 0..p.writers {
+    let mut tasks = Vec::new();
+    for wi in 0..writers {
         let window = window.clone();
         let (client, mut el) = connect(
             options(&format!("bench-mem-writer-{wi}"), port, 100),
@@ -71,9 +82,9 @@ async fn fill(port: u16, p: Params) -> Result<f64> {
         )
         .await?;
         let poller = tokio::spawn(async move { while el.poll().await.is_ok() {} });
-        writers.push(tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut k = wi;
-            while k < p.shadows {
+            while k < shadows {
                 window.acquire().await.context("window")?.forget();
                 let topic = format!("$aws/things/mem-{k}/shadow/update");
                 let body = format!(
@@ -82,29 +93,29 @@ async fn fill(port: u16, p: Params) -> Result<f64> {
                 client
                     .publish(topic, QoS::AtLeastOnce, false, body.into_bytes())
                     .await?;
-                k += p.writers;
+                k += writers;
             }
             let _ = client.try_disconnect();
             drop(poller);
             anyhow::Ok(())
         }));
     }
-    for w in writers {
+    for w in tasks {
         w.await.context("writer task")??;
     }
-    let deadline = Instant::now() + Duration::from_secs_f64(p.timeout);
-    while replies.load(Ordering::Relaxed) < p.shadows {
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+    while replies.load(Ordering::Relaxed) < shadows {
         if Instant::now() > deadline {
             bail!(
                 "only {} of {} updates answered",
                 replies.load(Ordering::Relaxed),
-                p.shadows
+                shadows
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     collector.abort();
-    Ok(p.shadows as f64 / start.elapsed().as_secs_f64())
+    Ok(shadows as f64 / start.elapsed().as_secs_f64())
 }
 
 /// One measurement on a fresh `shade serve`.

@@ -66,17 +66,18 @@ mod namespace;
 pub use crate::wire::{peek_publish, preamble};
 use crate::wire::{read_preamble, refuse_server_only_packets, without_properties};
 pub(crate) use crate::wire::{sniff_version, Version};
+use namespace::stamp;
 use namespace::{
     catches_state, client_filter, client_view, escape_client_id, route, valid_filter, void, Route,
 };
-pub(crate) use namespace::{parse_inbound, reply_topic, service_topic};
+pub(crate) use namespace::{reply_topic, service_topic, unstamp, REQUESTS};
 
 /// Client id of the service's in-process link. The gateway refuses remote
 /// clients that claim it: rumqttd drops the older connection on a duplicate
 /// id, which would silently cut the service off.
 pub(crate) const SERVICE_CLIENT_ID: &str = "_shade-service";
 /// The filter the service link subscribes to: every stamped request.
-pub(crate) const SERVICE_FILTER: &str = "_in/#";
+pub(crate) const SERVICE_FILTER: &str = REQUESTS;
 
 /// A sink: rumqttd acks a publish to a `$` topic and routes it nowhere, so
 /// refusing a publish this way keeps the client's QoS flow intact.
@@ -124,6 +125,17 @@ pub struct Gateway {
     /// SUBSCRIBE packet id -> (index, filter) of the filters that may
     /// catch retained service messages, delivered after their SUBACK.
     snapshots: Mutex<HashMap<u16, Vec<(usize, String)>>>,
+    /// MQTT 5 topic aliases this client set on a request topic: a later
+    /// publish by alias alone must be stamped again.
+    request_aliases: HashMap<u16, String>,
+}
+
+/// Where a client's publish goes.
+enum Routed {
+    /// On this router topic, unchanged.
+    Plain(String),
+    /// To the service, stamped, on [`REQUESTS`]; the topic as written.
+    Request(String),
 }
 
 impl Gateway {
@@ -140,6 +152,7 @@ impl Gateway {
             filters: HashSet::new(),
             clean: true,
             snapshots: Mutex::new(HashMap::new()),
+            request_aliases: HashMap::new(),
         }
     }
 }
@@ -344,7 +357,8 @@ impl Gateway {
                 }
                 if let Some(will) = will.as_mut() {
                     let mut retain = will.retain;
-                    will.topic = self.route_publish(&will.topic, &mut retain)?.into();
+                    let routed = self.route_publish(&will.topic, &mut retain)?;
+                    self.apply(routed, &mut will.topic, &mut will.message)?;
                     will.retain = retain;
                 }
                 // The front checked the credentials; rumqttd has no use for
@@ -352,26 +366,46 @@ impl Gateway {
                 Packet::Connect(connect, props, will, will_props, None)
             }
             Packet::Publish(mut publish, props) => {
-                // An empty topic with an alias: the router substitutes the
-                // internal topic it recorded when the alias was set, which
-                // this gateway had already routed.
-                let aliased = props.as_ref().is_some_and(|p| p.topic_alias.is_some());
-                if !(aliased && publish.topic.is_empty()) {
-                    let routed = self.route_publish(&publish.topic, &mut publish.retain);
-                    publish.topic = match routed {
-                        Ok(topic) => topic.into(),
-                        // MQTT 5 can refuse a QoS 1 publish in its PUBACK.
-                        Err(_)
-                            if self.version == Some(Version::V5)
-                                && publish_header.is_some_and(|(qos, _)| qos > 0) =>
-                        {
-                            let pkid = publish_header.map_or(0, |(_, pkid)| pkid);
-                            self.lock_publishes().insert(pkid);
-                            publish.retain = false;
-                            DROPPED.into()
+                let alias = props.as_ref().and_then(|p| p.topic_alias);
+                if let (Some(alias), true) = (alias, publish.topic.is_empty()) {
+                    // An empty topic with an alias: for plain traffic the
+                    // router substitutes the internal topic it recorded
+                    // when the alias was set; a request must be stamped
+                    // again, with the topic this gateway recorded.
+                    if let Some(topic) = self.request_aliases.get(&alias).cloned() {
+                        let mut payload = std::mem::take(&mut publish.payload);
+                        self.apply(Routed::Request(topic), &mut publish.topic, &mut payload)?;
+                        publish.payload = payload;
+                    }
+                    return Ok(Packet::Publish(publish, props));
+                }
+                match self.route_publish(&publish.topic, &mut publish.retain) {
+                    Ok(routed) => {
+                        if let Some(alias) = alias {
+                            match &routed {
+                                Routed::Request(topic) => {
+                                    self.request_aliases.insert(alias, topic.clone());
+                                }
+                                Routed::Plain(_) => {
+                                    self.request_aliases.remove(&alias);
+                                }
+                            }
                         }
-                        Err(e) => return Err(e),
-                    };
+                        let mut payload = std::mem::take(&mut publish.payload);
+                        self.apply(routed, &mut publish.topic, &mut payload)?;
+                        publish.payload = payload;
+                    }
+                    // MQTT 5 can refuse a QoS 1 publish in its PUBACK.
+                    Err(_)
+                        if self.version == Some(Version::V5)
+                            && publish_header.is_some_and(|(qos, _)| qos > 0) =>
+                    {
+                        let pkid = publish_header.map_or(0, |(_, pkid)| pkid);
+                        self.lock_publishes().insert(pkid);
+                        publish.retain = false;
+                        publish.topic = DROPPED.into();
+                    }
+                    Err(e) => return Err(e),
                 }
                 Packet::Publish(publish, props)
             }
@@ -504,7 +538,7 @@ impl Gateway {
 
     /// Decides where a topic this client publishes (or leaves as its will)
     /// goes, and returns the router topic, or the refusal.
-    fn route_publish(&self, topic: &[u8], retain: &mut bool) -> Result<String, Error> {
+    fn route_publish(&self, topic: &[u8], retain: &mut bool) -> Result<Routed, Error> {
         let Ok(topic) = std::str::from_utf8(topic) else {
             return Err(self.refuse(&String::from_utf8_lossy(topic), "topic is not UTF-8"));
         };
@@ -517,15 +551,33 @@ impl Gateway {
         }
         match route {
             Route::Service => match self.identity.get() {
-                Some(id) => {
+                Some(_) => {
                     // A request is an event, not state: never keep it.
                     *retain = false;
-                    Ok(format!("_in/{}/{topic}", escape_client_id(id)))
+                    Ok(Routed::Request(topic.to_owned()))
                 }
                 None => Err(self.refuse(topic, "the publisher has no client id yet")),
             },
-            Route::Clients | Route::Refused(_) => Ok(format!("{}/{topic}", namespace::CLIENTS)),
+            Route::Clients | Route::Refused(_) => {
+                Ok(Routed::Plain(format!("{}/{topic}", namespace::CLIENTS)))
+            }
         }
+    }
+
+    /// Rewrites `topic` and `payload` of a publish (or will) as routed.
+    fn apply(&self, routed: Routed, topic: &mut Bytes, payload: &mut Bytes) -> Result<(), Error> {
+        match routed {
+            Routed::Plain(router_topic) => *topic = router_topic.into(),
+            Routed::Request(client_topic) => {
+                let id = self.identity.get().map_or("", String::as_str);
+                let Some(framed) = stamp(id, &client_topic, payload) else {
+                    return Err(self.refuse(&client_topic, "client id too long to stamp"));
+                };
+                *topic = Bytes::from_static(REQUESTS.as_bytes());
+                *payload = framed.into();
+            }
+        }
+        Ok(())
     }
 
     fn refuse(&self, topic: &str, reason: &str) -> Error {

@@ -7,7 +7,6 @@ use crate::identity::principal_tag;
 
 pub(super) const CLIENTS: &str = "_c";
 const AWS: &str = "_aws";
-const INBOUND: &str = "_in";
 const VOID: &str = "_void";
 /// Replies to `shade/ops/request`, one namespace per principal tag:
 /// `_r/<escaped tag>/<rest>` is `shade/ops/reply/<rest>` to clients.
@@ -139,12 +138,38 @@ pub(crate) fn reply_topic(client_id: &str, token: &str) -> String {
     )
 }
 
-/// Splits a stamped router topic `_in/<escaped id>/<topic>` into the
-/// publisher's client id and the topic as the publisher wrote it.
-pub(crate) fn parse_inbound(internal: &str) -> Option<(String, &str)> {
-    let rest = internal.strip_prefix(INBOUND)?.strip_prefix('/')?;
-    let (id, topic) = rest.split_once('/')?;
-    Some((unescape_client_id(id)?, topic))
+/// The one router topic every request to the service travels on. One
+/// topic, not one per client and thing: rumqttd matches each new filter
+/// against every topic ever published (`DataLog::next_native_offset`), so
+/// per-request topics made every SUBSCRIBE cost O(requests seen).
+pub(crate) const REQUESTS: &str = "_in/requests";
+
+/// A request's payload on [`REQUESTS`]: the publisher's client id and the
+/// topic it wrote, each with a big-endian u16 length, then its payload.
+/// `None` for an id or topic too long to frame (MQTT topics fit).
+pub(crate) fn stamp(client_id: &str, topic: &str, payload: &[u8]) -> Option<Vec<u8>> {
+    let id_len = u16::try_from(client_id.len()).ok()?;
+    let topic_len = u16::try_from(topic.len()).ok()?;
+    let mut out = Vec::with_capacity(4 + client_id.len() + topic.len() + payload.len());
+    out.extend_from_slice(&id_len.to_be_bytes());
+    out.extend_from_slice(client_id.as_bytes());
+    out.extend_from_slice(&topic_len.to_be_bytes());
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(payload);
+    Some(out)
+}
+
+/// The inverse of [`stamp`]: client id, topic, payload.
+pub(crate) fn unstamp(framed: &[u8]) -> Option<(String, String, &[u8])> {
+    fn field(bytes: &[u8]) -> Option<(String, &[u8])> {
+        let (len, rest) = bytes.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let (value, rest) = (rest.get(..len)?, rest.get(len..)?);
+        Some((std::str::from_utf8(value).ok()?.to_owned(), rest))
+    }
+    let (client_id, rest) = field(framed)?;
+    let (topic, payload) = field(rest)?;
+    Some((client_id, topic, payload))
 }
 
 /// `Some(rest)` when `topic`'s first level is `level`; `rest` is empty or
@@ -172,21 +197,6 @@ pub(super) fn escape_client_id(id: &str) -> String {
         }
     }
     out
-}
-
-fn unescape_client_id(escaped: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(escaped.len());
-    let mut bytes = escaped.bytes();
-    while let Some(byte) = bytes.next() {
-        if byte == b'%' {
-            let high = char::from(bytes.next()?).to_digit(16)?;
-            let low = char::from(bytes.next()?).to_digit(16)?;
-            out.push(u8::try_from((high << 4) | low).ok()?);
-        } else {
-            out.push(byte);
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Whether `filter` is a topic filter MQTT allows: not empty, no NUL,
@@ -312,13 +322,23 @@ mod tests {
 
     #[test]
     fn client_ids_cannot_break_or_spoof_the_stamp() {
-        for id in ["plain-id", "a/b", "+#", "$aws", "50%", "é\u{1}"] {
-            let topic = format!("_in/{}/shade/things/t1/sync/up", escape_client_id(id));
-            assert_eq!(
-                parse_inbound(&topic),
-                Some((id.to_owned(), "shade/things/t1/sync/up"))
-            );
+        let topic = "shade/things/t1/sync/up";
+        for id in ["plain-id", "a/b", "+#", "$aws", "50%", "é\u{1}", ""] {
+            for payload in [&b""[..], b"\x00\x05hello", b"{}"] {
+                let framed = stamp(id, topic, payload).expect("fits");
+                assert_eq!(
+                    unstamp(&framed),
+                    Some((id.to_owned(), topic.to_owned(), payload))
+                );
+            }
         }
-        assert_eq!(parse_inbound("_in/%zz/x"), None);
+        let long = "x".repeat(70_000);
+        assert_eq!(stamp(&long, topic, b""), None);
+        // Truncated or garbled frames are refused, not misread.
+        let framed = stamp("id", topic, b"body").expect("fits");
+        for cut in 0..(4 + 2 + topic.len()) {
+            assert_eq!(unstamp(&framed[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(unstamp(&[0, 2, 0xff, 0xfe, 0, 0]), None);
     }
 }
