@@ -49,6 +49,10 @@ impl Retained {
             .len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Calls `each` with every retained message whose topic `filter` (as
     /// the client wrote it, `$share` stripped) matches, in topic order.
     pub fn matching(&self, filter: &str, mut each: impl FnMut(&str, &Bytes)) {
