@@ -16,6 +16,9 @@
 //! - [`auth`]: authentication (passwords, device secrets, certificates),
 //!   authorization ([`auth::acl`]), the credentials table the listeners
 //!   check, and the sessions that a revoked secret closes.
+//! - [`subscriptions`]: every connection's filters on the service's topics
+//!   and its outbox: the service's messages are delivered from here into
+//!   the front's relay, not through rumqttd's router.
 //! - [`front`]: shade's listeners (TCP, TLS, WebSocket, WSS): handshakes,
 //!   CONNECT, authentication, then a loopback hop to rumqttd.
 //! - [`router`]: the embedded rumqttd router, its internal listener, the
@@ -51,6 +54,8 @@ mod wire;
 mod store;
 
 mod auth;
+
+mod subscriptions;
 
 mod front;
 

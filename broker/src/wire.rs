@@ -106,9 +106,11 @@ pub fn peek_publish(stream: &[u8]) -> Option<(u8, u16)> {
 const PREAMBLE_MARK: u8 = 0x00;
 
 /// What the front sends rumqttd's internal listener before a client's
-/// bytes: the process secret and the authenticated principal's tag.
-pub fn preamble(secret: &str, tag: &str) -> Vec<u8> {
-    let body = format!("{secret} {tag}");
+/// bytes: the process secret, the front's number for the connection (its
+/// outbox, see `crate::router::Subscriptions`) and the authenticated
+/// principal's tag.
+pub fn preamble(secret: &str, conn: u64, tag: &str) -> Vec<u8> {
+    let body = format!("{secret} {conn} {tag}");
     let len = u16::try_from(body.len()).unwrap_or(u16::MAX);
     let mut out = Vec::with_capacity(3 + body.len());
     out.push(PREAMBLE_MARK);
@@ -118,10 +120,10 @@ pub fn preamble(secret: &str, tag: &str) -> Vec<u8> {
 }
 
 /// Takes the preamble off the head of `stream`, checks its secret and
-/// returns the principal tag. A connection that does not start with a
-/// preamble did not come through the front (a local process dialled the
-/// internal port) and is refused.
-pub(crate) fn read_preamble(stream: &mut BytesMut, secret: &str) -> Result<String, Error> {
+/// returns the connection number and the principal tag. A connection that
+/// does not start with a preamble did not come through the front (a local
+/// process dialled the internal port) and is refused.
+pub(crate) fn read_preamble(stream: &mut BytesMut, secret: &str) -> Result<(u64, String), Error> {
     let byte = |i: usize| {
         stream
             .get(i)
@@ -138,11 +140,13 @@ pub(crate) fn read_preamble(stream: &mut BytesMut, secret: &str) -> Result<Strin
     stream.advance(3);
     let body = stream.split_to(len);
     let body = std::str::from_utf8(&body).map_err(|_| Error::InvalidProtocol)?;
-    let (given, tag) = body.split_once(' ').ok_or(Error::InvalidProtocol)?;
+    let (given, rest) = body.split_once(' ').ok_or(Error::InvalidProtocol)?;
     if !constant_time_eq(given.as_bytes(), secret.as_bytes()) {
         return Err(Error::InvalidProtocol);
     }
-    Ok(tag.to_owned())
+    let (conn, tag) = rest.split_once(' ').ok_or(Error::InvalidProtocol)?;
+    let conn = conn.parse().map_err(|_| Error::InvalidProtocol)?;
+    Ok((conn, tag.to_owned()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -166,11 +170,14 @@ mod tests {
 
     #[test]
     fn the_preamble_carries_the_tag_only_with_the_secret() {
-        let mut stream = BytesMut::from(&preamble("s3cret", "d:t1")[..]);
+        let mut stream = BytesMut::from(&preamble("s3cret", 7, "d:t1")[..]);
         stream.extend_from_slice(&[0x10, 0x00]);
-        assert_eq!(read_preamble(&mut stream, "s3cret"), Ok("d:t1".to_owned()));
+        assert_eq!(
+            read_preamble(&mut stream, "s3cret"),
+            Ok((7, "d:t1".to_owned()))
+        );
         assert_eq!(&stream[..], &[0x10, 0x00]);
-        let mut forged = BytesMut::from(&preamble("guess", "u:admin")[..]);
+        let mut forged = BytesMut::from(&preamble("guess", 1, "u:admin")[..]);
         assert_eq!(
             read_preamble(&mut forged, "s3cret"),
             Err(Error::InvalidProtocol)
@@ -180,7 +187,7 @@ mod tests {
             read_preamble(&mut direct, "s3cret"),
             Err(Error::InvalidProtocol)
         );
-        let mut partial = BytesMut::from(&preamble("s3cret", "d:t1")[..4]);
+        let mut partial = BytesMut::from(&preamble("s3cret", 7, "d:t1")[..4]);
         assert!(matches!(
             read_preamble(&mut partial, "s3cret"),
             Err(Error::InsufficientBytes(_))

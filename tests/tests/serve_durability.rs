@@ -148,6 +148,20 @@ async fn assert_retained_state_is_back(port: u16, docs: &[Value]) {
 }
 
 /// How a test stops the server in the middle of a stream of updates.
+/// A server on `data` without the per-thing rate limit in the way: the
+/// writer keeps 10 updates in flight over 5 shadows, which a fast enough
+/// server answers at more than the default 20 requests per second per
+/// thing. These tests are about durability, not the rate limit.
+fn start_unthrottled(data: &std::path::Path) -> Server {
+    let config = data.with_file_name("unthrottled.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nrequests_per_second_per_thing = 100000\n",
+    )
+    .expect("write config");
+    Server::start_with_args(data, &["--config", config.to_str().expect("utf-8")])
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
     /// `kill -9`: nothing gets finished.
@@ -233,7 +247,7 @@ async fn kill_9_during_a_stream_of_updates_loses_nothing_acknowledged() {
     const N: usize = 200;
     const ROUNDS: usize = 3;
     let (_dir, data) = temp_data();
-    let mut server = Server::start(&data);
+    let mut server = start_unthrottled(&data);
     let mut acks = Acks::default();
     let mut docs = Vec::new();
     for round in 0..ROUNDS {
@@ -271,7 +285,7 @@ async fn sigterm_exits_0_and_everything_accepted_is_there_after_restart() {
     let _serial = ONE_AT_A_TIME.lock().await;
     const N: usize = 60;
     let (_dir, data) = temp_data();
-    let mut server = Server::start(&data);
+    let mut server = start_unthrottled(&data);
     let mut c = writer(server.port()).await;
     let mut acks = Acks::default();
     for i in 0..N {

@@ -29,6 +29,7 @@ mod relay;
 pub(crate) mod tls;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{Auth, Refusal};
 use crate::identity::{device_tag, user_tag};
+use crate::subscriptions::{Subscriptions, OUTBOX};
 use crate::wire::{self, Version};
 use tls::ServerTls;
 
@@ -95,6 +97,11 @@ pub(crate) struct FrontShared {
     /// Connections handed to rumqttd's internal listener and not yet
     /// answered with a CONNACK, at most [`INTERNAL_IN_FLIGHT`].
     pub dialing: Arc<Semaphore>,
+    /// Every connection's filters on the service's topics and its outbox,
+    /// which the relay writes to the client between rumqttd's packets.
+    pub subscriptions: Arc<Subscriptions>,
+    /// The next connection number (the preamble carries it to the gateway).
+    pub next_conn: AtomicU64,
     /// Handshakes, CONNECT and authentication must finish within this.
     pub connect_timeout: Duration,
     /// Largest CONNECT accepted (will message included).
@@ -199,9 +206,10 @@ async fn serve(
 ) -> Result<(), FrontError> {
     // Boxed: the handshake state (TLS, WebSocket, CONNECT buffer) is
     // freed once admitted instead of sizing every connection's task for it.
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let admitted = tokio::time::timeout(
         shared.connect_timeout,
-        Box::pin(admit(stream, peer, &transport, shared)),
+        Box::pin(admit(stream, peer, &transport, shared, conn)),
     )
     .await
     .map_err(|_| FrontError::Timeout)?;
@@ -221,6 +229,12 @@ async fn serve(
         .await
         .map_err(|_| FrontError::NoConnAck)?
         .map_err(|_| FrontError::NoConnAck)?;
+    let (outbox, deliveries) = tokio::sync::mpsc::channel(OUTBOX);
+    shared.subscriptions.open(conn, outbox);
+    let _open = Opened {
+        subscriptions: &shared.subscriptions,
+        conn,
+    };
     let mut broker = dial_internal(shared.internal).await?;
     let _ = broker.set_nodelay(true);
     broker.write_all(&preamble).await?;
@@ -235,7 +249,7 @@ async fn serve(
     }
     drop(dialing);
     client.write_all(&answer[..n]).await?;
-    let relay = relay::relay(client, broker, &head, COPY_BUFFER);
+    let relay = relay::relay(client, broker, &head, COPY_BUFFER, deliveries);
     let Some((guard, ended)) = session else {
         return Ok(relay.await?);
     };
@@ -257,6 +271,19 @@ type Watched = (
     crate::auth::sessions::SessionGuard,
     tokio::sync::oneshot::Receiver<()>,
 );
+
+/// Closes a connection's outbox and drops its filters when it ends, however
+/// it ends.
+struct Opened<'a> {
+    subscriptions: &'a Subscriptions,
+    conn: u64,
+}
+
+impl Drop for Opened<'_> {
+    fn drop(&mut self) {
+        self.subscriptions.close(self.conn);
+    }
+}
 
 /// Connects to rumqttd's internal listener. Its thread binds a moment
 /// after `embedded::start` returns, so the first clients may have to wait
@@ -286,6 +313,7 @@ async fn admit(
     peer: SocketAddr,
     transport: &Transport,
     shared: &FrontShared,
+    conn: u64,
 ) -> Result<(Box<dyn Io>, Vec<u8>, BytesMut, Option<Watched>), FrontError> {
     let (mut client, cert_cn): (Box<dyn Io>, Option<String>) = match transport {
         Transport::Tcp => (Box::new(stream), None),
@@ -325,7 +353,7 @@ async fn admit(
         Ok(principal) => {
             debug!(%peer, client_id = %connect.client_id, principal = %principal.tag(), "authenticated");
             let tag = principal.tag();
-            let preamble = wire::preamble(&shared.secret, &tag);
+            let preamble = wire::preamble(&shared.secret, conn, &tag);
             let session = watched
                 .iter()
                 .position(|(t, _)| *t == tag)

@@ -16,8 +16,11 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 /// How long rumqttd gets to close a connection after its DISCONNECT.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
@@ -28,11 +31,15 @@ const DISCONNECT: u8 = 14;
 /// Copies between `client` and `broker` until the connection is over.
 /// `head` is what the front already sent on from the client (its
 /// CONNECT, perhaps more): packet framing starts there.
+/// `deliveries` are the service's messages to this client (see
+/// `crate::subscriptions`), each a whole encoded packet, written between
+/// rumqttd's packets.
 pub(crate) async fn relay<C>(
     client: C,
     broker: TcpStream,
     head: &[u8],
     buffer: usize,
+    mut deliveries: mpsc::Receiver<Bytes>,
 ) -> std::io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -65,12 +72,31 @@ where
     };
     let downstream = async {
         let mut buf = vec![0u8; buffer];
+        let mut frames = Framer::default();
+        let mut batch = Vec::new();
         loop {
-            let n = broker_rx.read(&mut buf).await?;
-            let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
-                break;
-            };
-            client_tx.write_all(bytes).await?;
+            tokio::select! {
+                n = broker_rx.read(&mut buf) => {
+                    let n = n?;
+                    let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
+                        break;
+                    };
+                    frames.feed(bytes);
+                    client_tx.write_all(bytes).await?;
+                }
+                // Only between two of rumqttd's packets, never inside one.
+                Some(first) = deliveries.recv(), if frames.at_boundary() => {
+                    batch.clear();
+                    batch.extend_from_slice(&first);
+                    while batch.len() < buffer {
+                        match deliveries.try_recv() {
+                            Ok(more) => batch.extend_from_slice(&more),
+                            Err(_) => break,
+                        }
+                    }
+                    client_tx.write_all(&batch).await?;
+                }
+            }
         }
         client_tx.shutdown().await
     };
@@ -165,6 +191,11 @@ impl Framer {
     fn whole(&mut self, kind: u8) {
         self.last = kind;
         self.state = State::Header;
+    }
+
+    /// Between two packets: the next byte starts a new one.
+    fn at_boundary(&self) -> bool {
+        matches!(self.state, State::Header)
     }
 
     /// The stream ended right after a whole DISCONNECT.

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use super::error::EmbeddedError;
 use super::gateway;
 use super::retained::Retained;
-use super::subscriptions::Subscriptions;
+use crate::subscriptions::Subscriptions;
 
 /// A message a client published on a topic the service handles, with the
 /// publisher's identity.
@@ -88,10 +88,11 @@ impl BrokerHandle {
 
     /// Publishes `message`, as [`BrokerHandle::publish`].
     ///
-    /// A retained message is kept by shade ([`Retained`]), not by rumqttd,
-    /// and reaches the current subscribers as a plain message. A message
-    /// no held filter matches ([`Subscriptions`]) goes no further: the
-    /// router would only search its filters to drop it.
+    /// The service's own topics (`$aws/things/...`, `shade/things/...`) are
+    /// delivered by shade to the connections that hold a matching filter
+    /// ([`Subscriptions`]), at QoS 0, not through the router; a retained
+    /// one is also kept ([`Retained`]) for later subscribers. Other topics
+    /// (an ops reply, a plain client topic) go through the router.
     pub async fn send(&self, message: Outbound) -> Result<(), EmbeddedError> {
         let Outbound {
             topic,
@@ -101,12 +102,11 @@ impl BrokerHandle {
         let routed =
             gateway::service_topic(&topic).ok_or_else(|| EmbeddedError::Topic(topic.clone()))?;
         let payload = Bytes::from(payload);
-        if retain {
-            self.retained.set(&topic, payload.clone());
-        }
-        // Router-only topics (`_r/...`, an ops reply to one principal)
-        // are addressed, not subscribed to by name.
-        if !topic.starts_with('_') && !self.subscriptions.wants(&topic) {
+        if is_service_topic(&topic) {
+            if retain {
+                self.retained.set(&topic, payload.clone());
+            }
+            self.subscriptions.deliver(&topic, &payload);
             return Ok(());
         }
         self.outbound
@@ -120,6 +120,11 @@ impl BrokerHandle {
     pub fn subscriptions(&self) -> Arc<Subscriptions> {
         self.subscriptions.clone()
     }
+}
+
+/// Whether shade delivers `topic` itself (see [`BrokerHandle::send`]).
+fn is_service_topic(topic: &str) -> bool {
+    topic.starts_with("$aws/things/") || topic.starts_with("shade/things/")
 }
 
 /// Starts the two threads of the service's link: rumqttd's link blocks on

@@ -30,8 +30,6 @@
 
 mod error;
 
-mod subscriptions;
-
 mod retained;
 
 pub(crate) mod gateway;
@@ -40,11 +38,11 @@ mod settings;
 
 mod link;
 
+pub use crate::subscriptions::Subscriptions;
 pub use error::EmbeddedError;
 pub use link::{BrokerHandle, Inbound, Outbound};
 pub use retained::Retained;
 pub use settings::{BrokerSettings, LogSize};
-pub use subscriptions::Subscriptions;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -104,7 +102,7 @@ pub fn start(
     let secret: Arc<str> = gateway::random_hex()
         .map_err(|e| EmbeddedError::Random(e.to_string()))?
         .into();
-    let subscriptions = Arc::new(Subscriptions::new());
+    let subscriptions = Arc::new(Subscriptions::new(settings.auth.grants.clone()));
     let retained = Arc::new(Retained::new());
     let gateway = Gateway::new(Arc::new(GatewayContext {
         secret: secret.clone(),
@@ -131,6 +129,8 @@ pub fn start(
             settings.max_pending_connections,
         )),
         dialing: Arc::new(tokio::sync::Semaphore::new(front::INTERNAL_IN_FLIGHT)),
+        subscriptions: subscriptions.clone(),
+        next_conn: std::sync::atomic::AtomicU64::new(1),
         connect_timeout: settings.connect_timeout,
         max_connect_bytes: settings.max_payload,
     });

@@ -47,10 +47,11 @@ fn context(auth_on: bool) -> Arc<GatewayContext> {
             "shade/things/{thing}/#".to_owned(),
         ],
     };
+    let auth = Auth::new(auth_on, SharedUsers::new(users), grants, Credentials::new());
     Arc::new(GatewayContext {
         secret: SECRET.into(),
-        auth: Auth::new(auth_on, SharedUsers::new(users), grants, Credentials::new()),
-        subscriptions: Arc::new(Subscriptions::new()),
+        subscriptions: Arc::new(Subscriptions::new(auth.grants.clone())),
+        auth,
         retained: Arc::new(Retained::new()),
     })
 }
@@ -146,7 +147,7 @@ pub fn gateway_packets(data: &[u8]) -> usize {
     let tag = ["-", "d:lamp-1", "u:admin", "u:viewer"][usize::from(mode & 0b11)];
     let mut stream = BytesMut::new();
     if mode & 0b1000 == 0 {
-        stream.extend_from_slice(&preamble(SECRET, tag));
+        stream.extend_from_slice(&preamble(SECRET, 1, tag));
     }
     stream.extend_from_slice(rest);
 

@@ -8,11 +8,12 @@
 //!
 //! | router topic            | written by                     | clients see        |
 //! |-------------------------|--------------------------------|--------------------|
-//! | `_c/<t>`                | clients (`<t>`) and the service | `<t>`              |
-//! | `_aws/<rest>`           | the service only               | `$aws/<rest>`      |
-//! | `_in/<escaped id>/<t>`  | the gateway, for the publisher | never              |
+//! | `_c/<t>`                | clients (`<t>`)                | `<t>`              |
+//! | `_aws/<rest>`           | nobody any more (below)        | `$aws/<rest>`      |
+//! | `_in/requests`          | the gateway, stamping each request with its publisher | never |
 //! | `_r/<escaped tag>/<x>`  | the service, replying to a principal | `shade/ops/reply/<x>`, that principal only |
 //! | `_void/<filter>`        | nobody (other `$` filters land here, e.g. `$SYS/#`) | nothing |
+//! | `_void/service`         | nobody: the filter of every subscription only the service's messages match | nothing |
 //! | `$shade/dropped`        | refused publishes              | never: rumqttd routes no `$` topic |
 //!
 //! Every client filter is rewritten to start with the literal level `_c`,
@@ -39,6 +40,14 @@
 //! PUBACK "not authorized" for an MQTT 5 QoS 1 publish, and otherwise a
 //! closed connection (3.1.1 has no way to refuse a publish).
 //!
+//! The service's own messages (`$aws/things/...`, `shade/things/...`) do
+//! not cross the router: the gateway records each filter that can match
+//! them in [`Subscriptions`] under the front's connection number, and the
+//! service's link delivers them into that connection's outbox (see
+//! `crate::subscriptions`). After the SUBACK of a subscription to state
+//! topics, the gateway writes the retained states it matches
+//! ([`Retained`]).
+//!
 //! Each connection may speak MQTT 3.1.1 or 5: the gateway reads the protocol
 //! level from the CONNECT and uses the matching rumqttd codec from then on,
 //! so one listener serves both.
@@ -56,10 +65,10 @@ use rumqttd::protocol::{
 use tracing::{error, warn};
 
 use super::retained::Retained;
-use super::subscriptions::Subscriptions;
 use crate::auth::acl::Access;
 use crate::auth::Auth;
 use crate::identity::Principal;
+use crate::subscriptions::{reaches_service, Subscriptions};
 
 mod namespace;
 
@@ -82,6 +91,26 @@ pub(crate) const SERVICE_FILTER: &str = REQUESTS;
 /// A sink: rumqttd acks a publish to a `$` topic and routes it nowhere, so
 /// refusing a publish this way keeps the client's QoS flow intact.
 const DROPPED: &str = "$shade/dropped";
+
+/// The router filter of every subscription that only the service's own
+/// messages can match: those are delivered by shade, not the router.
+const SERVICE_ONLY: &str = "_void/service";
+
+/// The filter a subscription matches topics with: `$share/group/` is only
+/// how the messages are spread.
+fn effective(filter: &str) -> &str {
+    match filter.strip_prefix("$share/") {
+        Some(rest) => rest.split_once('/').map_or("", |(_, inner)| inner),
+        None => filter,
+    }
+}
+
+/// Whether `filter` can match a topic clients publish: anything not under
+/// `$`, `_` or `shade/`, which belong to the broker (see the module docs).
+fn reaches_clients(filter: &str) -> bool {
+    let first = filter.split('/').next().unwrap_or("");
+    matches!(first, "+" | "#") || !(first.starts_with(['$', '_']) || first == "shade")
+}
 
 /// What every connection's gateway shares.
 #[derive(Debug)]
@@ -116,12 +145,9 @@ pub struct Gateway {
     /// refused MQTT 5 QoS 1 publishes.
     refused_filters: Mutex<HashMap<u16, Vec<usize>>>,
     refused_publishes: Mutex<HashSet<u16>>,
-    /// The filters this connection holds, as the client wrote them,
-    /// counted in the shared [`Subscriptions`] until it ends.
-    filters: HashSet<String>,
-    /// Whether the session ends with the connection (MQTT clean session
-    /// or clean start); otherwise its filters stay counted.
-    clean: bool,
+    /// The front's number for this connection: its outbox in the shared
+    /// [`Subscriptions`], which holds its filters on the service's topics.
+    conn: u64,
     /// SUBSCRIBE packet id -> (index, filter) of the filters that may
     /// catch retained service messages, delivered after their SUBACK.
     snapshots: Mutex<HashMap<u16, Vec<(usize, String)>>>,
@@ -149,8 +175,7 @@ impl Gateway {
             assigned: None,
             refused_filters: Mutex::new(HashMap::new()),
             refused_publishes: Mutex::new(HashSet::new()),
-            filters: HashSet::new(),
-            clean: true,
+            conn: 0,
             snapshots: Mutex::new(HashMap::new()),
             request_aliases: HashMap::new(),
         }
@@ -165,24 +190,10 @@ impl Clone for Gateway {
     }
 }
 
-impl Drop for Gateway {
-    /// The connection ended: its filters are no longer held, unless its
-    /// session outlives it.
-    fn drop(&mut self) {
-        let filters = std::mem::take(&mut self.filters);
-        match self.identity.get() {
-            Some(id) if !self.clean => self.ctx.subscriptions.park(id, filters),
-            _ => filters
-                .iter()
-                .for_each(|f| self.ctx.subscriptions.remove(f)),
-        }
-    }
-}
-
 impl Protocol for Gateway {
     fn read_mut(&mut self, stream: &mut BytesMut, max_size: usize) -> Result<Packet, Error> {
         if self.principal.is_none() {
-            let tag = read_preamble(stream, &self.ctx.secret).inspect_err(|e| {
+            let (conn, tag) = read_preamble(stream, &self.ctx.secret).inspect_err(|e| {
                 if !matches!(e, Error::InsufficientBytes(_)) {
                     warn!("refusing a connection that did not come through shade's listeners");
                 }
@@ -192,6 +203,7 @@ impl Protocol for Gateway {
                 .filter(|p| self.ctx.auth.enabled != (*p == Principal::Anonymous))
                 .ok_or(Error::InvalidProtocol)?;
             self.principal = Some(principal);
+            self.conn = conn;
         }
         let version = match self.version {
             Some(version) => version,
@@ -333,13 +345,11 @@ impl Gateway {
                     // Cannot fail: this is the connection's only CONNECT
                     // (rumqttd treats a second one as a protocol error).
                     let _ = self.identity.set(connect.client_id.clone());
-                    self.clean = connect.clean_session;
-                    if self.clean {
-                        self.ctx.subscriptions.forget(&connect.client_id);
-                    } else {
-                        self.filters = self.ctx.subscriptions.resume(&connect.client_id);
-                    }
                 }
+                let version = self.version.unwrap_or(Version::V4);
+                self.ctx
+                    .subscriptions
+                    .identify(self.conn, self.principal().clone(), version);
                 // rumqttd 0.20's router refuses an id holding `+ $ # /`
                 // after its listener has registered the id's will handler;
                 // the next CONNECT with that id then panics inside rumqttd
@@ -448,10 +458,20 @@ impl Gateway {
                             snapshots.push((i, filter.path.clone()));
                         }
                     }
-                    if self.filters.insert(filter.path.clone()) {
-                        self.ctx.subscriptions.add(&filter.path);
+                    let matching = effective(&filter.path);
+                    let service = reaches_service(matching);
+                    if service {
+                        // Delivered by shade itself (see `Subscriptions`).
+                        self.ctx.subscriptions.add(self.conn, matching);
                     }
-                    filter.path = client_filter(&filter.path, &tag);
+                    filter.path = if !service || reaches_clients(matching) {
+                        client_filter(&filter.path, &tag)
+                    } else {
+                        // Nothing is published there: one filter for all,
+                        // so rumqttd's filter table does not grow with the
+                        // fleet.
+                        SERVICE_ONLY.to_owned()
+                    };
                 }
                 if !refused.is_empty() {
                     self.lock_filters().insert(subscribe.pkid, refused);
@@ -464,10 +484,13 @@ impl Gateway {
             Packet::Unsubscribe(mut unsubscribe, props) => {
                 let tag = self.tag();
                 for filter in &mut unsubscribe.filters {
-                    if self.filters.remove(filter.as_str()) {
-                        self.ctx.subscriptions.remove(filter);
-                    }
-                    *filter = client_filter(filter, &tag);
+                    let matching = effective(filter);
+                    self.ctx.subscriptions.remove(self.conn, matching);
+                    *filter = if !reaches_service(matching) || reaches_clients(matching) {
+                        client_filter(filter, &tag)
+                    } else {
+                        SERVICE_ONLY.to_owned()
+                    };
                 }
                 Packet::Unsubscribe(unsubscribe, props)
             }
