@@ -84,8 +84,9 @@ impl std::fmt::Debug for Transport {
 /// Everything the front shares between its connections.
 #[derive(Debug)]
 pub(crate) struct FrontShared {
-    /// rumqttd's internal loopback listener.
-    pub internal: SocketAddr,
+    /// rumqttd's internal loopback listeners; connection `n` goes to the
+    /// `n % len`th.
+    pub internal: Vec<SocketAddr>,
     /// The preamble secret the gateway checks.
     pub secret: Arc<str>,
     pub auth: Auth,
@@ -235,7 +236,11 @@ async fn serve(
         subscriptions: &shared.subscriptions,
         conn,
     };
-    let mut broker = dial_internal(shared.internal).await?;
+    let spread = usize::try_from(conn).unwrap_or(0) % shared.internal.len().max(1);
+    let Some(&internal) = shared.internal.get(spread) else {
+        return Err(FrontError::ClosedBeforeConnAck);
+    };
+    let mut broker = dial_internal(internal).await?;
     let _ = broker.set_nodelay(true);
     broker.write_all(&preamble).await?;
     broker.write_all(&head).await?;

@@ -93,12 +93,16 @@ pub fn start(
     // released: another process could take it in between, a small window
     // at start only; then the listener's bind fails and the process exits
     // (see `spawn_listener`) rather than run with every connection closed.
-    let internal = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map_err(|source| EmbeddedError::Bind {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            source,
-        })?;
+    let mut internal = Vec::with_capacity(INTERNAL_LISTENERS);
+    for _ in 0..INTERNAL_LISTENERS {
+        let addr = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|source| EmbeddedError::Bind {
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                source,
+            })?;
+        internal.push(addr);
+    }
     let secret: Arc<str> = gateway::random_hex()
         .map_err(|e| EmbeddedError::Random(e.to_string()))?
         .into();
@@ -110,16 +114,15 @@ pub fn start(
         subscriptions: subscriptions.clone(),
         retained: retained.clone(),
     }));
-    let server = Server::new(
-        server_settings(
-            "shade-internal".to_owned(),
-            internal,
-            &settings.connection_settings(),
-        ),
-        router_tx.clone(),
-        gateway,
-    );
-    spawn_listener(server, LinkType::Remote, "shade-internal".to_owned())?;
+    for (i, addr) in internal.iter().enumerate() {
+        let name = format!("shade-internal-{i}");
+        let server = Server::new(
+            server_settings(name.clone(), *addr, &settings.connection_settings()),
+            router_tx.clone(),
+            gateway.clone(),
+        );
+        spawn_listener(server, LinkType::Remote, name)?;
+    }
     let shared = Arc::new(FrontShared {
         internal,
         secret,
@@ -148,6 +151,13 @@ pub fn start(
     info!(listeners = ?settings.listeners, auth = settings.auth.enabled, "embedded MQTT broker started");
     Ok((handle, inbound))
 }
+
+/// rumqttd's internal listeners, each on a thread of its own. One accepts
+/// at most about 1,000 connections a second: rumqttd sleeps after every
+/// accept (`next_connection_delay_ms`; a zero sleep still waits for the
+/// next 1 ms timer tick), and serves all of its connections' sockets on
+/// that same thread. The front spreads connections over these.
+const INTERNAL_LISTENERS: usize = 4;
 
 /// Connections the kernel holds for a listener before the front accepts
 /// them (capped by `net.core.somaxconn`). The std default of 128 overflows
