@@ -29,7 +29,7 @@ use crate::{replica, Shared};
 
 /// Why a hook run failed.
 #[derive(Debug, thiserror::Error)]
-pub enum HookError {
+pub(crate) enum HookError {
     #[error("cannot start the hook: {0}")]
     Spawn(std::io::Error),
     #[error("the hook ran longer than {0:?} and was killed")]
@@ -45,7 +45,7 @@ pub enum HookError {
 
 /// Runs `cmd` with `input` on stdin. `Ok(Some(object))` when it exits 0
 /// and prints a JSON object; `Ok(None)` when it exits 0 and prints anything else.
-pub async fn run_hook(
+pub(crate) async fn run_hook(
     cmd: &str,
     input: &Value,
     timeout: Duration,

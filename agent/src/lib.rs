@@ -40,11 +40,15 @@ pub mod replica;
 
 pub mod config;
 
-pub mod hook;
+mod hook;
 
-pub mod link;
+mod link;
 
 pub mod local;
+
+/// The reconnect backoff of the sync loop, which `shade-bench storm`
+/// reuses so its simulated agents reconnect as this one does.
+pub use link::backoff;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

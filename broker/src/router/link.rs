@@ -115,6 +115,18 @@ impl BrokerHandle {
             .map_err(|_| EmbeddedError::Closed)
     }
 
+    /// Keeps the retained service messages of `batch` (see
+    /// [`BrokerHandle::send`]) before any of them is sent.
+    pub fn retain_all(&self, batch: &[Outbound]) {
+        for m in batch
+            .iter()
+            .filter(|m| m.retain && is_service_topic(&m.topic))
+        {
+            self.retained
+                .set(&m.topic, Bytes::copy_from_slice(&m.payload));
+        }
+    }
+
     /// The subscriptions the gateways keep, for a service that decides
     /// what to render before it publishes.
     pub fn subscriptions(&self) -> Arc<Subscriptions> {

@@ -7,7 +7,7 @@
 //! replica and the broker's last vector. It reconnects as `shade-agent`
 //! does: clean session, subscribe to `sync/down`, then a `SyncUp` with its
 //! vector and every change the broker has not acknowledged, and the same
-//! backoff with jitter (`shade_agent::link::backoff`, 200 ms doubling to
+//! backoff with jitter (`shade_agent::backoff`, 200 ms doubling to
 //! 30 s) between failed attempts.
 //!
 //! 1. Every agent writes `reported` and syncs (setup, not timed: connects
@@ -172,7 +172,7 @@ async fn agent(
                     a.write(json!({"n": i, "phase": 2}));
                     shared.offline.fetch_add(1, Ordering::Relaxed);
                 }
-                let wait = shade_agent::link::backoff(
+                let wait = shade_agent::backoff(
                     failures,
                     Duration::from_millis(200),
                     Duration::from_secs(30),
