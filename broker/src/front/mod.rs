@@ -29,7 +29,7 @@ mod relay;
 pub(crate) mod tls;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,9 +84,9 @@ impl std::fmt::Debug for Transport {
 /// Everything the front shares between its connections.
 #[derive(Debug)]
 pub(crate) struct FrontShared {
-    /// rumqttd's internal loopback listeners; connection `n` goes to the
-    /// `n % len`th.
-    pub internal: Vec<SocketAddr>,
+    /// The ports of rumqttd's internal loopback listeners (0 while one is
+    /// still binding); connection `n` goes to the `n % len`th.
+    pub internal: Vec<Arc<AtomicU16>>,
     /// The preamble secret the gateway checks.
     pub secret: Arc<str>,
     pub auth: Auth,
@@ -237,7 +237,7 @@ async fn serve(
         conn,
     };
     let spread = usize::try_from(conn).unwrap_or(0) % shared.internal.len().max(1);
-    let Some(&internal) = shared.internal.get(spread) else {
+    let Some(internal) = shared.internal.get(spread) else {
         return Err(FrontError::ClosedBeforeConnAck);
     };
     let mut broker = dial_internal(internal).await?;
@@ -293,10 +293,16 @@ impl Drop for Opened<'_> {
 /// Connects to rumqttd's internal listener. Its thread binds a moment
 /// after `embedded::start` returns, so the first clients may have to wait
 /// for it.
-async fn dial_internal(internal: SocketAddr) -> std::io::Result<TcpStream> {
+async fn dial_internal(internal: &AtomicU16) -> std::io::Result<TcpStream> {
     let mut attempts = 0;
     loop {
-        match TcpStream::connect(internal).await {
+        let port = internal.load(Ordering::Acquire);
+        let dialed = if port == 0 {
+            Err(std::io::ErrorKind::ConnectionRefused.into())
+        } else {
+            TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await
+        };
+        match dialed {
             Ok(stream) => return Ok(stream),
             Err(e) if attempts < 100 && e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 attempts += 1;

@@ -45,13 +45,14 @@ pub use retained::Retained;
 pub use settings::{BrokerSettings, LogSize};
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::thread;
 
 use rumqttd::local::LinkBuilder;
 use rumqttd::{LinkType, Router, Server};
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::front::{self, FrontShared, Transport};
 use gateway::{Gateway, GatewayContext, SERVICE_CLIENT_ID, SERVICE_FILTER};
@@ -88,21 +89,9 @@ pub fn start(
         .subscribe(SERVICE_FILTER)
         .map_err(|e| EmbeddedError::Link(e.to_string()))?;
 
-    // rumqttd listens on a loopback port of its own that only the front
-    // dials. rumqttd binds it itself, so the port is picked free here and
-    // released: another process could take it in between, a small window
-    // at start only; then the listener's bind fails and the process exits
-    // (see `spawn_listener`) rather than run with every connection closed.
-    let mut internal = Vec::with_capacity(INTERNAL_LISTENERS);
-    for _ in 0..INTERNAL_LISTENERS {
-        let addr = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map_err(|source| EmbeddedError::Bind {
-                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                source,
-            })?;
-        internal.push(addr);
-    }
+    let internal: Vec<Arc<AtomicU16>> = (0..INTERNAL_LISTENERS)
+        .map(|_| Arc::new(AtomicU16::new(0)))
+        .collect();
     let secret: Arc<str> = gateway::random_hex()
         .map_err(|e| EmbeddedError::Random(e.to_string()))?
         .into();
@@ -114,14 +103,21 @@ pub fn start(
         subscriptions: subscriptions.clone(),
         retained: retained.clone(),
     }));
-    for (i, addr) in internal.iter().enumerate() {
-        let name = format!("shade-internal-{i}");
-        let server = Server::new(
-            server_settings(name.clone(), *addr, &settings.connection_settings()),
-            router_tx.clone(),
-            gateway.clone(),
-        );
-        spawn_listener(server, LinkType::Remote, name)?;
+    for (i, port) in internal.iter().enumerate() {
+        let (router_tx, gateway) = (router_tx.clone(), gateway.clone());
+        let connections = settings.connection_settings();
+        let listener = Internal {
+            name: format!("shade-internal-{i}"),
+            port: port.clone(),
+            server: Box::new(move |name, addr| {
+                Server::new(
+                    server_settings(name, addr, &connections),
+                    router_tx.clone(),
+                    gateway.clone(),
+                )
+            }),
+        };
+        listener.spawn()?;
     }
     let shared = Arc::new(FrontShared {
         internal,
@@ -178,34 +174,59 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-fn spawn_listener(
-    mut server: Server<Gateway>,
-    link_type: LinkType,
+/// Attempts at binding an internal listener to a free port.
+const BIND_ATTEMPTS: usize = 20;
+
+/// One of rumqttd's internal listeners, on a loopback port only the front
+/// dials. rumqttd binds it itself, so a port is picked free and released
+/// first, and another process can take it in between (parallel test runs
+/// do): the listener then tries another port, and publishes the one it
+/// got in `port` (0 until then), which the front reads on every dial.
+struct Internal {
     name: String,
-) -> Result<(), EmbeddedError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(EmbeddedError::Thread)?;
-    thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            runtime.block_on(async move {
-                // `start` only returns on failing to bind. Every client goes
-                // through this listener: without it the service would run
-                // and close every connection at once, so the process ends
-                // loudly instead (a supervisor restarts it on a new port).
-                if let Err(e) = server.start(link_type).await {
-                    error!(listener = name, error = %e, "MQTT listener stopped; exiting");
-                    eprintln!(
-                        "shade serve: the internal MQTT listener could not start ({e}); exiting"
-                    );
-                    std::process::exit(1);
+    port: Arc<AtomicU16>,
+    /// rumqttd's server for a listener name and address.
+    server: Box<dyn Fn(String, SocketAddr) -> Server<Gateway> + Send>,
+}
+
+impl Internal {
+    fn spawn(self) -> Result<(), EmbeddedError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(EmbeddedError::Thread)?;
+        thread::Builder::new()
+            .name(self.name.clone())
+            .spawn(move || runtime.block_on(self.run()))
+            .map_err(EmbeddedError::Thread)?;
+        Ok(())
+    }
+
+    async fn run(self) {
+        let name = &self.name;
+        for attempt in 1..=BIND_ATTEMPTS {
+            let picked = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr());
+            let addr = match picked {
+                Ok(addr) => addr,
+                Err(e) => {
+                    warn!(listener = %name, error = %e, "cannot pick a loopback port");
+                    continue;
                 }
-            });
-        })
-        .map_err(EmbeddedError::Thread)?;
-    Ok(())
+            };
+            self.port.store(addr.port(), Ordering::Release);
+            let mut server = (self.server)(name.clone(), addr);
+            // `start` only returns on failing to bind.
+            if let Err(e) = server.start(LinkType::Remote).await {
+                warn!(listener = %name, %addr, attempt, error = %e, "internal listener could not bind; trying another port");
+            }
+        }
+        // Every client goes through these listeners: without one the
+        // service would run and close a share of connections at once, so
+        // the process ends loudly instead.
+        error!(listener = %name, "internal MQTT listener could not start; exiting");
+        eprintln!("shade serve: the internal MQTT listener {name} could not start; exiting");
+        std::process::exit(1);
+    }
 }
 
 /// Runs the front's accept loops on a runtime of their own (two worker
