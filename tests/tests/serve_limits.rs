@@ -93,3 +93,55 @@ async fn half_open_connections_beyond_the_pending_slots_wait_are_closed_with_a_r
         .await;
     assert!(reply.topic.ends_with("/accepted"), "{reply}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_real_clients_larger_than_the_pending_slots_is_admitted_in_turn() {
+    const PENDING: usize = 8;
+    const CLIENTS: usize = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!("[limits]\nmax_pending_connections = {PENDING}\n"),
+    )
+    .expect("write config");
+    let server = Server::start_with_args(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let port = server.port();
+    // All at once, 25 times the handshake slots: each waits its turn
+    // instead of being closed, and each then gets its own delta.
+    let clients = (0..CLIENTS).map(|i| {
+        tokio::spawn(async move {
+            let mut c = Mqtt::connect(port, &format!("burst-{i}")).await;
+            c.subscribe(&format!("$aws/things/burst-{i}/shadow/update/delta"))
+                .await;
+            c
+        })
+    });
+    let mut connected = Vec::new();
+    for c in clients.collect::<Vec<_>>() {
+        connected.push(c.await.expect("client task"));
+    }
+    assert_eq!(connected.len(), CLIENTS);
+    let mut writer = Mqtt::connect(port, "burst-writer").await;
+    for i in [0, CLIENTS / 2, CLIENTS - 1] {
+        writer
+            .publish_json(
+                &format!("$aws/things/burst-{i}/shadow/update"),
+                &json!({"state": {"desired": {"n": i}}}),
+            )
+            .await;
+        let delta = connected[i]
+            .wait_for("its delta", |m| m.topic.ends_with("/update/delta"))
+            .await
+            .json();
+        assert_eq!(delta["state"]["n"], i, "{delta}");
+    }
+    let log = server.log();
+    assert!(
+        !log.contains("closing a connection"),
+        "a client of the burst was closed:\n{log}"
+    );
+}
