@@ -125,7 +125,7 @@ async fn a_burst_of_real_clients_larger_than_the_pending_slots_is_admitted_in_tu
         connected.push(c.await.expect("client task"));
     }
     assert_eq!(connected.len(), CLIENTS);
-    let mut writer = Mqtt::connect(port, "burst-writer").await;
+    let writer = Mqtt::connect(port, "burst-writer").await;
     for i in [0, CLIENTS / 2, CLIENTS - 1] {
         writer
             .publish_json(
