@@ -94,6 +94,34 @@ impl BrokerHandle {
     /// one is also kept ([`Retained`]) for later subscribers. Other topics
     /// (an ops reply, a plain client topic) go through the router.
     pub async fn send(&self, message: Outbound) -> Result<(), EmbeddedError> {
+        self.route(message, true).await
+    }
+
+    /// Publishes a batch of the store thread's replies in order, with
+    /// every retained state of the batch kept before any of them goes
+    /// out: whoever reads `delete/accepted` and then subscribes must not
+    /// get the deleted shadow's state. Returns the failures, by topic.
+    pub async fn send_batch(&self, batch: Vec<Outbound>) -> Vec<(String, EmbeddedError)> {
+        for m in batch
+            .iter()
+            .filter(|m| m.retain && is_service_topic(&m.topic))
+        {
+            self.retained
+                .set(&m.topic, Bytes::copy_from_slice(&m.payload));
+        }
+        let mut failed = Vec::new();
+        for m in batch {
+            let topic = m.topic.clone();
+            if let Err(e) = self.route(m, false).await {
+                failed.push((topic, e));
+            }
+        }
+        failed
+    }
+
+    /// [`BrokerHandle::send`]; a retained state is kept only when `keep`
+    /// (`send_batch` has kept its batch's already).
+    async fn route(&self, message: Outbound, keep: bool) -> Result<(), EmbeddedError> {
         let Outbound {
             topic,
             payload,
@@ -103,7 +131,7 @@ impl BrokerHandle {
             gateway::service_topic(&topic).ok_or_else(|| EmbeddedError::Topic(topic.clone()))?;
         let payload = Bytes::from(payload);
         if is_service_topic(&topic) {
-            if retain {
+            if retain && keep {
                 self.retained.set(&topic, payload.clone());
             }
             self.subscriptions.deliver(&topic, &payload);
@@ -113,18 +141,6 @@ impl BrokerHandle {
             .send((routed, payload))
             .await
             .map_err(|_| EmbeddedError::Closed)
-    }
-
-    /// Keeps the retained service messages of `batch` (see
-    /// [`BrokerHandle::send`]) before any of them is sent.
-    pub fn retain_all(&self, batch: &[Outbound]) {
-        for m in batch
-            .iter()
-            .filter(|m| m.retain && is_service_topic(&m.topic))
-        {
-            self.retained
-                .set(&m.topic, Bytes::copy_from_slice(&m.payload));
-        }
     }
 
     /// The subscriptions the gateways keep, for a service that decides

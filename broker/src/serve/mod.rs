@@ -226,15 +226,8 @@ pub async fn serve(
 
 async fn publish_loop(broker: BrokerHandle, mut out: mpsc::Receiver<Vec<Outbound>>) {
     while let Some(batch) = out.recv().await {
-        // A batch's retained states are in place before any of its replies
-        // goes out: whoever reads `delete/accepted` and then subscribes
-        // must not get the deleted shadow's state.
-        broker.retain_all(&batch);
-        for msg in batch {
-            let topic = msg.topic.clone();
-            if let Err(e) = broker.send(msg).await {
-                tracing::warn!(%topic, error = %e, "publish failed");
-            }
+        for (topic, e) in broker.send_batch(batch).await {
+            tracing::warn!(%topic, error = %e, "publish failed");
         }
     }
 }
