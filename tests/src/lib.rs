@@ -263,3 +263,37 @@ pub async fn paho_path(tmp: &std::path::Path) -> Option<std::path::PathBuf> {
     }
     Some(dir)
 }
+
+/// Runs `tests/python/<script>` with `args` under python3 with paho-mqtt
+/// importable (see [`paho_path`]; `tmp` is the test's
+/// `CARGO_TARGET_TMPDIR`), killed if it takes more than `limit`. Panics
+/// with its output, and `server_log`, unless it exits 0.
+pub async fn run_paho_script(
+    tmp: &std::path::Path,
+    script: &str,
+    args: &[String],
+    limit: Duration,
+    server_log: impl Fn() -> String,
+) {
+    let pythonpath = paho_path(tmp).await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let mut run = tokio::process::Command::new("python3");
+    if let Some(p) = &pythonpath {
+        run.env("PYTHONPATH", p);
+    }
+    let run = run.arg(&path).args(args).kill_on_drop(true).output();
+    let out = tokio::time::timeout(limit, run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within {limit:?}"))
+        .unwrap_or_else(|e| panic!("cannot run python3 {script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server_log()
+    );
+}

@@ -434,32 +434,22 @@ async fn requests_beyond_the_rate_of_a_thing_get_429_and_other_things_are_served
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paho_device_over_websocket_tls_is_authenticated_and_confined_to_its_thing() {
-    let pythonpath = shade_tests::paho_path(Path::new(env!("CARGO_TARGET_TMPDIR"))).await;
     let s = start();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/wss_auth.py");
-    let mut run = tokio::process::Command::new("python3");
-    if let Some(path) = &pythonpath {
-        run.env("PYTHONPATH", path);
-    }
-    let run = run
-        .arg(&script)
-        .arg(s.wss_port.to_string())
-        .arg(&s.ca_path)
-        .args(["t1", &s.t1_secret, "t2"])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("wss_auth.py finished within 90 s")
-        .expect("run python3 wss_auth.py");
-    assert!(
-        out.status.success(),
-        "wss_auth.py failed ({}):\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        s.server.log()
-    );
+    let args = [
+        s.wss_port.to_string(),
+        s.ca_path.display().to_string(),
+        "t1".to_owned(),
+        s.t1_secret.clone(),
+        "t2".to_owned(),
+    ];
+    shade_tests::run_paho_script(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "wss_auth.py",
+        &args,
+        Duration::from_secs(90),
+        || s.server.log(),
+    )
+    .await;
     s.assert_still_serving().await;
 }
 

@@ -1133,29 +1133,14 @@ async fn mqtt5_client_gets_the_same_replies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_python_client_walks_update_get_conflict_delete() {
-    let pythonpath =
-        shade_tests::paho_path(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).await;
     let (_dir, data) = temp_data();
     let server = Server::start(&data);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/aws_flow.py");
-    let mut run = tokio::process::Command::new("python3");
-    if let Some(path) = &pythonpath {
-        run.env("PYTHONPATH", path);
-    }
-    let run = run
-        .arg(&script)
-        .arg(server.port().to_string())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("aws_flow.py finished within 90 s")
-        .expect("run python3 aws_flow.py");
-    assert!(
-        out.status.success(),
-        "aws_flow.py failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    shade_tests::run_paho_script(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "aws_flow.py",
+        &[server.port().to_string()],
+        Duration::from_secs(90),
+        || server.log(),
+    )
+    .await;
 }
