@@ -109,7 +109,7 @@ impl Server {
                 self.child = None;
                 return Err(format!("(exited with {status})\n{}", self.log()));
             }
-            if mqtt_probe(addr) {
+            if mqtt_probe(addr, "shade-e2e-probe") {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -206,11 +206,13 @@ impl Drop for Server {
 /// A bare TCP connect would do for readiness, but the broker logs an error
 /// for every connection that closes before CONNECT, which clutters the log
 /// printed on failure.
-fn mqtt_probe(addr: SocketAddr) -> bool {
+/// `id` is the probe's client id (under 128 bytes). Shared by every
+/// harness that starts `shade serve`.
+pub(crate) fn mqtt_probe(addr: SocketAddr, id: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;
     };
-    let id = b"shade-e2e-probe";
+    let id = id.as_bytes();
     let mut connect = vec![
         0x10,
         0,

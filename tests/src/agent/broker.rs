@@ -2,50 +2,14 @@
 //! restarts, so that a running agent finds it again.
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{ensure_binaries_built, read_log, terminate_child, POLL_EVERY};
+use crate::server::mqtt_probe;
 use crate::{free_port, shade_binary, START_TIMEOUT};
-
-/// Does `addr` answer an MQTT 3.1.1 CONNECT with a successful CONNACK? (A
-/// bare TCP connect would make the broker log an error.)
-fn mqtt_probe(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let id = b"shade-agent-e2e-probe";
-    let mut connect = vec![
-        0x10,
-        0,
-        0,
-        4,
-        b'M',
-        b'Q',
-        b'T',
-        b'T',
-        4,
-        0x02,
-        0,
-        30,
-        0,
-        id.len() as u8,
-    ];
-    connect.extend_from_slice(id);
-    connect[1] = (connect.len() - 2) as u8;
-    let mut connack = [0u8; 4];
-    let ok = stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .is_ok()
-        && stream.write_all(&connect).is_ok()
-        && stream.read_exact(&mut connack).is_ok()
-        && connack == [0x20, 2, 0, 0];
-    let _ = stream.write_all(&[0xE0, 0]);
-    ok
-}
 
 /// A `shade serve` process that keeps its port across restarts.
 #[derive(Debug)]
@@ -172,7 +136,9 @@ impl Broker {
                 self.child = None;
                 return Err(format!("(exited with {status})\n{}", read_log(&log_path)));
             }
-            if read_log(&log_path).contains("shade serve is ready") && mqtt_probe(addr) {
+            if read_log(&log_path).contains("shade serve is ready")
+                && mqtt_probe(addr, "shade-agent-e2e-probe")
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
