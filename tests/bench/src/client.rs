@@ -84,6 +84,23 @@ pub(crate) async fn connect(
     Ok((client, el))
 }
 
+/// Waits (at most 10 s each) for the device tasks that `stop` ended and
+/// gathers their samples; the first task error is the run's error.
+pub(crate) async fn join_samples(
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<u32>>>>,
+) -> Result<Vec<u32>> {
+    let mut samples = Vec::new();
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(10), t).await {
+            Ok(Ok(Ok(s))) => samples.extend(s),
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(e)) => return Err(e).context("device task"),
+            Err(_) => bail!("a device did not stop within 10 s"),
+        }
+    }
+    Ok(samples)
+}
+
 /// The first number after `"key":` (optionally quoted) in a JSON payload,
 /// found without parsing the whole document: the load generator shares two
 /// cores with the server, so it spends as little as it can per message.

@@ -22,9 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::client::{connect, new_client, options};
 use crate::memory;
-use crate::procs::{
-    cpu_between, raise_nofile, rss_bytes, thread_cpu, Mosquitto, Shade, ShadeOptions,
-};
+use crate::procs::{raise_nofile, rss_bytes, CpuMeter, Mosquitto, Shade, ShadeOptions};
 use crate::Metrics;
 
 /// How long a client waits for its CONNACK, seconds.
@@ -202,8 +200,7 @@ pub(crate) async fn run(bins: &std::path::Path, p: Params) -> Result<Metrics> {
     };
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(Semaphore::new(0));
-    let started = Instant::now();
-    let (server0, bench0) = (thread_cpu(pid), thread_cpu(std::process::id()));
+    let cpu = CpuMeter::start(pid);
     let mut tasks = Vec::with_capacity(p.clients);
     for i in 0..p.clients {
         tasks.push(tokio::spawn(device(port, i, counts.clone(), stop.clone())));
@@ -212,13 +209,7 @@ pub(crate) async fn run(bins: &std::path::Path, p: Params) -> Result<Metrics> {
     let subscribed_s = wait_for(&counts.subscribed, n, &counts.failed, p.timeout).await;
     let own_s = wait_for(&counts.own_state, n, &counts.failed, p.timeout).await + subscribed_s;
     let mut m = Metrics::new();
-    let elapsed = started.elapsed().as_secs_f64();
-    let (server1, bench1) = (thread_cpu(pid), thread_cpu(std::process::id()));
-    for (thread, cores) in cpu_between(&server0, &server1, elapsed) {
-        m.insert(format!("cpu.server.{thread}"), cores);
-    }
-    let bench: f64 = cpu_between(&bench0, &bench1, elapsed).values().sum();
-    m.insert("cpu.bench".into(), bench);
+    cpu.finish(&mut m, "");
     let load = |a: &AtomicUsize| a.load(Ordering::Relaxed) as f64;
     m.insert("connacked".into(), load(&counts.connacked));
     m.insert("subscribed".into(), load(&counts.subscribed));

@@ -157,15 +157,7 @@ pub(crate) async fn run(bins: &std::path::Path, p: Params) -> Result<Metrics> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    let mut samples = Vec::new();
-    for t in tasks {
-        match tokio::time::timeout(Duration::from_secs(10), t).await {
-            Ok(Ok(Ok(s))) => samples.extend(s),
-            Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(e)) => return Err(e).context("device task"),
-            Err(_) => anyhow::bail!("a device did not stop within 10 s"),
-        }
-    }
+    let mut samples = crate::client::join_samples(tasks).await?;
     dash_loop.abort();
     let rss = crate::procs::rss_bytes(shade.pid()?).unwrap_or(0);
     shade.kill();

@@ -116,6 +116,39 @@ pub(crate) fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
     out
 }
 
+/// Cores busy from [`CpuMeter::start`] to [`CpuMeter::finish`]: the
+/// server by thread, and this load generator, which shares the machine.
+pub(crate) struct CpuMeter {
+    server_pid: u32,
+    server: BTreeMap<String, f64>,
+    bench: BTreeMap<String, f64>,
+    started: std::time::Instant,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(server_pid: u32) -> CpuMeter {
+        CpuMeter {
+            server_pid,
+            server: thread_cpu(server_pid),
+            bench: thread_cpu(std::process::id()),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Adds `{prefix}cpu.server` (the total), `{prefix}cpu.server.<thread>`
+    /// and `{prefix}cpu.bench` to `m`.
+    pub(crate) fn finish(&self, m: &mut crate::Metrics, prefix: &str) {
+        let secs = self.started.elapsed().as_secs_f64();
+        let server = cpu_between(&self.server, &thread_cpu(self.server_pid), secs);
+        let bench = cpu_between(&self.bench, &thread_cpu(std::process::id()), secs);
+        m.insert(format!("{prefix}cpu.server"), server.values().sum());
+        for (thread, cores) in server {
+            m.insert(format!("{prefix}cpu.server.{thread}"), cores);
+        }
+        m.insert(format!("{prefix}cpu.bench"), bench.values().sum());
+    }
+}
+
 /// What each thread name used between two [`thread_cpu`] samples, as a
 /// fraction of one core over `secs`.
 pub(crate) fn cpu_between(

@@ -22,7 +22,7 @@ use rumqttc::{Event, Packet, QoS};
 use tokio::sync::{watch, Barrier};
 
 use crate::client::{connect, number_after, options, quantile};
-use crate::procs::{cpu_between, thread_cpu, Mosquitto, Shade, ShadeOptions};
+use crate::procs::{CpuMeter, Mosquitto, Shade, ShadeOptions};
 use crate::Metrics;
 
 /// What the devices talk to.
@@ -177,43 +177,24 @@ pub(crate) async fn measure(
     .await
     .context("devices did not all connect")?;
     tokio::time::sleep(Duration::from_secs_f64(p.warmup)).await;
-    let (server0, bench0) = (thread_cpu(server_pid), thread_cpu(std::process::id()));
+    let cpu = CpuMeter::start(server_pid);
     counters.measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(p.seconds)).await;
     counters.measuring.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    let (server1, bench1) = (thread_cpu(server_pid), thread_cpu(std::process::id()));
+    let mut m = Metrics::new();
+    cpu.finish(&mut m, &format!("{}.", target.name()));
     let ok = counters.ok.load(Ordering::Relaxed);
     let rejected = counters.rejected.load(Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    let mut rtt = Vec::new();
-    for t in tasks {
-        match tokio::time::timeout(Duration::from_secs(10), t).await {
-            Ok(Ok(Ok(samples))) => rtt.extend(samples),
-            Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(e)) => return Err(e).context("device task"),
-            Err(_) => anyhow::bail!("a device did not stop within 10 s"),
-        }
-    }
+    let mut rtt = crate::client::join_samples(tasks).await?;
     rtt.sort_unstable();
     let name = target.name();
-    let mut m = Metrics::new();
     m.insert(format!("{name}.per_s"), ok as f64 / elapsed);
     m.insert(format!("{name}.rejected"), rejected as f64);
     m.insert(format!("{name}.rtt_p50_ms"), quantile(&rtt, 0.5) / 1000.0);
     m.insert(format!("{name}.rtt_p99_ms"), quantile(&rtt, 0.99) / 1000.0);
-    // Cores busy during the measurement: the server by thread, and this
-    // load generator (which shares the machine with it).
-    let server = cpu_between(&server0, &server1, elapsed);
-    m.insert(format!("{name}.cpu.server"), server.values().sum());
-    for (thread, cores) in server {
-        m.insert(format!("{name}.cpu.server.{thread}"), cores);
-    }
-    m.insert(
-        format!("{name}.cpu.bench"),
-        cpu_between(&bench0, &bench1, elapsed).values().sum(),
-    );
     Ok(m)
 }
 
