@@ -286,18 +286,37 @@ pub fn render_get(
     client_token: Option<&str>,
     now_ms: u64,
 ) -> Value {
-    View::of(shadow, policies).get(shadow, client_token, now_ms)
+    View::of(shadow, policies).into_get(shadow, client_token, now_ms)
 }
 
 impl View {
     /// The `get/accepted` shape of `shadow`, whose view this is.
     pub fn get(&self, shadow: &Shadow, client_token: Option<&str>, now_ms: u64) -> Value {
-        let (state, metadata) = self.sections(true);
-        let mut conflicts = self.desired.conflicts.clone();
-        conflicts.extend(self.reported.conflicts.iter().cloned());
+        self.clone().into_get(shadow, client_token, now_ms)
+    }
+
+    /// [`View::get`], taking the view apart instead of copying its sections.
+    pub fn into_get(self, shadow: &Shadow, client_token: Option<&str>, now_ms: u64) -> Value {
+        let mut state = Map::new();
+        let mut metadata = Map::new();
+        let mut conflicts = self.desired.conflicts;
+        conflicts.extend(self.reported.conflicts);
+        let sections = [
+            ("desired", self.desired.state, self.desired.metadata),
+            ("reported", self.reported.state, self.reported.metadata),
+        ];
+        for (name, s, m) in sections {
+            if s.as_object().is_some_and(|o| !o.is_empty()) {
+                state.insert(name.into(), s);
+                metadata.insert(name.into(), m);
+            }
+        }
+        if let Some(d) = self.delta {
+            state.insert("delta".into(), d);
+        }
         let mut v = json!({
-            "state": state,
-            "metadata": metadata,
+            "state": Value::Object(state),
+            "metadata": Value::Object(metadata),
             "version": shadow.version,
             "timestamp": now_ms / 1000,
             "vv": shadow.vv(),
@@ -343,14 +362,25 @@ fn stamp(state: &Value, secs: u64) -> Value {
 
 /// `update/accepted`: the state as sent, its metadata, the new version.
 pub fn render_update_accepted(req: &UpdateRequest, version: u64, now_ms: u64) -> Value {
+    render_update_accepted_parts(&req.state, req.client_token.as_deref(), version, now_ms)
+}
+
+/// [`render_update_accepted`] from the request's `state` and clientToken
+/// (for a renderer that holds those but not the request).
+pub fn render_update_accepted_parts(
+    state: &Value,
+    client_token: Option<&str>,
+    version: u64,
+    now_ms: u64,
+) -> Value {
     let secs = now_ms / 1000;
     let mut v = json!({
-        "state": req.state,
-        "metadata": stamp(&req.state, secs),
+        "state": state,
+        "metadata": stamp(state, secs),
         "version": version,
         "timestamp": secs,
     });
-    put_token(&mut v, req.client_token.as_deref());
+    put_token(&mut v, client_token);
     v
 }
 
@@ -474,16 +504,18 @@ pub fn render_wanted_notices(
     wanted: Wanted,
 ) -> Notices {
     let view = View::of(current, policies);
+    let documents = wanted
+        .documents
+        .then(|| documents(previous, policies, &view, current, client_token, now_ms));
+    let delta = if wanted.delta {
+        view.delta_notice(current, client_token, now_ms)
+    } else {
+        None
+    };
     Notices {
-        documents: wanted
-            .documents
-            .then(|| documents(previous, policies, &view, current, client_token, now_ms)),
-        delta: if wanted.delta {
-            view.delta_notice(current, client_token, now_ms)
-        } else {
-            None
-        },
-        state: current.exists.then(|| view.get(current, None, now_ms)),
+        documents,
+        delta,
+        state: current.exists.then(|| view.into_get(current, None, now_ms)),
     }
 }
 

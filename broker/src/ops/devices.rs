@@ -26,7 +26,7 @@ use crate::auth::credentials::{is_valid_phc, Credentials, DeviceChange};
 use crate::identity::Users;
 use crate::ops;
 use crate::router::Outbound;
-use crate::shadow::Handled;
+use crate::shadow::{Handled, Out};
 use crate::store::{DeviceRecord, Store, StoreError, Tables};
 
 /// Largest page of `device-list`.
@@ -226,7 +226,7 @@ pub(crate) fn handle(
         );
         return Ok(());
     };
-    let outbound = |value: Value| Outbound::json(topic.clone(), &value);
+    let outbound = |value: Value| -> Out { Outbound::json(topic.clone(), &value).into() };
     let result = match execute(t, query, users, now)? {
         Ok(done) => {
             if let Some(change) = done.change {

@@ -158,7 +158,7 @@ pub(crate) fn handle(
         return Ok(());
     };
     let result = execute(t, &query, policies).map(|value| visible_to(&principal, &query, value));
-    h.out.push(Outbound::json(topic, &reply(&query, result)));
+    h.out.push(Outbound::json(topic, &reply(&query, result)).into());
     Ok(())
 }
 
@@ -167,7 +167,7 @@ fn refuse(request: &OpsRequest, client: &str, h: &mut Handled) {
     let token = request.client_token();
     if let Some(topic) = reply_topic(client, token) {
         let reply = json!({"clientToken": token, "ok": false, "error": "not authorized"});
-        h.out.push(Outbound::json(topic, &reply));
+        h.out.push(Outbound::json(topic, &reply).into());
     }
 }
 

@@ -52,12 +52,24 @@ pub struct Outbound {
     pub retain: bool,
 }
 
+/// `value` as JSON bytes.
+pub(crate) fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(256);
+    // Writing a `Value` into a `Vec` cannot fail (its keys are strings).
+    if serde_json::to_writer(&mut bytes, value).is_err() {
+        return value.to_string().into_bytes();
+    }
+    bytes
+}
+
 impl Outbound {
     /// A message of `value` serialized as JSON, not retained.
     pub fn json(topic: String, value: &serde_json::Value) -> Outbound {
         Outbound {
             topic,
-            payload: value.to_string().into_bytes(),
+            // Straight to bytes: `to_string` goes through `fmt::Write`,
+            // which was a tenth of an update's cost.
+            payload: json_bytes(value),
             retain: false,
         }
     }

@@ -3,6 +3,10 @@
 //! `max_batch`) share one write transaction and one fsync. Replies leave
 //! for the broker only after their transaction committed, in request order.
 //!
+//! The JSON documents of the replies and notices are rendered after the
+//! commit by a second thread (`shade-render`), in request order, so the
+//! serial store thread spends its time on the transaction only.
+//!
 //! Async code never touches redb: it sends a parsed [`Request`] and moves on.
 //! When the request queue is full, the sender waits, which stops the
 //! service from reading the broker link, which pushes back on publishers.
@@ -16,7 +20,7 @@ use crate::identity::Principals;
 use crate::ops;
 use crate::router::Outbound;
 use crate::serve::request::{Queued, Request};
-use crate::shadow::{Handled, Service};
+use crate::shadow::{Handled, Out, Service};
 use crate::store::{Store, StoreError, Tables};
 use shade_client::now_ms;
 
@@ -72,6 +76,16 @@ impl Writer {
         requests: impl IntoIterator<Item = &'r Request>,
         now: u64,
     ) -> Vec<Outbound> {
+        self.service.render(self.commit_unrendered(requests, now))
+    }
+
+    /// [`Writer::commit`] without the rendering: what
+    /// [`Service::render`] turns into the messages, after the commit.
+    pub(crate) fn commit_unrendered<'r>(
+        &self,
+        requests: impl IntoIterator<Item = &'r Request>,
+        now: u64,
+    ) -> Vec<Out> {
         let mut failures = Vec::new();
         let mut changes = Vec::new();
         let mut count = 0;
@@ -129,11 +143,21 @@ impl Writer {
     }
 }
 
-/// Handle to a running store thread.
+/// Handle to the running store and render threads.
 #[derive(Debug)]
 pub(crate) struct Engine {
-    thread: std::thread::JoinHandle<()>,
+    store: std::thread::JoinHandle<()>,
+    render: std::thread::JoinHandle<()>,
 }
+
+/// Committed batches on their way to the render thread. Two in flight let
+/// the store thread commit the next batch while one renders; more would
+/// only hold requests' slots longer.
+const RENDER_QUEUE: usize = 2;
+
+/// A committed batch: what to render, and the requests, whose in-flight
+/// slots go back once their replies are rendered and on their way.
+type Committed = (Vec<Out>, Vec<Queued>);
 
 impl Engine {
     /// Starts the store thread. It first publishes the retained state of
@@ -147,17 +171,40 @@ impl Engine {
         requests: mpsc::Receiver<Queued>,
         out: mpsc::Sender<Vec<Outbound>>,
     ) -> std::io::Result<Engine> {
-        let thread = std::thread::Builder::new()
+        let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(RENDER_QUEUE);
+        let service = writer.service.clone();
+        let render = std::thread::Builder::new()
+            .name("shade-render".into())
+            .spawn(move || render_loop(&service, &committed_rx, &out))?;
+        let store = std::thread::Builder::new()
             .name("shade-store".into())
-            .spawn(move || run(&writer, max_batch.max(1), requests, &out))?;
-        Ok(Engine { thread })
+            .spawn(move || run(&writer, max_batch.max(1), requests, &committed_tx))?;
+        Ok(Engine { store, render })
     }
 
-    /// Waits for the thread to finish its last commit.
+    /// Waits for the last commit to be rendered and handed over.
     pub(crate) fn join(self) {
-        if self.thread.join().is_err() {
+        if self.store.join().is_err() {
             tracing::error!("the store thread panicked");
         }
+        if self.render.join().is_err() {
+            tracing::error!("the render thread panicked");
+        }
+    }
+}
+
+fn render_loop(
+    service: &Service,
+    committed: &std::sync::mpsc::Receiver<Committed>,
+    out: &mpsc::Sender<Vec<Outbound>>,
+) {
+    // Ends when the store thread has finished and dropped its sender.
+    while let Ok((outs, requests)) = committed.recv() {
+        let replies = service.render(outs);
+        if !replies.is_empty() && out.blocking_send(replies).is_err() {
+            tracing::warn!("publisher gone; replies dropped during shutdown");
+        }
+        drop(requests);
     }
 }
 
@@ -165,16 +212,22 @@ fn run(
     writer: &Writer,
     max_batch: usize,
     mut requests: mpsc::Receiver<Queued>,
-    out: &mpsc::Sender<Vec<Outbound>>,
+    out: &std::sync::mpsc::SyncSender<Committed>,
 ) {
     // A closed channel means shutdown; the rest does not matter then.
-    match writer.republish(|batch| drop(out.blocking_send(batch))) {
+    let republished = writer.republish(|batch| {
+        let ready = batch.into_iter().map(Out::Ready).collect();
+        drop(out.send((ready, Vec::new())));
+    });
+    match republished {
         Ok(n) => tracing::info!(shadows = n, "republished retained state"),
         Err(e) => tracing::error!(error = %e, "could not republish retained state"),
     }
-    let mut batch = Vec::with_capacity(max_batch);
+    // As many requests as are waiting share a commit: one under light
+    // load (no wait for company), up to `max_batch` when they queue up
+    // behind a commit, so the group grows with the load.
     while let Some(first) = requests.blocking_recv() {
-        batch.clear();
+        let mut batch = Vec::with_capacity(max_batch.min(64));
         batch.push(first);
         while batch.len() < max_batch {
             match requests.try_recv() {
@@ -182,12 +235,12 @@ fn run(
                 Err(_) => break,
             }
         }
-        let replies = writer.commit(batch.iter().map(|q| &q.request), now_ms());
-        if !replies.is_empty() && out.blocking_send(replies).is_err() {
-            tracing::warn!("publisher gone; replies dropped during shutdown");
+        let outs = writer.commit_unrendered(batch.iter().map(|q| &q.request), now_ms());
+        // The slots go back only after rendering, with the replies on
+        // their way.
+        if out.send((outs, batch)).is_err() {
+            tracing::warn!("render thread gone; replies dropped during shutdown");
         }
-        // The slots go back only now, with the replies on their way.
-        batch.clear();
     }
     tracing::info!("store thread finished its last commit");
 }

@@ -6,7 +6,12 @@
 //! loads the shadow, applies the request with the pure functions of
 //! `shade-shared`, saves it, appends history and collects the replies. The replies are published only after the transaction
 //! commits; if the commit fails, the request's `on_failure` replies (a 500)
-//! go out instead.
+//! go out instead. JSON documents are rendered after the commit, off the
+//! store thread ([`render`]).
+
+mod render;
+
+pub(crate) use render::{Out, Render};
 
 use std::sync::Arc;
 
@@ -33,9 +38,9 @@ struct Change<'a> {
 #[derive(Debug, Default)]
 pub struct Handled {
     /// Published after the commit.
-    pub out: Vec<Outbound>,
+    pub out: Vec<Out>,
     /// Published instead of `out` when the commit fails.
-    pub on_failure: Vec<Outbound>,
+    pub on_failure: Vec<Out>,
     /// Applied to the shared device credentials after the commit (dropped
     /// if it fails).
     pub credentials: Vec<DeviceChange>,
@@ -53,8 +58,13 @@ pub struct Service {
     pub subscriptions: Option<Arc<Subscriptions>>,
 }
 
-fn rejected(id: &ShadowId, op: Operation, r: &Rejection, now: u64) -> Outbound {
-    Outbound::json(Topic::aws_reply(id, op, Reply::Rejected), &r.to_json(now))
+fn rejected(id: &ShadowId, op: Operation, rejection: Rejection, now: u64) -> Out {
+    Out::from(Render::Rejected {
+        id: id.clone(),
+        op,
+        rejection,
+        now,
+    })
 }
 
 impl Service {
@@ -73,17 +83,16 @@ impl Service {
         h: &mut Handled,
     ) -> Result<(), StoreError> {
         match t.load(id)? {
-            Some(stored) if stored.shadow.exists => {
-                let doc = aws::render_get(&stored.shadow, &self.policies, token.as_deref(), now);
-                h.out.push(Outbound::json(
-                    Topic::aws_reply(id, Operation::Get, Reply::Accepted),
-                    &doc,
-                ));
-            }
+            Some(stored) if stored.shadow.exists => h.out.push(Out::from(Render::Get {
+                id: id.clone(),
+                shadow: stored.shadow,
+                token,
+                now,
+            })),
             _ => h.out.push(rejected(
                 id,
                 Operation::Get,
-                &Rejection::not_found(id).with_token(token),
+                Rejection::not_found(id).with_token(token),
                 now,
             )),
         }
@@ -107,7 +116,7 @@ impl Service {
             match aws::apply_update(&mut stored.shadow, &self.node, req, now, &self.limits) {
                 Ok(applied) => applied,
                 Err(r) => {
-                    h.out.push(rejected(id, Operation::Update, &r, now));
+                    h.out.push(rejected(id, Operation::Update, r, now));
                     return Ok(());
                 }
             };
@@ -117,19 +126,21 @@ impl Service {
             replica: &self.node,
             what: req.state.clone(),
         };
-        self.save(t, id, &mut stored, Some(change), now)?;
-
-        let token = req.client_token.as_deref();
-        let accepted = aws::render_update_accepted(req, stored.shadow.version, now);
-        h.out.push(Outbound::json(
-            Topic::aws_reply(id, Operation::Update, Reply::Accepted),
-            &accepted,
-        ));
-        self.announce(id, &stored, &applied.previous, token, None, now, h);
+        // The history entry's copy of the state comes back for the reply.
+        let state = self.save(t, id, &mut stored, Some(change), now)?;
+        h.out.push(Out::from(Render::UpdateAccepted {
+            id: id.clone(),
+            state: state.unwrap_or(Value::Null),
+            token: req.client_token.clone(),
+            version: stored.shadow.version,
+            now,
+        }));
+        let token = req.client_token.clone();
+        self.announce(id, stored, applied.previous, token, None, now, h);
         h.on_failure.push(rejected(
             id,
             Operation::Update,
-            &Rejection::internal().with_token(req.client_token.clone()),
+            Rejection::internal().with_token(req.client_token.clone()),
             now,
         ));
         Ok(())
@@ -149,7 +160,7 @@ impl Service {
             h.out.push(rejected(
                 id,
                 Operation::Delete,
-                &Rejection::not_found(id).with_token(token),
+                Rejection::not_found(id).with_token(token),
                 now,
             ));
             return Ok(());
@@ -161,23 +172,23 @@ impl Service {
             replica: &self.node,
             what: Value::Null,
         };
-        self.save(t, id, &mut stored, Some(change), now)?;
+        let _ = self.save(t, id, &mut stored, Some(change), now)?;
         let accepted = aws::render_delete_accepted(version, token.as_deref(), now);
-        h.out.push(Outbound::json(
+        h.out.push(Out::from(Outbound::json(
             Topic::aws_reply(id, Operation::Delete, Reply::Accepted),
             &accepted,
-        ));
+        )));
         // An empty retained payload removes the retained state message.
-        h.out.push(Outbound {
+        h.out.push(Out::from(Outbound {
             topic: Topic::state(id),
             payload: Vec::new(),
             retain: true,
-        });
+        }));
         self.push_to_agents(id, &stored, None, h);
         h.on_failure.push(rejected(
             id,
             Operation::Delete,
-            &Rejection::internal().with_token(token),
+            Rejection::internal().with_token(token),
             now,
         ));
         Ok(())
@@ -228,14 +239,14 @@ impl Service {
             replica: &up.replica,
             what: self.sent_leaves(up, &outcome.changed),
         });
-        self.save(t, id, &mut stored, change, now)?;
+        let _ = self.save(t, id, &mut stored, change, now)?;
         // The reply: everything the agent lacks, with our vector, which now
         // covers (acknowledges) the agent's merged changes.
         if let Some(reply) = self.sync_down(id, &stored, &up.changes.vv) {
-            h.out.push(reply);
+            h.out.push(Out::from(reply));
         }
         if changed {
-            self.announce(id, &stored, &previous, None, Some(&up.replica), now, h);
+            self.announce(id, stored, previous, None, Some(&up.replica), now, h);
         }
         Ok(())
     }
@@ -249,69 +260,48 @@ impl Service {
         stored: &mut StoredShadow,
         change: Option<Change<'_>>,
         now: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Value>, StoreError> {
         self.collect_tombstones(stored);
         t.save(id, stored)?;
-        if let Some(c) = change {
-            let entry = HistoryEntry {
-                time: now,
-                author: c.client.to_owned(),
-                replica: c.replica.to_string(),
-                version: stored.shadow.version,
-                kind: c.kind.into(),
-                change: c.what,
-            };
-            t.append_history(id, &entry, self.history_per_shadow)?;
-        }
-        Ok(())
+        let Some(c) = change else { return Ok(None) };
+        let entry = HistoryEntry {
+            time: now,
+            author: c.client.to_owned(),
+            replica: c.replica.to_string(),
+            version: stored.shadow.version,
+            kind: c.kind.into(),
+            change: c.what,
+        };
+        t.append_history(id, &entry, self.history_per_shadow)?;
+        Ok(Some(entry.change))
     }
 
     /// After an accepted change: `update/documents`, `update/delta`, the
-    /// retained state, and a push to the shadow's agents (but `skip`).
+    /// retained state (rendered after the commit), and a push to the
+    /// shadow's agents (but `skip`).
     #[allow(clippy::too_many_arguments)]
     fn announce(
         &self,
         id: &ShadowId,
-        stored: &StoredShadow,
-        previous: &Shadow,
-        token: Option<&str>,
+        stored: StoredShadow,
+        previous: Shadow,
+        token: Option<String>,
         skip: Option<&ReplicaId>,
         now: u64,
         h: &mut Handled,
     ) {
-        // One view of the current document serves all three notices
-        // (rendering is most of what an update costs: docs/BENCHMARKS.md).
-        let documents = Topic::aws_reply(id, Operation::Update, Reply::Documents);
-        let delta = Topic::aws_reply(id, Operation::Update, Reply::Delta);
-        let wanted = aws::Wanted {
-            documents: self.wanted(&documents),
-            delta: self.wanted(&delta),
-        };
-        let notices = aws::render_wanted_notices(
+        // The agents' pushes follow the notices, as before the rendering
+        // moved; they are built first because the notice takes the shadow.
+        let mut pushes = Handled::default();
+        self.push_to_agents(id, &stored, skip, &mut pushes);
+        h.out.push(Out::from(Render::Notices {
+            id: id.clone(),
             previous,
-            &stored.shadow,
-            &self.policies,
+            current: stored.shadow,
             token,
             now,
-            wanted,
-        );
-        if let Some(doc) = &notices.documents {
-            h.out.push(Outbound::json(documents, doc));
-        }
-        if let Some(doc) = &notices.delta {
-            h.out.push(Outbound::json(delta, doc));
-        }
-        // The retained state; an empty payload when the shadow does not
-        // exist (as `state_message`).
-        h.out.push(Outbound {
-            topic: Topic::state(id),
-            payload: notices
-                .state
-                .map(|doc| doc.to_string().into_bytes())
-                .unwrap_or_default(),
-            retain: true,
-        });
-        self.push_to_agents(id, stored, skip, h);
+        }));
+        h.out.append(&mut pushes.out);
     }
 
     /// The retained `shade/things/.../state` message of a shadow.
@@ -326,7 +316,7 @@ impl Service {
         let doc = aws::render_get(shadow, &self.policies, None, now);
         Outbound {
             topic: Topic::state(id),
-            payload: doc.to_string().into_bytes(),
+            payload: crate::router::json_bytes(&doc),
             retain: true,
         }
     }
@@ -344,7 +334,7 @@ impl Service {
                     .sync_down(id, stored, vv)
                     .filter(|_| has_news(&stored.shadow, vv))
                 {
-                    h.out.push(msg);
+                    h.out.push(Out::from(msg));
                 }
             }
         }

@@ -1,0 +1,166 @@
+//! Replies and notices rendered after the commit, off the store thread.
+//!
+//! Rendering JSON was a third of what an update cost the serial store
+//! thread (docs/BENCHMARKS.md, "The writer"). The store thread now records
+//! what to render ([`Render`]: owned shadows and values, nothing borrowed
+//! from the transaction) and `crate::serve::writer` hands each committed
+//! batch to a render thread, which renders in request order and passes the
+//! messages on to the broker. Failure replies are rendered only when a
+//! commit fails.
+
+use serde_json::Value;
+use shade_shared::aws::{self, Rejection};
+use shade_shared::topic::{Operation, Reply, Topic};
+use shade_shared::{Shadow, ShadowId};
+
+use super::Service;
+use crate::router::Outbound;
+
+/// A message to publish after the commit.
+#[derive(Debug)]
+pub enum Out {
+    /// Already rendered (sync messages, ops replies, an empty state).
+    Ready(Outbound),
+    /// Rendered after the commit.
+    Later(Box<Render>),
+}
+
+impl From<Outbound> for Out {
+    fn from(o: Outbound) -> Out {
+        Out::Ready(o)
+    }
+}
+
+impl From<Render> for Out {
+    fn from(r: Render) -> Out {
+        Out::Later(Box::new(r))
+    }
+}
+
+/// What to render, with everything it needs owned.
+#[derive(Debug)]
+pub enum Render {
+    /// `get/accepted`.
+    Get {
+        id: ShadowId,
+        shadow: Shadow,
+        token: Option<String>,
+        now: u64,
+    },
+    /// `update/accepted`: the state as sent.
+    UpdateAccepted {
+        id: ShadowId,
+        state: Value,
+        token: Option<String>,
+        version: u64,
+        now: u64,
+    },
+    /// `update/documents` and `update/delta` (each only when someone can
+    /// receive it) and the retained state.
+    Notices {
+        id: ShadowId,
+        previous: Shadow,
+        current: Shadow,
+        token: Option<String>,
+        now: u64,
+    },
+    /// `*/rejected`.
+    Rejected {
+        id: ShadowId,
+        op: Operation,
+        rejection: Rejection,
+        now: u64,
+    },
+}
+
+impl Service {
+    /// Renders `outs` in order into the messages to publish.
+    pub(crate) fn render(&self, outs: Vec<Out>) -> Vec<Outbound> {
+        let mut messages = Vec::with_capacity(outs.len() + outs.len() / 2);
+        for out in outs {
+            match out {
+                Out::Ready(o) => messages.push(o),
+                Out::Later(r) => self.render_one(*r, &mut messages),
+            }
+        }
+        messages
+    }
+
+    fn render_one(&self, r: Render, messages: &mut Vec<Outbound>) {
+        match r {
+            Render::Get {
+                id,
+                shadow,
+                token,
+                now,
+            } => {
+                let doc = aws::render_get(&shadow, &self.policies, token.as_deref(), now);
+                let topic = Topic::aws_reply(&id, Operation::Get, Reply::Accepted);
+                messages.push(Outbound::json(topic, &doc));
+            }
+            Render::UpdateAccepted {
+                id,
+                state,
+                token,
+                version,
+                now,
+            } => {
+                let doc = aws::render_update_accepted_parts(&state, token.as_deref(), version, now);
+                let topic = Topic::aws_reply(&id, Operation::Update, Reply::Accepted);
+                messages.push(Outbound::json(topic, &doc));
+            }
+            Render::Notices {
+                id,
+                previous,
+                current,
+                token,
+                now,
+            } => self.render_notices(&id, &previous, &current, token.as_deref(), now, messages),
+            Render::Rejected {
+                id,
+                op,
+                rejection,
+                now,
+            } => messages.push(Outbound::json(
+                Topic::aws_reply(&id, op, Reply::Rejected),
+                &rejection.to_json(now),
+            )),
+        }
+    }
+
+    fn render_notices(
+        &self,
+        id: &ShadowId,
+        previous: &Shadow,
+        current: &Shadow,
+        token: Option<&str>,
+        now: u64,
+        messages: &mut Vec<Outbound>,
+    ) {
+        // One view of the current document serves all three notices.
+        let documents = Topic::aws_reply(id, Operation::Update, Reply::Documents);
+        let delta = Topic::aws_reply(id, Operation::Update, Reply::Delta);
+        let wanted = aws::Wanted {
+            documents: self.wanted(&documents),
+            delta: self.wanted(&delta),
+        };
+        let notices =
+            aws::render_wanted_notices(previous, current, &self.policies, token, now, wanted);
+        if let Some(doc) = &notices.documents {
+            messages.push(Outbound::json(documents, doc));
+        }
+        if let Some(doc) = &notices.delta {
+            messages.push(Outbound::json(delta, doc));
+        }
+        // The retained state; an empty payload when the shadow does not
+        // exist (as `state_message`).
+        messages.push(Outbound {
+            topic: Topic::state(id),
+            payload: notices
+                .state
+                .map(|doc| crate::router::json_bytes(&doc))
+                .unwrap_or_default(),
+            retain: true,
+        });
+    }
+}
