@@ -338,3 +338,31 @@ fn device_changes_reach_the_credentials_only_after_their_commit() {
     let answer: Value = serde_json::from_slice(&out[0].payload).expect("JSON");
     assert_eq!(answer["ok"], true, "{answer}");
 }
+
+/// The versions in the shadow's history, oldest first.
+fn history_versions(w: &Writer) -> Vec<u64> {
+    let mut v: Vec<u64> = w
+        .store
+        .history(&lamp(), 1000)
+        .expect("history")
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn history_keeps_the_newest_entries_and_a_lowered_bound_drops_the_rest() {
+    let mut w = writer(Store::in_memory().expect("store"));
+    w.service.history_per_shadow = 3;
+    for i in 0..5 {
+        w.commit([&update(&w, json!({"state":{"desired":{"n":i}}}))], NOW + i);
+    }
+    assert_eq!(history_versions(&w), vec![3, 4, 5]);
+    // One append removes one entry by key; a lowered bound leaves older
+    // ones behind it, which the sweep must still remove.
+    w.service.history_per_shadow = 1;
+    w.commit([&update(&w, json!({"state":{"desired":{"n":9}}}))], NOW + 9);
+    assert_eq!(history_versions(&w), vec![6]);
+}

@@ -103,6 +103,12 @@ impl Store {
         Ok(())
     }
 
+    /// The newest `limit` history entries of a shadow, oldest first.
+    pub fn history(&self, id: &ShadowId, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        let txn = self.db.begin_read().db()?;
+        history_in(&txn.open_table(HISTORY).db()?, id, limit)
+    }
+
     /// Every device's record in thing order, for loading the credentials at start.
     pub fn devices(&self) -> Result<Vec<(String, DeviceRecord)>, StoreError> {
         let txn = self.db.begin_read().db()?;
