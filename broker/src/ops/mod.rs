@@ -158,7 +158,8 @@ pub(crate) fn handle(
         return Ok(());
     };
     let result = execute(t, &query, policies).map(|value| visible_to(&principal, &query, value));
-    h.out.push(Outbound::json(topic, &reply(&query, result)).into());
+    h.out
+        .push(Outbound::json(topic, &reply(&query, result)).into());
     Ok(())
 }
 

@@ -40,8 +40,8 @@ mod link;
 
 pub use crate::subscriptions::Subscriptions;
 pub use error::EmbeddedError;
-pub use link::{BrokerHandle, Inbound, Outbound};
 pub(crate) use link::json_bytes;
+pub use link::{BrokerHandle, Inbound, Outbound};
 pub use retained::Retained;
 pub use settings::{BrokerSettings, LogSize};
 

@@ -31,6 +31,7 @@ mod latency;
 mod memory;
 mod procs;
 mod storm;
+mod storm_library;
 mod throughput;
 
 use std::collections::BTreeMap;
@@ -106,8 +107,13 @@ enum Scenario {
     },
     /// Time until N agents converge after a broker restart.
     Storm {
-        #[arg(long, default_value_t = 10_000)]
-        agents: usize,
+        /// Agents, or several sizes run one after another (`1000,5000`).
+        #[arg(long, value_delimiter = ',', default_value = "10000")]
+        agents: Vec<usize>,
+        /// Real `shade_agent::Agent`s (the library's replica and sync
+        /// loop) instead of the protocol-level simulation.
+        #[arg(long)]
+        library: bool,
         /// Bound of the untimed setup (every agent's first sync), seconds.
         #[arg(long, default_value_t = 300.0)]
         setup_timeout: f64,
@@ -225,15 +231,33 @@ async fn run_once(scenario: &Scenario, bins: &std::path::Path) -> Result<Metrics
         }
         Scenario::Storm {
             agents,
+            library,
             setup_timeout,
             timeout,
         } => {
-            let p = storm::Params {
-                agents: *agents,
-                setup_timeout: *setup_timeout,
-                timeout: *timeout,
-            };
-            storm::run(bins, p).await
+            let mut all = Metrics::new();
+            for &n in agents {
+                let m = if *library {
+                    let (setup, within) = (*setup_timeout, *timeout);
+                    let (setup, within) = (
+                        std::time::Duration::from_secs_f64(setup),
+                        std::time::Duration::from_secs_f64(within),
+                    );
+                    storm_library::run(bins, n, setup, within).await?
+                } else {
+                    let p = storm::Params {
+                        agents: n,
+                        setup_timeout: *setup_timeout,
+                        timeout: *timeout,
+                    };
+                    storm::run(bins, p).await?
+                };
+                if agents.len() == 1 {
+                    return Ok(m);
+                }
+                all.extend(m.into_iter().map(|(k, v)| (format!("{n}.{k}"), v)));
+            }
+            Ok(all)
         }
         Scenario::Catchup { leaves, timeout } => {
             let mut all = Metrics::new();
