@@ -5,8 +5,10 @@
 //!
 //! 1. Every agent reports a value and syncs (setup, not timed; started
 //!    1.5 ms apart).
-//! 2. The broker is killed (SIGKILL); once an agent saw it go, it reports a
-//!    second value offline (a durable local write, as on a device).
+//! 2. The broker is killed (SIGKILL); once every agent saw it go, each
+//!    reports a second value offline (a durable local write, as on a
+//!    device; all at once), and the broker is down as long as that takes
+//!    (`broker_down_s`): the agents' backoff grows with it.
 //! 3. The broker is started again on the same port and data. Timed: from
 //!    that spawn until every agent's replica has nothing pending, i.e. the
 //!    broker acknowledged the offline write. The agents are polled every
@@ -108,6 +110,7 @@ pub(crate) async fn run(
     let setup = setup_start.elapsed();
 
     shade.kill();
+    let killed = Instant::now();
     let gone = wait_all(
         &agents,
         |a| !a.is_connected(),
@@ -119,12 +122,24 @@ pub(crate) async fn run(
         shutdown(agents, &mut shade).await;
         bail!("not every agent noticed the kill");
     }
+    // All at once, as a fleet's devices would: one after another, the
+    // fsyncs would keep the broker down for seconds, and the agents' backoff
+    // grows with the time it was down.
+    let mut writes = tokio::task::JoinSet::new();
     for (i, a) in agents.iter().enumerate() {
-        a.report(patch(json!({"n": i, "phase": 2}))).await?;
+        let a = a.clone();
+        writes.spawn(async move { a.report(patch(json!({"n": i, "phase": 2}))).await });
+    }
+    while let Some(w) = writes.join_next().await {
+        w.context("an offline write")??;
     }
 
     let t0 = Instant::now();
+    let down = t0.duration_since(killed);
     shade.spawn_only()?;
+    // Who was busy while the fleet came back: the server, or the agents
+    // (this process: their merges and fsyncs).
+    let meter = crate::procs::CpuMeter::start(shade.pid()?);
     let port = shade.port;
     let listening = {
         let proc = shade.proc_mut()?;
@@ -132,6 +147,8 @@ pub(crate) async fn run(
     };
     let converged = wait_all(&agents, |a| pending(a) == 0, timeout, "restart").await?;
     let rss = crate::procs::rss_bytes(shade.pid()?).unwrap_or(0);
+    let mut m = Metrics::new();
+    meter.finish(&mut m, "");
     let mut times: Vec<u32> = converged
         .iter()
         .flatten()
@@ -141,11 +158,12 @@ pub(crate) async fn run(
     let all = times.len() == n;
     shutdown(agents, &mut shade).await;
 
-    let mut m = Metrics::new();
     m.insert("agents".into(), n as f64);
     m.insert("converged".into(), times.len() as f64);
     m.insert("setup_s".into(), setup.as_secs_f64());
     m.insert("restart_to_listening_s".into(), listening.as_secs_f64());
+    // The agents' reconnection backoff depends on it.
+    m.insert("broker_down_s".into(), down.as_secs_f64());
     let q = |x| crate::client::quantile(&times, x) / 1000.0;
     m.insert("converged_p50_s".into(), q(0.5));
     m.insert("converged_p90_s".into(), q(0.9));
