@@ -274,6 +274,26 @@ impl Mqtt {
         }
     }
 
+    /// Ends the connection the way a crashed device or a lost network
+    /// does: the socket closes without a DISCONNECT. Returns once the
+    /// client's event loop (and with it the socket) is gone.
+    pub async fn drop_socket(mut self) {
+        self.task.abort();
+        // Aborted (or already ended): either way the socket is closed.
+        let _ = (&mut self.task).await;
+    }
+
+    /// Sends DISCONNECT and waits, at most `within`, for the connection to
+    /// end (the server closes it on reading a DISCONNECT); returns whether
+    /// it ended in time.
+    pub async fn disconnect(mut self, within: Duration) -> bool {
+        let sent = match &self.inner {
+            Inner::V4(c) => c.disconnect().await.is_ok(),
+            Inner::V5(c) => c.disconnect().await.is_ok(),
+        };
+        sent && tokio::time::timeout(within, &mut self.task).await.is_ok()
+    }
+
     /// A handle to publish from another task.
     pub fn publisher(&self) -> Publisher {
         Publisher(self.inner.clone())
@@ -308,15 +328,33 @@ impl Mqtt {
 
     /// Subscribes at QoS 1 and returns whether the SUBACK granted it.
     pub async fn try_subscribe(&mut self, filter: &str) -> bool {
+        self.try_subscribe_qos(filter, rumqttc::QoS::AtLeastOnce)
+            .await
+    }
+
+    /// Subscribes at `qos` and waits for the SUBACK; panics when refused.
+    pub async fn subscribe_qos(&mut self, filter: &str, qos: rumqttc::QoS) {
+        if !self.try_subscribe_qos(filter, qos).await {
+            panic!(
+                "client {}: subscribe {filter} at {qos:?}: the SUBACK refused it",
+                self.id
+            );
+        }
+    }
+
+    /// Subscribes at `qos` and returns whether the SUBACK granted it.
+    pub async fn try_subscribe_qos(&mut self, filter: &str, qos: rumqttc::QoS) -> bool {
         let result = match &self.inner {
-            Inner::V4(c) => c
-                .subscribe(filter, rumqttc::QoS::AtLeastOnce)
-                .await
-                .map_err(|e| e.to_string()),
-            Inner::V5(c) => c
-                .subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
-                .await
-                .map_err(|e| e.to_string()),
+            Inner::V4(c) => c.subscribe(filter, qos).await.map_err(|e| e.to_string()),
+            Inner::V5(c) => {
+                use rumqttc::v5::mqttbytes::QoS as Q5;
+                let qos = match qos {
+                    rumqttc::QoS::AtMostOnce => Q5::AtMostOnce,
+                    rumqttc::QoS::AtLeastOnce => Q5::AtLeastOnce,
+                    rumqttc::QoS::ExactlyOnce => Q5::ExactlyOnce,
+                };
+                c.subscribe(filter, qos).await.map_err(|e| e.to_string())
+            }
         };
         if let Err(e) = result {
             panic!("client {}: subscribe {filter}: {e}", self.id);
@@ -425,6 +463,24 @@ impl Mqtt {
                 }
             }
         }
+    }
+
+    /// The next message within `within`; `None` when nothing came or the
+    /// connection closed ([`Mqtt::closed`] tells which). Never panics, so
+    /// a caller counting many messages can say how many it got.
+    pub async fn next_within(&mut self, within: Duration) -> Option<Msg> {
+        if let Some(m) = self.pending.pop_front() {
+            return Some(m);
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while self.closed.is_none() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await? {
+                Event::Message(m) => return Some(m),
+                Event::Connected | Event::SubAck { .. } | Event::Closed(_) => {}
+            }
+        }
+        None
     }
 
     /// The next message, or `None` when the connection closed; panics when

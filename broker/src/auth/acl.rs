@@ -189,10 +189,15 @@ fn shadow_request<'a>(levels: &[&'a str]) -> Option<(&'a str, Option<&'a str>)> 
 
 /// MQTT matching of a topic name against a filter.
 pub(crate) fn filter_matches(filter: &str, topic: &str) -> bool {
+    // MQTT 4.7.2: a filter starting with a wildcard (`#` or `+`) matches no
+    // topic starting with `$`.
+    if topic.starts_with('$') && filter.starts_with(['#', '+']) {
+        return false;
+    }
     let mut topic_levels = topic.split('/');
     for level in filter.split('/') {
         match (level, topic_levels.next()) {
-            ("#", _) => return !topic.starts_with('$') || !filter.starts_with('#'),
+            ("#", _) => return true,
             ("+", Some(_)) => {}
             (l, Some(t)) if l == t => {}
             _ => return false,
@@ -356,6 +361,9 @@ mod tests {
         assert!(filter_matches("a/#", "a/b/c"));
         assert!(!filter_matches("a/+", "a/b/c"));
         assert!(!filter_matches("#", "$aws/x"));
+        assert!(!filter_matches("+/things/t/shadow/update/delta", "$aws/things/t/shadow/update/delta"));
+        assert!(!filter_matches("+/#", "$aws/x"));
+        assert!(filter_matches("$aws/#", "$aws/x"));
         assert!(covers("devices/t1/#", "devices/t1/+/x"));
         assert!(!covers("devices/t1/+", "devices/t1/#"));
         assert!(!covers("devices/t1/x", "devices/+/x"));

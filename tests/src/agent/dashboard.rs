@@ -89,4 +89,29 @@ impl Dashboard {
         );
         reply.json()
     }
+
+    /// [`Dashboard::update`] of many things: `window` requests are
+    /// published before their replies are awaited (keep it well under the
+    /// service's `limits.max_inflight_per_client`, 1,000 by default, past
+    /// which requests are answered 429). Asserts each is accepted.
+    pub async fn update_many(&mut self, updates: &[(String, Value)], window: usize) {
+        for chunk in updates.chunks(window.max(1)) {
+            let mut tokens = Vec::with_capacity(chunk.len());
+            for (thing, state) in chunk {
+                let token = self.token();
+                let request = json!({ "state": state, "clientToken": token });
+                self.mqtt
+                    .publish_json(&aws(thing, "update"), &request)
+                    .await;
+                tokens.push(token);
+            }
+            for ((thing, _), token) in chunk.iter().zip(&tokens) {
+                let reply = self.mqtt.reply(token).await;
+                assert!(
+                    reply.topic.ends_with("/accepted"),
+                    "update of {thing} was not accepted: {reply}"
+                );
+            }
+        }
+    }
 }
