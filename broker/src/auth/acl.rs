@@ -361,7 +361,10 @@ mod tests {
         assert!(filter_matches("a/#", "a/b/c"));
         assert!(!filter_matches("a/+", "a/b/c"));
         assert!(!filter_matches("#", "$aws/x"));
-        assert!(!filter_matches("+/things/t/shadow/update/delta", "$aws/things/t/shadow/update/delta"));
+        assert!(!filter_matches(
+            "+/things/t/shadow/update/delta",
+            "$aws/things/t/shadow/update/delta"
+        ));
         assert!(!filter_matches("+/#", "$aws/x"));
         assert!(filter_matches("$aws/#", "$aws/x"));
         assert!(covers("devices/t1/#", "devices/t1/+/x"));
