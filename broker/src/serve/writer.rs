@@ -20,7 +20,7 @@ use crate::identity::Principals;
 use crate::ops;
 use crate::router::Outbound;
 use crate::serve::request::{Queued, Request};
-use crate::shadow::{Handled, Out, Service};
+use crate::shadow::{Handled, Out, Renderer, Service};
 use crate::store::{Store, StoreError, Tables};
 use shade_client::now_ms;
 
@@ -172,10 +172,10 @@ impl Engine {
         out: mpsc::Sender<Vec<Outbound>>,
     ) -> std::io::Result<Engine> {
         let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(RENDER_QUEUE);
-        let service = writer.service.clone();
+        let renderer = writer.service.renderer();
         let render = std::thread::Builder::new()
             .name("shade-render".into())
-            .spawn(move || render_loop(&service, &committed_rx, &out))?;
+            .spawn(move || render_loop(&renderer, &committed_rx, &out))?;
         let store = std::thread::Builder::new()
             .name("shade-store".into())
             .spawn(move || run(&writer, max_batch.max(1), requests, &committed_tx))?;
@@ -194,13 +194,13 @@ impl Engine {
 }
 
 fn render_loop(
-    service: &Service,
+    renderer: &Renderer,
     committed: &std::sync::mpsc::Receiver<Committed>,
     out: &mpsc::Sender<Vec<Outbound>>,
 ) {
     // Ends when the store thread has finished and dropped its sender.
     while let Ok((outs, requests)) = committed.recv() {
-        let replies = service.render(outs);
+        let replies = renderer.render(outs);
         if !replies.is_empty() && out.blocking_send(replies).is_err() {
             tracing::warn!("publisher gone; replies dropped during shutdown");
         }

@@ -11,7 +11,7 @@
 
 mod render;
 
-pub(crate) use render::{Out, Render};
+pub(crate) use render::{Out, Render, Renderer};
 
 use std::sync::Arc;
 
@@ -68,6 +68,19 @@ fn rejected(id: &ShadowId, op: Operation, rejection: Rejection, now: u64) -> Out
 }
 
 impl Service {
+    /// What the render thread needs of these settings.
+    pub(crate) fn renderer(&self) -> Renderer {
+        Renderer {
+            policies: self.policies,
+            subscriptions: self.subscriptions.clone(),
+        }
+    }
+
+    /// Renders `outs` in order into the messages to publish.
+    pub(crate) fn render(&self, outs: Vec<Out>) -> Vec<Outbound> {
+        self.renderer().render(outs)
+    }
+
     /// Whether a client could receive a message on `topic`.
     fn wanted(&self, topic: &str) -> bool {
         self.subscriptions.as_ref().is_none_or(|s| s.wants(topic))

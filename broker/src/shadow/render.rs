@@ -8,13 +8,14 @@
 //! messages on to the broker. Failure replies are rendered only when a
 //! commit fails.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use shade_shared::aws::{self, Rejection};
 use shade_shared::topic::{Operation, Reply, Topic};
-use shade_shared::{Shadow, ShadowId};
+use shade_shared::{Policies, Shadow, ShadowId};
 
-use super::Service;
-use crate::router::Outbound;
+use crate::router::{Outbound, Subscriptions};
 
 /// A message to publish after the commit.
 #[derive(Debug)]
@@ -73,7 +74,20 @@ pub enum Render {
     },
 }
 
-impl Service {
+/// What rendering needs of the service's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Renderer {
+    pub(crate) policies: Policies,
+    /// As `Service::subscriptions`: a notice nobody can receive is not
+    /// rendered.
+    pub(crate) subscriptions: Option<Arc<Subscriptions>>,
+}
+
+impl Renderer {
+    fn wanted(&self, topic: &str) -> bool {
+        self.subscriptions.as_ref().is_none_or(|s| s.wants(topic))
+    }
+
     /// Renders `outs` in order into the messages to publish.
     pub(crate) fn render(&self, outs: Vec<Out>) -> Vec<Outbound> {
         let mut messages = Vec::with_capacity(outs.len() + outs.len() / 2);
