@@ -24,8 +24,8 @@ pub struct Server {
 
 impl Server {
     /// Starts `shade serve --listen 127.0.0.1:<free port> --data <data_dir>`
-    /// and waits (bounded) until it answers an MQTT CONNECT. Its stderr goes to a file
-    /// beside `data_dir`.
+    /// and waits (bounded) until it logs that it is ready and answers an MQTT
+    /// CONNECT. Its stderr goes to a file beside `data_dir`.
     pub fn start(data_dir: &Path) -> Server {
         Self::start_with_args(data_dir, &[])
     }
@@ -74,8 +74,8 @@ impl Server {
         panic!("shade serve found no free port in 5 attempts; last stderr:\n{last_log}");
     }
 
-    /// Spawns the child and waits until its port accepts connections.
-    /// Returns the log when the process exited before that.
+    /// Spawns the child and waits until it logs that it is ready and its
+    /// port answers MQTT. Returns the log when the process exited before that.
     fn spawn_and_wait(&mut self) -> Result<(), String> {
         let log = File::create(&self.log_path).expect("create the server log file");
         let child = Command::new(shade_binary())
@@ -109,12 +109,16 @@ impl Server {
                 self.child = None;
                 return Err(format!("(exited with {status})\n{}", self.log()));
             }
-            if mqtt_probe(addr, "shade-e2e-probe") {
+            // Its own log first: the port is picked free, but another
+            // process (tests of another checkout run beside these, with
+            // the same port range) can take it before this server binds
+            // it, and the probe would then be answered by that one.
+            if self.log().contains("shade serve is ready") && mqtt_probe(addr, "shade-e2e-probe") {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 let log = self.log();
-                panic!("shade serve did not listen on {addr} within {START_TIMEOUT:?}; its stderr:\n{log}");
+                panic!("shade serve was not ready on {addr} within {START_TIMEOUT:?} (SHADE_E2E_LOG must keep shade_broker's info lines); its stderr:\n{log}");
             }
             // Polling a port: there is no message to await.
             std::thread::sleep(Duration::from_millis(50));
