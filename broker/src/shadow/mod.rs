@@ -83,7 +83,7 @@ impl Service {
 
     /// Whether a client could receive a message on `topic`.
     fn wanted(&self, topic: &str) -> bool {
-        self.subscriptions.as_ref().is_none_or(|s| s.wants(topic))
+        render::wanted(self.subscriptions.as_deref(), topic)
     }
 
     /// `get`: the document, or 404. `token` is the request's clientToken.

@@ -83,9 +83,15 @@ pub(crate) struct Renderer {
     pub(crate) subscriptions: Option<Arc<Subscriptions>>,
 }
 
+/// Whether a client could receive a message on `topic` (`None`: no broker
+/// to ask, so everyone could).
+pub(crate) fn wanted(subscriptions: Option<&Subscriptions>, topic: &str) -> bool {
+    subscriptions.is_none_or(|s| s.wants(topic))
+}
+
 impl Renderer {
     fn wanted(&self, topic: &str) -> bool {
-        self.subscriptions.as_ref().is_none_or(|s| s.wants(topic))
+        wanted(self.subscriptions.as_deref(), topic)
     }
 
     /// Renders `outs` in order into the messages to publish.
