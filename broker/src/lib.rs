@@ -30,6 +30,8 @@
 //!   conflicts, and the device table ([`ops::devices`]).
 //! - [`config`]: `shade serve`'s configuration, raw TOML validated into a
 //!   typed [`config::Config`].
+//! - [`http`]: the HTTP API (AWS's shadow REST API, the fleet queries,
+//!   the event stream) and the dashboard page, on axum and hyper.
 //! - [`serve`]: `shade serve` itself: wiring, parsing and admitting requests
 //!   ([`serve::dispatch`], [`serve::admission`]), the store's writer thread
 //!   ([`serve::writer`]) and SIGHUP ([`serve::reload`]).
@@ -66,6 +68,8 @@ mod shadow;
 mod ops;
 
 mod config;
+
+mod http;
 
 mod serve;
 

@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run the shadow service with its embedded MQTT broker.
     #[command(
-        after_help = "Example:\n  shade serve                       # 127.0.0.1:1883, data in ./shade-data\n  shade serve --config config/broker.toml --listen 127.0.0.1:18830\n\nSignals: SIGINT or SIGTERM stop it gracefully; SIGHUP reads the config's users and the [tls] files (cert, key, client_ca, crl) again."
+        after_help = "Example:\n  shade serve                       # 127.0.0.1:1883, data in ./shade-data\n  shade serve --config config/broker.toml --listen 127.0.0.1:18830\n  shade serve --http 127.0.0.1:8081   # the HTTP API and dashboard elsewhere (--http off: none)\n\nSignals: SIGINT or SIGTERM stop it gracefully; SIGHUP reads the config's users and the [tls] files (cert, key, client_ca, crl) again."
     )]
     Serve {
         /// TOML config file (see config/broker.toml).
@@ -42,6 +42,9 @@ enum Command {
         /// Accept clients without authentication on a non-loopback listener.
         #[arg(long)]
         allow_anonymous: bool,
+        /// HTTP API and dashboard address, or `off` (default 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR|off")]
+        http: Option<String>,
     },
     /// Show one shadow: desired, reported, delta and conflicts.
     #[command(after_help = get::EXAMPLES)]
@@ -97,12 +100,14 @@ fn main() -> ExitCode {
             listen,
             data,
             allow_anonymous,
+            http,
         } => {
             init_tracing();
             let overrides = Overrides {
                 listen,
                 data_dir: data,
                 allow_anonymous,
+                http,
             };
             let config = match Config::load(config.as_deref(), &overrides) {
                 Ok(c) => c,

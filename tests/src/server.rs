@@ -20,6 +20,11 @@ pub struct Server {
     /// Logs of the earlier processes on the same data directory.
     old_logs: Vec<PathBuf>,
     extra_args: Vec<String>,
+    /// Serve HTTP on a port picked free ([`Server::start_http`]); else
+    /// `--http off`, unless the extra arguments say otherwise (no test
+    /// may take the default 127.0.0.1:8080).
+    want_http: bool,
+    http_port: u16,
 }
 
 impl Server {
@@ -32,6 +37,16 @@ impl Server {
 
     /// [`Server::start`] with more command-line arguments (e.g. `--config`).
     pub fn start_with_args(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_inner(data_dir, extra, false)
+    }
+
+    /// [`Server::start_with_args`] with the HTTP API on a free loopback
+    /// port too ([`Server::http_port`]).
+    pub fn start_http(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_inner(data_dir, extra, true)
+    }
+
+    fn start_inner(data_dir: &Path, extra: &[&str], want_http: bool) -> Server {
         let mut server = Server {
             child: None,
             port: 0,
@@ -39,9 +54,22 @@ impl Server {
             log_path: PathBuf::new(),
             old_logs: Vec::new(),
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            want_http,
+            http_port: 0,
         };
         server.launch();
         server
+    }
+
+    /// The HTTP port of a server started with [`Server::start_http`].
+    pub fn http_port(&self) -> u16 {
+        assert!(self.want_http, "started without HTTP");
+        self.http_port
+    }
+
+    /// `http://127.0.0.1:<http port>`.
+    pub fn http_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port())
     }
 
     /// Starts a new process on the same data directory and a new free port,
@@ -61,6 +89,9 @@ impl Server {
         let mut last_log = String::new();
         for _ in 0..5 {
             self.port = free_port();
+            if self.want_http {
+                self.http_port = free_port();
+            }
             self.log_path = log_path_for(&self.data_dir, self.port);
             match self.spawn_and_wait() {
                 Ok(()) => return,
@@ -78,12 +109,20 @@ impl Server {
     /// port answers MQTT. Returns the log when the process exited before that.
     fn spawn_and_wait(&mut self) -> Result<(), String> {
         let log = File::create(&self.log_path).expect("create the server log file");
+        let http: Vec<String> = if self.want_http {
+            vec!["--http".into(), format!("127.0.0.1:{}", self.http_port)]
+        } else if self.extra_args.iter().any(|a| a == "--http") {
+            Vec::new()
+        } else {
+            vec!["--http".into(), "off".into()]
+        };
         let child = Command::new(shade_binary())
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data")
             .arg(&self.data_dir)
+            .args(&http)
             .args(&self.extra_args)
             // SHADE_E2E_LOG=debug,rumqttd=debug shows each connection's
             // slot in the router, which is what a flake needs.

@@ -189,6 +189,7 @@ fn a_crl_that_cannot_be_used_stops_the_start_naming_the_file_and_why() {
         let mut child = Command::new(shade_tests::shade_binary())
             .args(["serve", "--config", config.to_str().expect("utf-8")])
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--http", "off"])
             .arg("--data")
             .arg(dir.path().join("data"))
             .stderr(std::fs::File::create(&log).expect("log file"))

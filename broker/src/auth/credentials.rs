@@ -206,6 +206,12 @@ impl Credentials {
         verify_phc(&phc, secret)
     }
 
+    /// The argon2 hash of device `thing`'s secret: what a cached login
+    /// compares to tell that the secret it checked is still the one.
+    pub(crate) fn phc_of(&self, thing: &str) -> Option<String> {
+        self.read().get(thing).map(|phc| phc.to_string())
+    }
+
     /// Does device `thing` have a secret?
     pub fn has_device(&self, thing: &str) -> bool {
         self.read().contains_key(thing)

@@ -89,6 +89,74 @@ impl Default for Rates {
     }
 }
 
+/// The HTTP API and dashboard, from `[http]` and `--http`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `None`: `--http off` (or `listen = "off"`).
+    pub listen: Option<SocketAddr>,
+    /// The address was asked for (`--http` or `[http] listen`): failing to
+    /// bind it stops `shade serve`. The default, when taken (another shade
+    /// on the machine), only leaves HTTP off with a warning.
+    pub explicit: bool,
+    /// Serve HTTPS with the `[tls]` certificate.
+    pub tls: bool,
+    /// Open HTTP connections; beyond it a new one is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers (slow clients
+    /// are closed after it).
+    pub header_timeout: std::time::Duration,
+    /// Changes an event stream may fall behind by before it is dropped; also
+    /// how many recent changes a reconnecting stream can resume from.
+    pub events_buffer: usize,
+}
+
+/// The default HTTP address.
+pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: DEFAULT_HTTP.parse().ok(),
+            explicit: false,
+            tls: false,
+            max_connections: 4096,
+            header_timeout: std::time::Duration::from_secs(10),
+            events_buffer: 4096,
+        }
+    }
+}
+
+fn http(raw: raw::RawHttp, o: &Overrides) -> Result<HttpConfig, ConfigError> {
+    let d = HttpConfig::default();
+    let (key, asked) = match (&o.http, &raw.listen) {
+        (Some(s), _) => ("--http", Some(s.as_str())),
+        (None, Some(s)) => ("http.listen", Some(s.as_str())),
+        (None, None) => ("http.listen", None),
+    };
+    let listen = match asked {
+        Some("off") => None,
+        Some(s) => Some(addr(key, s)?),
+        None => d.listen,
+    };
+    let header_timeout = match raw.header_timeout_ms {
+        Some(0) => return Err(invalid("http.header_timeout_ms", "must be at least 1")),
+        Some(ms) => std::time::Duration::from_millis(ms),
+        None => d.header_timeout,
+    };
+    Ok(HttpConfig {
+        listen,
+        explicit: asked.is_some(),
+        tls: raw.tls.unwrap_or(false),
+        max_connections: positive(
+            "http.max_connections",
+            raw.max_connections,
+            d.max_connections,
+        )?,
+        header_timeout,
+        events_buffer: positive("http.events_buffer", raw.events_buffer, d.events_buffer)?,
+    })
+}
+
 /// Authentication and authorization, from `[auth]`.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
@@ -127,6 +195,7 @@ pub struct Config {
     pub listen: Listen,
     pub auth: AuthConfig,
     pub tls: Option<TlsFiles>,
+    pub http: HttpConfig,
     pub limits: Limits,
     pub rates: Rates,
     pub policies: Policies,
@@ -145,6 +214,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub allow_anonymous: bool,
+    /// `--http ADDR` or `--http off`.
+    pub http: Option<String>,
 }
 
 fn addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -315,6 +386,13 @@ impl Config {
                 "a TLS listener needs a [tls] section with cert and key",
             ));
         }
+        let http = http(raw.http, o)?;
+        if tls.is_none() && http.tls && http.listen.is_some() {
+            return Err(invalid(
+                "http.tls",
+                "HTTPS needs a [tls] section with cert and key",
+            ));
+        }
         let auth = auth(raw.auth)?;
         if tls.as_ref().is_some_and(|t| t.client_ca.is_some()) && !auth.enabled {
             return Err(invalid(
@@ -324,7 +402,11 @@ impl Config {
         }
         let allow_anonymous = o.allow_anonymous || raw.allow_anonymous.unwrap_or(false);
         if !allow_anonymous && !auth.enabled {
-            if let Some(open) = listen.all().find(|a| !a.ip().is_loopback()) {
+            if let Some(open) = listen
+                .all()
+                .chain(http.listen)
+                .find(|a| !a.ip().is_loopback())
+            {
                 return Err(invalid(
                     "listen",
                     format!(
@@ -434,6 +516,7 @@ impl Config {
             listen,
             auth,
             tls,
+            http,
             limits,
             rates,
             policies,

@@ -19,6 +19,18 @@ pub(super) struct RawConfig {
     pub(super) store: RawStore,
     pub(super) auth: Option<RawAuth>,
     pub(super) tls: Option<RawTls>,
+    pub(super) http: RawHttp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawHttp {
+    /// An address, or "off".
+    pub(super) listen: Option<String>,
+    pub(super) tls: Option<bool>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) header_timeout_ms: Option<u64>,
+    pub(super) events_buffer: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -155,6 +155,12 @@ impl BrokerHandle {
             .map_err(|_| EmbeddedError::Closed)
     }
 
+    /// The retained service messages (every shadow's state), for a
+    /// reader that starts from them (the HTTP event stream).
+    pub fn retained(&self) -> Arc<Retained> {
+        self.retained.clone()
+    }
+
     /// The subscriptions the gateways keep, for a service that decides
     /// what to render before it publishes.
     pub fn subscriptions(&self) -> Arc<Subscriptions> {

@@ -53,6 +53,19 @@ impl Retained {
         self.len() == 0
     }
 
+    /// Calls `each` with every retained message whose topic starts with
+    /// `prefix`, in topic order.
+    pub fn with_prefix(&self, prefix: &str, mut each: impl FnMut(&str, &Bytes)) {
+        let states = self.states.read().unwrap_or_else(PoisonError::into_inner);
+        let range = states.range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
+        for (topic, payload) in range {
+            if !topic.starts_with(prefix) {
+                break;
+            }
+            each(topic, payload);
+        }
+    }
+
     /// Calls `each` with every retained message whose topic `filter` (as
     /// the client wrote it, `$share` stripped) matches, in topic order.
     pub fn matching(&self, filter: &str, mut each: impl FnMut(&str, &Bytes)) {

@@ -16,9 +16,10 @@ use shade_shared::{Limits, ReplicaId, ShadowId};
 use tokio::sync::mpsc;
 
 use crate::config::Rates;
+use crate::http::{Answer, Call};
 use crate::identity::external_client_id;
 use crate::ops::{self, OpsRequest};
-use crate::router::{BrokerHandle, Inbound};
+use crate::router::{BrokerHandle, Inbound, Outbound};
 use crate::serve::admission::{InFlight, RateLimiter, Slot};
 use crate::serve::request::{Queued, Request};
 use shade_client::now_ms;
@@ -51,9 +52,24 @@ impl Dispatcher {
 
     /// Routes one client publish. Waits while the store's queue is full.
     pub(crate) async fn dispatch(&mut self, msg: Inbound) {
+        self.route(msg, None).await;
+    }
+
+    /// Routes one HTTP call as the publish it stands for; its answer goes
+    /// back to the caller instead of being published.
+    pub(crate) async fn call(&mut self, call: Call) {
+        let msg = Inbound {
+            client_id: call.client_id,
+            topic: call.topic,
+            payload: call.payload,
+        };
+        self.route(msg, Some(call.answer)).await;
+    }
+
+    async fn route(&mut self, msg: Inbound, answer: Option<Answer>) {
         let now = Instant::now();
         if msg.topic == ops::REQUEST_TOPIC {
-            self.dispatch_ops(msg, now).await;
+            self.dispatch_ops(msg, now, answer).await;
             return;
         }
         match Topic::parse(&msg.topic) {
@@ -69,12 +85,12 @@ impl Dispatcher {
                     tracing::info!(client = %msg.client_id, shadow = %id, why, "answering 429");
                     let reply = Rejection::new(429, "Too Many Requests")
                         .with_token(ops::client_token_of(&msg.payload));
-                    self.reject(&id, op, &reply).await;
+                    self.reject(&id, op, &reply, answer).await;
                     return;
                 };
                 match self.parse_aws(id.clone(), op, &msg.payload, msg.client_id) {
-                    Ok(request) => self.queue(request, slot).await,
-                    Err(rejection) => self.reject(&id, op, &rejection).await,
+                    Ok(request) => self.queue(request, slot, answer).await,
+                    Err(rejection) => self.reject(&id, op, &rejection, answer).await,
                 }
             }
             Ok(Topic::SyncUp { id }) => {
@@ -89,7 +105,7 @@ impl Dispatcher {
                         up: Box::new(up),
                         client: msg.client_id,
                     };
-                    self.queue(request, slot).await;
+                    self.queue(request, slot, answer).await;
                 }
             }
             _ => {
@@ -97,7 +113,7 @@ impl Dispatcher {
                     let reply = Rejection::new(400, bad.error.to_string())
                         .with_token(ops::client_token_of(&msg.payload))
                         .to_json(now_ms());
-                    self.publish(&bad.reply_topic, &reply).await;
+                    self.publish(&bad.reply_topic, &reply, answer).await;
                 } else {
                     tracing::debug!(client = %msg.client_id, topic = %msg.topic, "dropping a publish no operation answers");
                 }
@@ -154,13 +170,13 @@ impl Dispatcher {
         }
     }
 
-    async fn dispatch_ops(&mut self, msg: Inbound, now: Instant) {
+    async fn dispatch_ops(&mut self, msg: Inbound, now: Instant, answer: Option<Answer>) {
         // Ops are not about one thing: the client's own bucket.
         let allowed = self.rates.allow(&format!("\0ops/{}", msg.client_id), now);
         let slot = self.inflight.acquire(&msg.client_id).filter(|_| allowed);
         let Some(slot) = slot else {
             tracing::info!(client = %msg.client_id, "answering an ops request 429");
-            self.refuse_ops(&msg, "too many requests").await;
+            self.refuse_ops(&msg, "too many requests", answer).await;
             return;
         };
         match OpsRequest::parse(&msg.payload) {
@@ -169,7 +185,7 @@ impl Dispatcher {
                     request,
                     client: msg.client_id,
                 };
-                self.queue(request, slot).await;
+                self.queue(request, slot, answer).await;
             }
             Err(e) => {
                 tracing::warn!(client = %msg.client_id, error = %e, "dropping an unreadable shade/ops/request");
@@ -177,12 +193,13 @@ impl Dispatcher {
         }
     }
 
-    async fn queue(&self, request: Request, slot: Slot) {
+    async fn queue(&self, request: Request, slot: Slot, answer: Option<Answer>) {
         if self
             .requests
             .send(Queued {
                 request,
                 _slot: slot,
+                answer,
             })
             .await
             .is_err()
@@ -191,12 +208,25 @@ impl Dispatcher {
         }
     }
 
-    async fn reject(&self, id: &ShadowId, op: Operation, rejection: &Rejection) {
+    async fn reject(
+        &self,
+        id: &ShadowId,
+        op: Operation,
+        rejection: &Rejection,
+        answer: Option<Answer>,
+    ) {
         let topic = Topic::aws_reply(id, op, Reply::Rejected);
-        self.publish(&topic, &rejection.to_json(now_ms())).await;
+        self.publish(&topic, &rejection.to_json(now_ms()), answer)
+            .await;
     }
 
-    async fn publish(&self, topic: &str, value: &Value) {
+    /// Publishes an immediate answer, or hands it to the HTTP caller.
+    async fn publish(&self, topic: &str, value: &Value, answer: Option<Answer>) {
+        if let Some(answer) = answer {
+            // A caller that went away no longer needs it.
+            let _ = answer.send(vec![Outbound::json(topic.to_owned(), value)]);
+            return;
+        }
         if let Err(e) = self
             .broker
             .publish(topic, value.to_string().into_bytes(), false)
@@ -206,9 +236,9 @@ impl Dispatcher {
         }
     }
 
-    async fn refuse_ops(&self, msg: &Inbound, error: &str) {
+    async fn refuse_ops(&self, msg: &Inbound, error: &str, answer: Option<Answer>) {
         if let Some((topic, reply)) = ops::refusal(&msg.client_id, &msg.payload, error) {
-            self.publish(&topic, &reply).await;
+            self.publish(&topic, &reply, answer).await;
         }
     }
 }

@@ -10,6 +10,9 @@
 //! commit what it holds, publish those replies, then return. rumqttd has no
 //! shutdown of its own; its threads end with the process.
 //!
+//! HTTP calls ([`crate::http`]) join the same dispatcher as the MQTT
+//! requests; their answers come back through the publisher.
+//!
 //! SIGHUP reads the config users and the TLS files again ([`crate::serve::reload`]).
 
 pub(crate) mod admission;
@@ -34,11 +37,13 @@ use crate::front::Transport;
 use crate::identity::Principals;
 use crate::identity::SharedUsers;
 use crate::ops::devices;
-use crate::router::Outbound;
 use crate::router::{self, BrokerHandle, BrokerSettings, LogSize};
 use crate::serve::dispatch::Dispatcher;
 use crate::serve::request::Queued;
-use crate::serve::writer::{Engine, Writer};
+use crate::serve::writer::{Engine, Published, Writer};
+use crate::http::events::Events;
+use crate::http::{Api, Call};
+use tokio_util::sync::CancellationToken;
 use crate::shadow::Service;
 use crate::store::{Store, StoreError};
 
@@ -53,6 +58,8 @@ pub enum ServeError {
     Thread(#[from] std::io::Error),
     #[error(transparent)]
     Tls(#[from] crate::front::tls::TlsError),
+    #[error("{0}")]
+    Http(std::io::Error),
 }
 
 /// Broker settings from the config, with the device secrets the listeners
@@ -152,6 +159,10 @@ pub async fn serve(
     let users = SharedUsers::new(config.auth.users.clone());
     let settings = broker_settings(&config, credentials.clone(), users.clone(), tls.as_ref());
     let (broker, mut inbound) = router::start(settings)?;
+    let http_listener = crate::http::bind(&config.http)
+        .await
+        .map_err(ServeError::Http)?;
+    let http_tls = tls.clone().filter(|_| config.http.tls);
     tokio::spawn(crate::serve::reload::on_hangup(
         crate::serve::reload::Reloadable {
             started: config.clone(),
@@ -171,14 +182,46 @@ pub async fn serve(
         },
         principals: Principals {
             enabled: config.auth.enabled,
-            users,
+            users: users.clone(),
         },
         credentials: credentials.clone(),
     };
     let (req_tx, req_rx) = mpsc::channel::<Queued>(config.store.queue);
-    let (out_tx, out_rx) = mpsc::channel::<Vec<Outbound>>(64);
+    let (out_tx, out_rx) = mpsc::channel::<Published>(64);
     let engine = Engine::start(writer, config.store.max_batch, req_rx, out_tx)?;
-    let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx));
+    let events = std::sync::Arc::new(Events::new(
+        shade_client::now_ms(),
+        config.http.events_buffer,
+        broker.retained(),
+    ));
+    let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx, events.clone()));
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
+    let http_shutdown = CancellationToken::new();
+    let http_addr = match http_listener {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(ServeError::Http)?;
+            let auth = Auth::new(
+                config.auth.enabled,
+                users.clone(),
+                config.auth.grants.clone(),
+                credentials.clone(),
+            );
+            let api = Api::new(calls_tx, auth, events, config.limits, &config.http);
+            tokio::spawn(crate::http::serve(
+                listener,
+                api,
+                config.http,
+                http_tls,
+                http_shutdown.clone(),
+            ));
+            let scheme = if config.http.tls { "https" } else { "http" };
+            format!("{scheme}://{addr}")
+        }
+        None => {
+            drop(calls_tx);
+            "off".to_owned()
+        }
+    };
     tracing::info!(
         listen = %config.listen.tcp,
         tcp_v5 = ?config.listen.tcp_v5,
@@ -189,6 +232,7 @@ pub async fn serve(
         data = %config.data_dir.display(),
         node = %config.node,
         devices = credentials.len(),
+        http = %http_addr,
         "shade serve is ready"
     );
 
@@ -201,9 +245,12 @@ pub async fn serve(
                 Some(msg) => dispatcher.dispatch(msg).await,
                 None => break,
             },
+            Some(call) = calls.recv() => dispatcher.call(call).await,
         }
     }
     tracing::info!("shutting down: finishing the commits in flight");
+    http_shutdown.cancel();
+    drop(calls);
     drop(dispatcher);
     let joined = tokio::task::spawn_blocking(move || engine.join()).await;
     if joined.is_err() {
@@ -224,10 +271,21 @@ pub async fn serve(
     Ok(())
 }
 
-async fn publish_loop(broker: BrokerHandle, mut out: mpsc::Receiver<Vec<Outbound>>) {
+/// Publishes each rendered batch, records its state changes in the HTTP
+/// event feed, then hands the HTTP callers their answers.
+async fn publish_loop(
+    broker: BrokerHandle,
+    mut out: mpsc::Receiver<Published>,
+    events: std::sync::Arc<Events>,
+) {
     while let Some(batch) = out.recv().await {
-        for (topic, e) in broker.send_batch(batch).await {
+        events.record(&batch.messages);
+        for (topic, e) in broker.send_batch(batch.messages).await {
             tracing::warn!(%topic, error = %e, "publish failed");
+        }
+        for (to, answer) in batch.answers {
+            // A caller that went away no longer needs it.
+            let _ = to.send(answer);
         }
     }
 }

@@ -9,6 +9,7 @@ use shade_shared::aws::UpdateRequest;
 use shade_shared::sync::SyncUp;
 use shade_shared::ShadowId;
 
+use crate::http::Answer;
 use crate::ops::OpsRequest;
 use crate::serve::admission::Slot;
 
@@ -46,4 +47,6 @@ pub(crate) struct Queued {
     pub request: Request,
     /// Held, never read: dropping it gives the slot back.
     pub _slot: Slot,
+    /// Where the answer goes instead of being published: an HTTP call's.
+    pub answer: Option<Answer>,
 }

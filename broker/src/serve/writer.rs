@@ -13,9 +13,11 @@
 
 use tokio::sync::mpsc;
 
+use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::Policies;
 
 use crate::auth::credentials::Credentials;
+use crate::http::Answer;
 use crate::identity::Principals;
 use crate::ops;
 use crate::router::Outbound;
@@ -76,16 +78,18 @@ impl Writer {
         requests: impl IntoIterator<Item = &'r Request>,
         now: u64,
     ) -> Vec<Outbound> {
-        self.service.render(self.commit_unrendered(requests, now))
+        let outs = self.commit_unrendered(requests, now);
+        self.service.render(outs.into_iter().flatten().collect())
     }
 
-    /// [`Writer::commit`] without the rendering: what
-    /// [`Service::render`] turns into the messages, after the commit.
+    /// [`Writer::commit`] without the rendering: what each request (in
+    /// order) has to publish, which [`Service::render`] turns into the
+    /// messages after the commit.
     pub(crate) fn commit_unrendered<'r>(
         &self,
         requests: impl IntoIterator<Item = &'r Request>,
         now: u64,
-    ) -> Vec<Out> {
+    ) -> Vec<Vec<Out>> {
         let mut failures = Vec::new();
         let mut changes = Vec::new();
         let mut count = 0;
@@ -95,13 +99,15 @@ impl Writer {
                 count += 1;
                 match self.handle(t, request, now) {
                     Ok(handled) => {
-                        replies.extend(handled.out);
-                        failures.extend(handled.on_failure);
+                        replies.push(handled.out);
+                        failures.push(handled.on_failure);
                         changes.extend(handled.credentials);
                     }
                     // One unreadable record must not fail everyone's commit.
                     Err(e @ StoreError::Corrupt { .. }) => {
                         tracing::error!(error = %e, "request skipped");
+                        replies.push(Vec::new());
+                        failures.push(Vec::new());
                     }
                     Err(e) => return Err(e),
                 }
@@ -155,9 +161,49 @@ pub(crate) struct Engine {
 /// only hold requests' slots longer.
 const RENDER_QUEUE: usize = 2;
 
-/// A committed batch: what to render, and the requests, whose in-flight
-/// slots go back once their replies are rendered and on their way.
-type Committed = (Vec<Out>, Vec<Queued>);
+/// A committed batch: what each request has to publish, and the requests,
+/// whose in-flight slots go back once their replies are rendered and on
+/// their way.
+type Committed = (Vec<Vec<Out>>, Vec<Queued>);
+
+/// A rendered batch on its way to the publisher: the messages, in order,
+/// then the answers of the HTTP calls among its requests, handed over
+/// once the messages are published (as an MQTT client reads its reply
+/// only after the batch's retained states are set).
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    pub messages: Vec<Outbound>,
+    pub answers: Vec<(Answer, Vec<Outbound>)>,
+}
+
+/// Splits an HTTP call's messages into its answer and what is published:
+/// a `get` and an ops query publish nothing; an `update` or `delete`
+/// publishes its notices and its `accepted` (as it would over MQTT, for
+/// whoever watches the shadow) but not its `rejected`.
+fn split_answer(request: &Request, messages: Vec<Outbound>) -> (Vec<Outbound>, Vec<Outbound>) {
+    let (id, op) = match request {
+        Request::Update { id, .. } => (id, Operation::Update),
+        Request::Delete { id, .. } => (id, Operation::Delete),
+        Request::Get { .. } | Request::Ops { .. } | Request::SyncUp { .. } => {
+            return (messages, Vec::new())
+        }
+    };
+    let accepted = Topic::aws_reply(id, op, Reply::Accepted);
+    let rejected = Topic::aws_reply(id, op, Reply::Rejected);
+    let mut answer = Vec::new();
+    let mut public = Vec::with_capacity(messages.len());
+    for m in messages {
+        if m.topic == rejected {
+            answer.push(m);
+        } else {
+            if m.topic == accepted {
+                answer.push(m.clone());
+            }
+            public.push(m);
+        }
+    }
+    (answer, public)
+}
 
 impl Engine {
     /// Starts the store thread. It first publishes the retained state of
@@ -169,7 +215,7 @@ impl Engine {
         writer: Writer,
         max_batch: usize,
         requests: mpsc::Receiver<Queued>,
-        out: mpsc::Sender<Vec<Outbound>>,
+        out: mpsc::Sender<Published>,
     ) -> std::io::Result<Engine> {
         let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(RENDER_QUEUE);
         let renderer = writer.service.renderer();
@@ -196,12 +242,27 @@ impl Engine {
 fn render_loop(
     renderer: &Renderer,
     committed: &std::sync::mpsc::Receiver<Committed>,
-    out: &mpsc::Sender<Vec<Outbound>>,
+    out: &mpsc::Sender<Published>,
 ) {
     // Ends when the store thread has finished and dropped its sender.
-    while let Ok((outs, requests)) = committed.recv() {
-        let replies = renderer.render(outs);
-        if !replies.is_empty() && out.blocking_send(replies).is_err() {
+    while let Ok((outs, mut requests)) = committed.recv() {
+        let mut published = Published::default();
+        let mut queued = requests.iter_mut();
+        for outs in outs {
+            let rendered = renderer.render(outs);
+            match queued.next() {
+                Some(q) if q.answer.is_some() => {
+                    let (answer, public) = split_answer(&q.request, rendered);
+                    published.messages.extend(public);
+                    if let Some(to) = q.answer.take() {
+                        published.answers.push((to, answer));
+                    }
+                }
+                _ => published.messages.extend(rendered),
+            }
+        }
+        let empty = published.messages.is_empty() && published.answers.is_empty();
+        if !empty && out.blocking_send(published).is_err() {
             tracing::warn!("publisher gone; replies dropped during shutdown");
         }
         drop(requests);
@@ -217,7 +278,7 @@ fn run(
     // A closed channel means shutdown; the rest does not matter then.
     let republished = writer.republish(|batch| {
         let ready = batch.into_iter().map(Out::Ready).collect();
-        drop(out.send((ready, Vec::new())));
+        drop(out.send((vec![ready], Vec::new())));
     });
     match republished {
         Ok(n) => tracing::info!(shadows = n, "republished retained state"),

@@ -112,7 +112,9 @@ impl Broker {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data")
-            .arg(&self.data_dir);
+            .arg(&self.data_dir)
+            // No test takes the default HTTP address.
+            .args(["--http", "off"]);
         if let Some(config) = &self.config {
             command.arg("--config").arg(config);
         }
