@@ -13,6 +13,8 @@
 //! - here: timeouts, topic helpers ([`aws`], [`aws_named`]), reply checks
 //!   ([`expect_topic`], [`expect_rejected`]), [`free_port`], [`temp_data`].
 //! - [`agent`]: helpers of the `shade-agent` tests, built on the above.
+//! - [`http`] ([`Http`], [`http::EventStream`]): a blocking HTTP client of
+//!   the HTTP API and a reader of its event stream.
 //!
 //! Why panics rather than `Result`: a panic unwinds through [`Server`]'s
 //! `Drop`, which then prints the server log next to the failure.
@@ -23,6 +25,7 @@
 //! `cargo test -p shade-tests` alone, build it with `cargo build -p shade-broker`.
 
 pub mod agent;
+pub mod http;
 pub mod mqtt;
 pub mod pki;
 pub mod server;
@@ -33,6 +36,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use http::Http;
 pub use mqtt::{Connect, Mqtt, Msg, Publisher};
 pub use server::Server;
 

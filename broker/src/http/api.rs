@@ -102,7 +102,6 @@ impl Api {
     }
 }
 
-
 /// Who sent a request, and the client id its calls carry: `http-<peer>`,
 /// after the principal's tag when authentication is on, as a gateway
 /// stamps an MQTT client's.
@@ -118,7 +117,11 @@ impl Api {
     }
 
     /// The caller of a request with `headers` on `conn`, or 401.
-    pub(crate) async fn caller(&self, conn: &Conn, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    pub(crate) async fn caller(
+        &self,
+        conn: &Conn,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ApiError> {
         let principal = self.logins.principal(&self.auth, headers).await?;
         // As the gateway stamps MQTT clients: the tag only with [auth].
         let client_id = if self.auth.enabled {
@@ -162,7 +165,9 @@ impl Api {
             .to_owned();
         Err(match error.as_str() {
             "not authorized" => ApiError::forbidden(),
-            "too many requests" => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
+            "too many requests" => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+            }
             e if e.starts_with("No shadow exists") => ApiError::not_found(error),
             _ => ApiError::bad_request(error),
         })

@@ -50,7 +50,10 @@ impl ApiError {
 
     pub(crate) fn internal(why: &str) -> ApiError {
         tracing::error!(why, "answering an HTTP request 500");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal service failure")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal service failure",
+        )
     }
 
     pub(crate) fn unavailable(message: impl Into<String>) -> ApiError {
@@ -76,7 +79,10 @@ impl IntoResponse for ApiError {
 pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()

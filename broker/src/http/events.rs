@@ -238,7 +238,10 @@ mod tests {
     #[test]
     fn a_stream_resumes_from_the_ring_and_starts_over_when_it_fell_out() {
         let retained = Arc::new(Retained::new());
-        retained.set("shade/things/a1/state", bytes::Bytes::from_static(b"{\"version\":9}"));
+        retained.set(
+            "shade/things/a1/state",
+            bytes::Bytes::from_static(b"{\"version\":9}"),
+        );
         let events = Events::new(7, 3, retained);
         let batch: Vec<Outbound> = (1..=5).map(|v| state("a1", v)).collect();
         events.record(&batch);

@@ -50,8 +50,8 @@ use tower::ServiceExt;
 
 use crate::config::HttpConfig;
 use crate::front::tls::ServerTls;
-pub(crate) use api::{Answer, Api, Call};
 use api::Conn;
+pub(crate) use api::{Answer, Api, Call};
 
 /// The routes.
 fn routes(api: Api) -> Router {
@@ -167,8 +167,7 @@ async fn serve_connection(
         }
         Some(tls) => {
             let acceptor = TlsAcceptor::from(tls.current());
-            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
-            {
+            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "HTTPS handshake failed");

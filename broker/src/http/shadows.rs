@@ -91,7 +91,16 @@ async fn update_shadow(
         return Err(ApiError::forbidden());
     }
     let payload = read_body(&api, body).await?;
-    answer(&id, Operation::Update, api.call(caller.client_id, Topic::aws_request(&id, Operation::Update), payload).await?)
+    answer(
+        &id,
+        Operation::Update,
+        api.call(
+            caller.client_id,
+            Topic::aws_request(&id, Operation::Update),
+            payload,
+        )
+        .await?,
+    )
 }
 
 async fn delete_shadow(
@@ -156,7 +165,10 @@ pub(super) async fn read_body(api: &Api, body: Body) -> Result<Vec<u8>, ApiError
             StatusCode::REQUEST_TIMEOUT,
             "The request body did not arrive in time",
         )),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(ApiError::too_large())
         }
         Ok(Err(_)) => Err(ApiError::bad_request("The request body could not be read")),

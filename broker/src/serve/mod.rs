@@ -34,6 +34,8 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::front::tls::ServerTls;
 use crate::front::Transport;
+use crate::http::events::Events;
+use crate::http::{Api, Call};
 use crate::identity::Principals;
 use crate::identity::SharedUsers;
 use crate::ops::devices;
@@ -41,11 +43,9 @@ use crate::router::{self, BrokerHandle, BrokerSettings, LogSize};
 use crate::serve::dispatch::Dispatcher;
 use crate::serve::request::Queued;
 use crate::serve::writer::{Engine, Published, Writer};
-use crate::http::events::Events;
-use crate::http::{Api, Call};
-use tokio_util::sync::CancellationToken;
 use crate::shadow::Service;
 use crate::store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
 
 /// Why `shade serve` could not start.
 #[derive(Debug, thiserror::Error)]
