@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the README's mosquitto_pub / mosquitto_sub walk-through, as written
-# except for the port (a free loopback port instead of 1883), against a real
-# `shade serve`, and checks what the README says the first shell prints.
+# Runs the README's mosquitto_pub / mosquitto_sub walk-through and then its
+# curl commands, as written except for the ports (free loopback ports
+# instead of 1883 and 8080), against a real `shade serve`, and checks what
+# the README says they print.
 # Usage: tests/scripts/readme_walkthrough.sh [path/to/shade]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,7 +11,9 @@ command -v mosquitto_pub >/dev/null || { echo "mosquitto-clients is not installe
 [ -x "$SHADE" ] || { echo "no $SHADE: run cargo build first"; exit 1; }
 
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+hport=$(free_port)
 pids=()
 # TERM first: `timeout` passes it on to the client it runs (a KILL would
 # leave that client running, orphaned).
@@ -27,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$SHADE" serve --listen "127.0.0.1:$port" --data "$work/data" 2>"$work/serve.log" &
+"$SHADE" serve --listen "127.0.0.1:$port" --http "127.0.0.1:$hport" --data "$work/data" 2>"$work/serve.log" &
 pids+=($!)
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
@@ -59,5 +62,23 @@ grep -qF 'shade/things/lamp/state {' "$work/state.out" || { echo "missing retain
 if [ $fail -ne 0 ]; then
   echo "--- first shell"; cat "$work/sub.out"; echo "--- state"; cat "$work/state.out" || true
   echo "--- serve log"; tail -20 "$work/serve.log"; exit 1
+fi
+
+# The curl commands, in order, with the HTTP port swapped; a streaming one
+# (-N) for two seconds.
+mapfile -t curls < <(grep -E '^(curl |  -d )' README.md | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' \
+  | awk '/^curl/ {print}' | sed "s/127.0.0.1:8080/127.0.0.1:$hport/")
+[ ${#curls[@]} -ge 5 ] || { echo "README should show five curl commands, found ${#curls[@]}"; exit 1; }
+: >"$work/curl.out"
+for c in "${curls[@]}"; do
+  [[ $c == *" -N "* ]] && c="${c/curl /curl --max-time 2 }"
+  echo "+ $c"
+  { bash -c "$c" || true; echo; } >>"$work/curl.out"
+done
+for want in '"state":{"desired":{"color":"red"}}' '"delta":{"color":"red"}' '"thing":"lamp","version":3' '"kind":"update"' 'data: {"shadow":null,"thing":"lamp"'; do
+  grep -qF "$want" "$work/curl.out" || { echo "missing in curl's output: $want"; fail=1; }
+done
+if [ $fail -ne 0 ]; then
+  echo "--- curl"; cat "$work/curl.out"; echo "--- serve log"; tail -20 "$work/serve.log"; exit 1
 fi
 echo "README walk-through works as written"
