@@ -60,11 +60,47 @@ impl Default for Ring {
     }
 }
 
+/// One event of a stream's backlog.
+#[derive(Debug)]
+pub(crate) enum Backlog {
+    /// A recent change, from the ring.
+    Recent(Arc<Event>),
+    /// A shadow's current state, rendered only when the stream gets to it:
+    /// a snapshot of a large fleet holds the retained payloads (shared),
+    /// not a copy of each.
+    Current {
+        seq: u64,
+        id: ShadowId,
+        payload: bytes::Bytes,
+    },
+}
+
+impl Backlog {
+    pub(crate) fn thing(&self) -> &str {
+        match self {
+            Backlog::Recent(e) => &e.thing,
+            Backlog::Current { id, .. } => id.thing.as_str(),
+        }
+    }
+
+    /// The event; `None` for a state that is not a JSON object.
+    pub(crate) fn into_event(self) -> Option<Arc<Event>> {
+        match self {
+            Backlog::Recent(e) => Some(e),
+            Backlog::Current { seq, id, payload } => Some(Arc::new(Event {
+                seq,
+                thing: id.thing.as_str().to_owned(),
+                data: event_data(&id, &payload)?,
+            })),
+        }
+    }
+}
+
 /// What a new stream starts with.
 #[derive(Debug)]
 pub(crate) struct Start {
     /// Sent first, in order.
-    pub backlog: Vec<Arc<Event>>,
+    pub backlog: Vec<Backlog>,
     /// Then every later event.
     pub live: broadcast::Receiver<Arc<Event>>,
     /// Whether the backlog resumes from the client's last event (else it
@@ -173,7 +209,7 @@ impl Events {
                 .recent
                 .iter()
                 .filter(|e| e.seq > after && e.thing.starts_with(prefix))
-                .cloned()
+                .map(|e| Backlog::Recent(e.clone()))
                 .collect();
             return Start {
                 backlog,
@@ -190,13 +226,11 @@ impl Events {
         self.retained
             .with_prefix(&format!("shade/things/{prefix}"), |topic, payload| {
                 if let Ok(Topic::State { id }) = Topic::parse(topic) {
-                    if let Some(data) = event_data(&id, payload) {
-                        backlog.push(Arc::new(Event {
-                            seq: at,
-                            thing: id.thing.as_str().to_owned(),
-                            data,
-                        }));
-                    }
+                    backlog.push(Backlog::Current {
+                        seq: at,
+                        id,
+                        payload: payload.clone(),
+                    });
                 }
             });
         Start {
@@ -249,7 +283,11 @@ mod tests {
         let resumed = events.start("a", Some("7-3"));
         assert!(resumed.resumed);
         assert_eq!(
-            resumed.backlog.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            resumed
+                .backlog
+                .into_iter()
+                .filter_map(|b| b.into_event().map(|e| e.seq))
+                .collect::<Vec<_>>(),
             vec![4, 5]
         );
         let all = events.start("a", Some("7-2"));
@@ -257,8 +295,13 @@ mod tests {
         // Seq 2 is gone: a snapshot.
         let over = events.start("a", Some("7-1"));
         assert!(!over.resumed);
-        assert_eq!(over.backlog.len(), 1);
-        assert!(over.backlog[0].data.contains("\"version\":9"));
+        let over: Vec<_> = over
+            .backlog
+            .into_iter()
+            .filter_map(Backlog::into_event)
+            .collect();
+        assert_eq!(over.len(), 1);
+        assert!(over[0].data.contains("\"version\":9"));
         // Another process's id, or another prefix.
         assert!(!events.start("a", Some("8-3")).resumed);
         assert!(events.start("b", Some("7-3")).backlog.is_empty());

@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::api::{Api, Conn};
 use super::error::ApiError;
-use super::events::Event;
+use super::events::{Backlog, Event};
 use super::shadows::query;
 
 pub(super) fn routes() -> Router<Api> {
@@ -77,22 +77,30 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let start = api.events.start(&prefix, last_id.as_deref());
-    let keep = move |e: &Event| {
-        if exact {
-            e.thing == prefix
-        } else {
-            e.thing.starts_with(prefix.as_str())
-        }
-    };
-    let backlog: Vec<Arc<Event>> = start.backlog.into_iter().filter(|e| keep(e)).collect();
+    let backlog: Vec<Backlog> = start
+        .backlog
+        .into_iter()
+        .filter(|b| wanted(b.thing(), &prefix, exact))
+        .collect();
+    let keep = move |e: &Event| wanted(&e.thing, &prefix, exact);
     tracing::debug!(peer = %conn.peer, backlog = backlog.len(), resumed = start.resumed, "event stream started");
     let (tx, rx) = mpsc::channel(api.events.capacity());
     tokio::spawn(forward(start.live, tx, keep, conn));
     let events = api.events.clone();
     let to_sse = move |e: Arc<Event>| Ok(SseEvent::default().id(events.id_of(e.seq)).data(&e.data));
     let live = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
-    let body = stream::iter(backlog).chain(live).map(to_sse);
+    let backlog = stream::iter(backlog).filter_map(|b| async move { b.into_event() });
+    let body = backlog.chain(live).map(to_sse);
     Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Whether a stream of `prefix` (or exactly that thing) carries `thing`.
+fn wanted(thing: &str, prefix: &str, exact: bool) -> bool {
+    if exact {
+        thing == prefix
+    } else {
+        thing.starts_with(prefix)
+    }
 }
 
 /// Moves the live events a stream wants into its queue, until the stream

@@ -194,7 +194,9 @@ pub async fn serve(
         config.http.events_buffer,
         broker.retained(),
     ));
-    let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx, events.clone()));
+    // The feed records changes only for an HTTP listener to stream.
+    let feed = http_listener.is_some().then(|| events.clone());
+    let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx, feed));
     let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
     let http_shutdown = CancellationToken::new();
     let http_addr = match http_listener {
@@ -276,10 +278,12 @@ pub async fn serve(
 async fn publish_loop(
     broker: BrokerHandle,
     mut out: mpsc::Receiver<Published>,
-    events: std::sync::Arc<Events>,
+    events: Option<std::sync::Arc<Events>>,
 ) {
     while let Some(batch) = out.recv().await {
-        events.record(&batch.messages);
+        if let Some(events) = &events {
+            events.record(&batch.messages);
+        }
         for (topic, e) in broker.send_batch(batch.messages).await {
             tracing::warn!(%topic, error = %e, "publish failed");
         }
