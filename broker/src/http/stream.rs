@@ -87,9 +87,27 @@ async fn events(
     let (tx, rx) = mpsc::channel(api.events.capacity());
     tokio::spawn(forward(start.live, tx, keep, conn));
     let events = api.events.clone();
-    let to_sse = move |e: Arc<Event>| Ok(SseEvent::default().id(events.id_of(e.seq)).data(&e.data));
-    let live = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
-    let backlog = stream::iter(backlog).filter_map(|b| async move { b.into_event() });
+    // A snapshot's states all stand at one point of the feed: only its
+    // last carries the id, so a stream cut off halfway through starts the
+    // snapshot over rather than resuming past the states it never got.
+    let last_current = backlog
+        .iter()
+        .rposition(|b| matches!(b, Backlog::Current { .. }));
+    let backlog = stream::iter(backlog.into_iter().enumerate()).filter_map(move |(i, b)| {
+        let with_id = !matches!(b, Backlog::Current { .. }) || Some(i) == last_current;
+        async move { b.into_event().map(|e| (e, with_id)) }
+    });
+    let live = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| ((e, true), rx))
+    });
+    let to_sse = move |(e, with_id): (Arc<Event>, bool)| {
+        let event = SseEvent::default().data(&e.data);
+        Ok(if with_id {
+            event.id(events.id_of(e.seq))
+        } else {
+            event
+        })
+    };
     let body = backlog.chain(live).map(to_sse);
     Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
