@@ -27,9 +27,19 @@ pub(crate) struct Event {
     /// Position in the feed.
     pub seq: u64,
     pub thing: String,
-    /// The event's `data:`: the state document with `thing` and `shadow`
-    /// first, or `{"thing","shadow","deleted":true}`.
-    pub data: String,
+    /// `id: ..\ndata: ..\n\n`, rendered once for every stream. The data
+    /// is the state document with `thing` and `shadow` first, or
+    /// `{"thing","shadow","deleted":true}`.
+    pub frame: bytes::Bytes,
+}
+
+/// An event's bytes on the wire; `id` left out when `None`.
+pub(crate) fn frame(id: Option<&str>, data: &str) -> bytes::Bytes {
+    // The data is compact JSON: one line.
+    match id {
+        Some(id) => format!("id: {id}\ndata: {data}\n\n").into(),
+        None => format!("data: {data}\n\n").into(),
+    }
 }
 
 /// The feed.
@@ -83,15 +93,20 @@ impl Backlog {
         }
     }
 
-    /// The event; `None` for a state that is not a JSON object.
-    pub(crate) fn into_event(self) -> Option<Arc<Event>> {
+    /// The event's bytes, with its id when `id` (a snapshot's states
+    /// carry one only on the last); `None` for a state that is not a JSON
+    /// object.
+    pub(crate) fn into_frame(self, events: &Events, id: bool) -> Option<bytes::Bytes> {
         match self {
-            Backlog::Recent(e) => Some(e),
-            Backlog::Current { seq, id, payload } => Some(Arc::new(Event {
+            Backlog::Recent(e) => Some(e.frame.clone()),
+            Backlog::Current {
                 seq,
-                thing: id.thing.as_str().to_owned(),
-                data: event_data(&id, &payload)?,
-            })),
+                id: shadow,
+                payload,
+            } => {
+                let data = event_data(&shadow, &payload)?;
+                Some(frame(id.then(|| events.id_of(seq)).as_deref(), &data))
+            }
         }
     }
 }
@@ -168,7 +183,7 @@ impl Events {
             let event = Arc::new(Event {
                 seq: ring.next,
                 thing: id.thing.as_str().to_owned(),
-                data,
+                frame: frame(Some(&self.id_of(ring.next)), &data),
             });
             ring.next += 1;
             if ring.recent.len() == self.capacity {
@@ -285,8 +300,11 @@ mod tests {
         assert_eq!(
             resumed
                 .backlog
-                .into_iter()
-                .filter_map(|b| b.into_event().map(|e| e.seq))
+                .iter()
+                .filter_map(|b| match b {
+                    Backlog::Recent(e) => Some(e.seq),
+                    Backlog::Current { .. } => None,
+                })
                 .collect::<Vec<_>>(),
             vec![4, 5]
         );
@@ -298,10 +316,12 @@ mod tests {
         let over: Vec<_> = over
             .backlog
             .into_iter()
-            .filter_map(Backlog::into_event)
+            .filter_map(|b| b.into_frame(&events, true))
             .collect();
         assert_eq!(over.len(), 1);
-        assert!(over[0].data.contains("\"version\":9"));
+        let text = String::from_utf8_lossy(&over[0]);
+        assert!(text.starts_with("id: 7-5\ndata: {"), "{text}");
+        assert!(text.contains("\"version\":9"), "{text}");
         // Another process's id, or another prefix.
         assert!(!events.start("a", Some("8-3")).resumed);
         assert!(events.start("b", Some("7-3")).backlog.is_empty());

@@ -15,13 +15,16 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::header;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use futures_util::stream::{self, Stream, StreamExt};
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
@@ -46,7 +49,7 @@ async fn events(
     Extension(conn): Extension<Conn>,
     q: Result<Query<EventsQuery>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = query(q)?;
     let caller = api.caller(&conn, &headers).await?;
     // Only what the caller may read: its own thing for a device, its
@@ -94,23 +97,32 @@ async fn events(
         .iter()
         .rposition(|b| matches!(b, Backlog::Current { .. }));
     let backlog = stream::iter(backlog.into_iter().enumerate()).filter_map(move |(i, b)| {
-        let with_id = !matches!(b, Backlog::Current { .. }) || Some(i) == last_current;
-        async move { b.into_event().map(|e| (e, with_id)) }
+        let with_id = Some(i) == last_current;
+        let frame = b.into_frame(&events, with_id);
+        async move { frame }
     });
-    let live = stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| ((e, true), rx))
+    // Each live event's bytes were rendered once, for every stream; a
+    // comment line keeps idle connections (and proxies) from timing out.
+    let keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    let live = stream::unfold((rx, keep_alive), |(mut rx, mut tick)| async move {
+        tokio::select! {
+            event = rx.recv() => event.map(|e| (e.frame.clone(), (rx, tick))),
+            _ = tick.tick() => Some((Bytes::from_static(b":\n\n"), (rx, tick))),
+        }
     });
-    let to_sse = move |(e, with_id): (Arc<Event>, bool)| {
-        let event = SseEvent::default().data(&e.data);
-        Ok(if with_id {
-            event.id(events.id_of(e.seq))
-        } else {
-            event
-        })
-    };
-    let body = backlog.chain(live).map(to_sse);
-    Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let body = backlog.chain(live).map(Ok::<_, Infallible>);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
+
+/// How often an idle stream gets a comment line.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Whether a stream of `prefix` (or exactly that thing) carries `thing`.
 fn wanted(thing: &str, prefix: &str, exact: bool) -> bool {
