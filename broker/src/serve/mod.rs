@@ -238,7 +238,17 @@ pub async fn serve(
         "shade serve is ready"
     );
 
-    let mut dispatcher = Dispatcher::new(req_tx, broker.clone(), config.rates, config.limits);
+    let principals = Principals {
+        enabled: config.auth.enabled,
+        users: users.clone(),
+    };
+    let mut dispatcher = Dispatcher::new(
+        req_tx,
+        broker.clone(),
+        config.rates,
+        config.limits,
+        principals,
+    );
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
