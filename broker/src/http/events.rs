@@ -27,6 +27,12 @@ pub(crate) struct Event {
     /// Position in the feed.
     pub seq: u64,
     pub thing: String,
+    /// The shadow, and its state message before and after the change
+    /// (empty: it did not exist): what a live count needs to move its
+    /// tally without looking at the rest of the fleet.
+    pub id: ShadowId,
+    pub before: bytes::Bytes,
+    pub after: bytes::Bytes,
     /// `id: ..\ndata: ..\n\n`, rendered once for every stream. The data
     /// is the state document with `thing` and `shadow` first, or
     /// `{"thing","shadow","deleted":true}`.
@@ -168,6 +174,9 @@ impl Events {
     /// publish.
     pub(crate) fn record(&self, batch: &[Outbound]) {
         let mut ring = None;
+        // A batch can change one shadow twice: its second change starts
+        // from its first, not from what is still retained.
+        let mut changed: std::collections::HashMap<&str, bytes::Bytes> = Default::default();
         for m in batch {
             if !(m.retain && m.topic.starts_with("shade/things/") && m.topic.ends_with("/state")) {
                 continue;
@@ -179,10 +188,18 @@ impl Events {
                 tracing::warn!(topic = %m.topic, "a state message that is not a JSON object; not in the event feed");
                 continue;
             };
+            let after = bytes::Bytes::copy_from_slice(&m.payload);
+            let before = changed
+                .insert(&m.topic, after.clone())
+                .or_else(|| self.retained.get(&m.topic))
+                .unwrap_or_default();
             let ring = ring.get_or_insert_with(|| self.ring());
             let event = Arc::new(Event {
                 seq: ring.next,
                 thing: id.thing.as_str().to_owned(),
+                id,
+                before,
+                after,
                 frame: frame(Some(&self.id_of(ring.next)), &data),
             });
             ring.next += 1;
@@ -193,6 +210,23 @@ impl Events {
             // No receivers is fine: nobody is streaming.
             let _ = self.live.send(event);
         }
+    }
+
+    /// A subscription to the live events, and the seq the next one will
+    /// have.
+    pub(crate) fn subscribe(&self) -> (broadcast::Receiver<Arc<Event>>, u64) {
+        let ring = self.ring();
+        (self.live.subscribe(), ring.next)
+    }
+
+    /// The seq the next event will have.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.ring().next
+    }
+
+    /// The retained states, for a live count's first tally.
+    pub(crate) fn retained(&self) -> &Retained {
+        &self.retained
     }
 
     /// How many events the ring and each stream's queue hold.

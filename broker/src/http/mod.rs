@@ -33,6 +33,8 @@ mod fleet;
 
 mod stream;
 
+mod counts;
+
 mod page;
 
 use std::sync::Arc;
@@ -60,6 +62,7 @@ fn routes(api: Api) -> Router {
         .merge(shadows::routes())
         .merge(fleet::routes())
         .merge(stream::routes())
+        .merge(counts::routes())
         .fallback(error::no_such_path)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(api)
