@@ -15,41 +15,28 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
 use bytes::Bytes;
 use futures_util::stream;
-use serde::Deserialize;
 use serde_json::Value;
 use shade_shared::query::Tally;
 use tokio::sync::broadcast;
 
 use super::api::{Api, Conn};
 use super::error::ApiError;
-use super::events::{Event, Events};
+use super::events::{keep_alive, sse_response, Event, Events, COMMENT};
+use super::fleet::CountQuery;
 use super::shadows::query;
 use crate::fleet;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new().route("/count/stream", get(count_stream))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CountQuery {
-    #[serde(default)]
-    prefix: String,
-    #[serde(rename = "where")]
-    filter: Option<String>,
-    by: Option<String>,
-    stats: Option<String>,
 }
 
 async fn count_stream(
@@ -78,20 +65,8 @@ async fn count_stream(
         return Err(ApiError::internal("authorize changed the query's kind"));
     };
     let live = Live::start(api.events.clone(), count, prefix).await;
-    let keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
-    let body = body(live, keep_alive, conn);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response())
+    Ok(sse_response(body(live, keep_alive(), conn)))
 }
-
-/// How often an idle stream gets a comment line.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// A live tally.
 struct Live {
@@ -247,7 +222,7 @@ fn body(
     mut live: Live,
     tick: tokio::time::Interval,
     conn: Conn,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+) -> impl futures_util::Stream<Item = Bytes> + Send {
     use futures_util::StreamExt;
     live.last_sent = live.tally.result();
     let first = live.frame();
@@ -257,9 +232,9 @@ fn body(
             tokio::select! {
                 () = conn.close.cancelled() => None,
                 next = live.next() => next.map(|b| (b, (live, tick, conn))),
-                _ = tick.tick() => Some((Bytes::from_static(b":\n\n"), (live, tick, conn))),
+                _ = tick.tick() => Some((COMMENT, (live, tick, conn))),
             }
         },
     );
-    stream::once(async move { first }).chain(rest).map(Ok)
+    stream::once(async move { first }).chain(rest)
 }

@@ -39,6 +39,36 @@ pub(crate) struct Event {
     pub frame: bytes::Bytes,
 }
 
+/// How often an idle stream gets a comment line, so idle connections
+/// (and proxies) do not time out.
+pub(crate) const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The keep-alive timer of a stream: first tick one period from now.
+pub(crate) fn keep_alive() -> tokio::time::Interval {
+    tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE)
+}
+
+/// The comment line a keep-alive tick sends.
+pub(crate) const COMMENT: bytes::Bytes = bytes::Bytes::from_static(b":\n\n");
+
+/// A Server-Sent Events response of `body`'s frames.
+pub(crate) fn sse_response<S>(body: S) -> axum::response::Response
+where
+    S: futures_util::Stream<Item = bytes::Bytes> + Send + 'static,
+{
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    use futures_util::StreamExt;
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(body.map(Ok::<_, std::convert::Infallible>)),
+    )
+        .into_response()
+}
+
 /// An event's bytes on the wire; `id` left out when `None`.
 pub(crate) fn frame(id: Option<&str>, data: &str) -> bytes::Bytes {
     // The data is compact JSON: one line.

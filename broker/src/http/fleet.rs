@@ -63,15 +63,16 @@ async fn list(
     })))
 }
 
+/// The query string of `GET /count` and `GET /count/stream`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CountQuery {
+pub(super) struct CountQuery {
     #[serde(default)]
-    prefix: String,
+    pub prefix: String,
     #[serde(rename = "where")]
-    filter: Option<String>,
-    by: Option<String>,
-    stats: Option<String>,
+    pub filter: Option<String>,
+    pub by: Option<String>,
+    pub stats: Option<String>,
 }
 
 /// `{"count":N,"by":{value:n},"stats":{"count","min","max","sum","avg"}}`

@@ -11,26 +11,21 @@
 //! holds up the service or the other streams. A browser's `EventSource`
 //! then reconnects and resumes.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::header;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
-use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
 use super::api::{Api, Conn};
 use super::error::ApiError;
-use super::events::{Backlog, Event};
+use super::events::{keep_alive, sse_response, Backlog, Event, COMMENT};
 use super::shadows::query;
 
 pub(super) fn routes() -> Router<Api> {
@@ -103,26 +98,14 @@ async fn events(
     });
     // Each live event's bytes were rendered once, for every stream; a
     // comment line keeps idle connections (and proxies) from timing out.
-    let keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
-    let live = stream::unfold((rx, keep_alive), |(mut rx, mut tick)| async move {
+    let live = stream::unfold((rx, keep_alive()), |(mut rx, mut tick)| async move {
         tokio::select! {
             event = rx.recv() => event.map(|e| (e.frame.clone(), (rx, tick))),
-            _ = tick.tick() => Some((Bytes::from_static(b":\n\n"), (rx, tick))),
+            _ = tick.tick() => Some((COMMENT, (rx, tick))),
         }
     });
-    let body = backlog.chain(live).map(Ok::<_, Infallible>);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response())
+    Ok(sse_response(backlog.chain(live)))
 }
-
-/// How often an idle stream gets a comment line.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Whether a stream of `prefix` (or exactly that thing) carries `thing`.
 fn wanted(thing: &str, prefix: &str, exact: bool) -> bool {

@@ -298,8 +298,7 @@ pub(crate) fn execute(
             stats,
             ..
         } => {
-            let count = fleet::Count::parse(filter.as_deref(), by.as_deref(), stats.as_deref())
-                .map_err(|e| e.to_string())?;
+            let count = count_of(filter, by, stats)?;
             fleet::count_stored(source, policies, prefix, &count).map_err(store)
         }
         Query::List {
@@ -405,6 +404,16 @@ pub(crate) fn execute(
     }
 }
 
+/// A `count` query's parts, parsed (the error names the part and where).
+fn count_of(
+    filter: &Option<String>,
+    by: &Option<String>,
+    stats: &Option<String>,
+) -> Result<fleet::Count, String> {
+    fleet::Count::parse(filter.as_deref(), by.as_deref(), stats.as_deref())
+        .map_err(|e| e.to_string())
+}
+
 /// Whether `query` is a fleet query: a `count`, or a `list` with a
 /// `where`. Online, those run over the retained states
 /// ([`execute_retained`]), off the store thread.
@@ -430,8 +439,7 @@ pub(crate) fn execute_retained(retained: &Retained, query: &Query) -> Result<Val
             stats,
             ..
         } => {
-            let count = fleet::Count::parse(filter.as_deref(), by.as_deref(), stats.as_deref())
-                .map_err(|e| e.to_string())?;
+            let count = count_of(filter, by, stats)?;
             Ok(fleet::count(retained, prefix, &count))
         }
         Query::List {
