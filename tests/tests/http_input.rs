@@ -55,13 +55,16 @@ fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool)
     (got, false)
 }
 
+/// A request (method, path, body) and the status and message part it gets.
+type Case = (&'static str, &'static str, Option<&'static [u8]>, u16, &'static str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_http_requests_get_clear_json_statuses_and_both_apis_keep_serving() {
     let (dir, data) = temp_data();
     let server = start(dir.path(), &data, "");
     let http = Http::new(&server.http_base());
     let checks = tokio::task::spawn_blocking(move || {
-        let cases: Vec<(&str, &str, Option<&[u8]>, u16, &str)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "POST",
                 "/things/lamp/shadow",
