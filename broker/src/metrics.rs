@@ -69,7 +69,13 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [Kind::Get, Kind::Update, Kind::Delete, Kind::SyncUp, Kind::Ops];
+    const ALL: [Kind; 5] = [
+        Kind::Get,
+        Kind::Update,
+        Kind::Delete,
+        Kind::SyncUp,
+        Kind::Ops,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -503,7 +509,10 @@ mod tests {
             ("shade_sync_down_messages_total", "1"),
             ("shade_sync_down_bytes_total", "120"),
             ("shade_conflicts_total", "2"),
-            (r#"shade_http_requests_total{route="shadow",status="404"}"#, "1"),
+            (
+                r#"shade_http_requests_total{route="shadow",status="404"}"#,
+                "1",
+            ),
             ("shade_store_queue_depth", "7"),
             ("shade_store_queue_capacity", "8192"),
             ("shade_shadows", "42"),
@@ -519,9 +528,18 @@ mod tests {
         let second = m.connected(Link::Ws);
         drop(first);
         let text = m.encode().expect("encodes");
-        assert_eq!(line(&text, r#"shade_connections_open{transport="ws"}"#), Some("1"));
-        assert_eq!(line(&text, r#"shade_connects_total{transport="ws"}"#), Some("2"));
-        assert_eq!(line(&text, r#"shade_disconnects_total{transport="ws"}"#), Some("1"));
+        assert_eq!(
+            line(&text, r#"shade_connections_open{transport="ws"}"#),
+            Some("1")
+        );
+        assert_eq!(
+            line(&text, r#"shade_connects_total{transport="ws"}"#),
+            Some("2")
+        );
+        assert_eq!(
+            line(&text, r#"shade_disconnects_total{transport="ws"}"#),
+            Some("1")
+        );
         drop(second);
     }
 }

@@ -4,7 +4,11 @@
 //! malformed request (bad topic name, bad JSON, bad clientToken), 429
 //! beyond a limit. Parsing here, on the async side, keeps the single
 //! writer thread for what only it can do.
+//!
+//! It counts every request it routes, and the replies it gives itself
+//! (the store thread counts the rest), in [`crate::metrics`].
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -18,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::config::Rates;
 use crate::http::{Answer, Call};
 use crate::identity::external_client_id;
+use crate::metrics::{Kind, Metrics};
 use crate::ops::{self, OpsRequest};
 use crate::router::{BrokerHandle, Inbound, Outbound};
 use crate::serve::admission::{InFlight, RateLimiter, Slot};
@@ -32,6 +37,7 @@ pub(crate) struct Dispatcher {
     rates: RateLimiter,
     inflight: InFlight,
     limits: Limits,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -40,6 +46,7 @@ impl Dispatcher {
         broker: BrokerHandle,
         rates: Rates,
         limits: Limits,
+        metrics: Arc<Metrics>,
     ) -> Dispatcher {
         Dispatcher {
             requests,
@@ -47,6 +54,7 @@ impl Dispatcher {
             rates: RateLimiter::new(rates.requests_per_second_per_thing),
             inflight: InFlight::new(rates.max_inflight_per_client),
             limits,
+            metrics,
         }
     }
 
@@ -74,6 +82,7 @@ impl Dispatcher {
         }
         match Topic::parse(&msg.topic) {
             Ok(Topic::AwsRequest { id, op }) => {
+                self.metrics.request(Kind::from(op));
                 let allowed = self.rates.allow(id.thing.as_str(), now);
                 let slot = self.inflight.acquire(&msg.client_id).filter(|_| allowed);
                 let Some(slot) = slot else {
@@ -83,6 +92,7 @@ impl Dispatcher {
                         "more than the allowed requests per second on this thing"
                     };
                     tracing::info!(client = %msg.client_id, shadow = %id, why, "answering 429");
+                    self.metrics.rate_limited(Kind::from(op));
                     let reply = Rejection::new(429, "Too Many Requests")
                         .with_token(ops::client_token_of(&msg.payload));
                     self.reject(&id, op, &reply, answer).await;
@@ -94,7 +104,10 @@ impl Dispatcher {
                 }
             }
             Ok(Topic::SyncUp { id }) => {
+                self.metrics.request(Kind::SyncUp);
+                self.metrics.sync_up(msg.payload.len());
                 let Some(slot) = self.inflight.acquire(&msg.client_id) else {
+                    self.metrics.rate_limited(Kind::SyncUp);
                     tracing::info!(client = %msg.client_id, shadow = %id,
                         "dropping a sync/up: too many requests in flight from this client (the agent resends)");
                     return;
@@ -110,6 +123,8 @@ impl Dispatcher {
             }
             _ => {
                 if let Some(bad) = bad_request(&msg.topic) {
+                    self.metrics.request(Kind::from(bad.op));
+                    self.metrics.reply(Kind::from(bad.op), 400);
                     let reply = Rejection::new(400, bad.error.to_string())
                         .with_token(ops::client_token_of(&msg.payload))
                         .to_json(now_ms());
@@ -171,11 +186,13 @@ impl Dispatcher {
     }
 
     async fn dispatch_ops(&mut self, msg: Inbound, now: Instant, answer: Option<Answer>) {
+        self.metrics.request(Kind::Ops);
         // Ops are not about one thing: the client's own bucket.
         let allowed = self.rates.allow(&format!("\0ops/{}", msg.client_id), now);
         let slot = self.inflight.acquire(&msg.client_id).filter(|_| allowed);
         let Some(slot) = slot else {
             tracing::info!(client = %msg.client_id, "answering an ops request 429");
+            self.metrics.rate_limited(Kind::Ops);
             self.refuse_ops(&msg, "too many requests", answer).await;
             return;
         };
@@ -215,6 +232,7 @@ impl Dispatcher {
         rejection: &Rejection,
         answer: Option<Answer>,
     ) {
+        self.metrics.reply(Kind::from(op), rejection.code);
         let topic = Topic::aws_reply(id, op, Reply::Rejected);
         self.publish(&topic, &rejection.to_json(now_ms()), answer)
             .await;
@@ -238,6 +256,8 @@ impl Dispatcher {
 
     async fn refuse_ops(&self, msg: &Inbound, error: &str, answer: Option<Answer>) {
         if let Some((topic, reply)) = ops::refusal(&msg.client_id, &msg.payload, error) {
+            // Its one caller refuses beyond a limit.
+            self.metrics.reply(Kind::Ops, 429);
             self.publish(&topic, &reply, answer).await;
         }
     }
