@@ -28,6 +28,8 @@
 //!   router's namespace, and the service's in-process link.
 //! - [`shadow`]: what an AWS request or a `sync/up` does to a stored
 //!   shadow, and the messages it produces.
+//! - [`fleet`]: fleet queries (`list --where`, `count --by --stats`) over
+//!   the retained states online and the store offline, and live counts.
 //! - [`ops`]: the operator queries on `shade/ops/request`: list, history,
 //!   conflicts, and the device table ([`ops::devices`]).
 //! - [`config`]: `shade serve`'s configuration, raw TOML validated into a
@@ -68,6 +70,8 @@ mod front;
 mod router;
 
 mod shadow;
+
+mod fleet;
 
 mod ops;
 

@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use shade_broker::cli::{self, conflicts, device, get, history, list, password, update, watch};
+use shade_broker::cli::{
+    self, conflicts, count, device, get, history, list, password, update, watch,
+};
 use shade_broker::{Config, Overrides};
 
 #[derive(Debug, Parser)]
@@ -52,6 +54,9 @@ enum Command {
     /// List shadows with their versions.
     #[command(after_help = list::EXAMPLES)]
     List(list::ListArgs),
+    /// Count shadows matching a fleet query, per value, with statistics.
+    #[command(after_help = count::EXAMPLES)]
+    Count(count::CountArgs),
     /// Change a shadow's desired or reported state.
     #[command(after_help = update::UPDATE_EXAMPLES)]
     Update(update::UpdateArgs),
@@ -140,6 +145,7 @@ fn main() -> ExitCode {
         }
         Command::Get(args) => cli::execute(get::run(args)),
         Command::List(args) => cli::execute(list::run(args)),
+        Command::Count(args) => cli::execute(count::run(args)),
         Command::Update(args) => cli::execute(update::update(args)),
         Command::Delete(args) => cli::execute(update::delete(args)),
         Command::Watch(args) => cli::execute(watch::run(args)),

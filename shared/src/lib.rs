@@ -63,6 +63,7 @@
 //! - `codec`: the sync messages' CBOR, written and read by hand.
 //! - [`merge`]: joining remote leaves, what to send a peer, tombstone collection.
 //! - [`sync`]: the sync protocol: the messages as CBOR, and serde CBOR for stored state.
+//! - [`query`]: the fleet query language: `--where` expressions, and tallies kept live.
 
 // Floor by floor, as the Layout lists them (blank lines part the floors, so
 // rustfmt sorts only within one); the ground floor uses no other module.
@@ -90,6 +91,8 @@ mod codec;
 pub mod merge;
 
 pub mod sync;
+
+pub mod query;
 
 pub use aws::{Rejection, UpdateRequest};
 pub use document::{Conflict, Patch, Policies, Policy, Rendered, Shadow};

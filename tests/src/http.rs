@@ -160,7 +160,17 @@ impl Http {
 
     /// Opens `GET /events{query}`, sending `Last-Event-ID` when given.
     pub fn events(&self, query: &str, last_event_id: Option<&str>) -> EventStream {
-        let url = format!("{}/events{query}", self.base);
+        self.stream(&format!("/events{query}"), last_event_id)
+    }
+
+    /// Opens `GET /count/stream{query}`, a live count.
+    pub fn count_stream(&self, query: &str) -> EventStream {
+        self.stream(&format!("/count/stream{query}"), None)
+    }
+
+    /// Opens a Server-Sent Events stream at `path`.
+    fn stream(&self, path: &str, last_event_id: Option<&str>) -> EventStream {
+        let url = format!("{}{path}", self.base);
         let agent = agent(None, Duration::from_secs(90));
         let mut request = agent.get(&url);
         if let Some(auth) = &self.authorization {

@@ -97,7 +97,13 @@ async fn malformed_http_requests_get_clear_json_statuses_and_both_apis_keep_serv
             ("GET", "/things/lamp/shadow?color=red", None, 400, "color"),
             ("GET", "/things?pageSize=lots", None, 400, "pageSize"),
             ("GET", "/things?pageSize=0", None, 400, "pageSize"),
-            ("GET", "/things?where=reported.fw%3C2", None, 400, "where"),
+            (
+                "GET",
+                "/things?where=reported.fw%3C",
+                None,
+                400,
+                "where: at 12",
+            ),
             ("GET", "/things/lamp/history?limit=-1", None, 400, "limit"),
             (
                 "GET",
@@ -242,4 +248,32 @@ async fn connections_beyond_http_max_connections_get_503_and_are_served_again_on
         server.log()
     );
     assert_mqtt_serves(&server, "after-limit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_beyond_a_things_rate_get_429_and_other_things_are_served() {
+    let (dir, data) = temp_data();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(&config, "[limits]\nrequests_per_second_per_thing = 3\n").expect("write config");
+    let server = Server::start_http(&data, &["--config", config.to_str().expect("utf-8")]);
+    let http = Http::new(&server.http_base());
+    let checks = tokio::task::spawn_blocking(move || {
+        let update = json!({"state": {"desired": {"n": 1}}});
+        let statuses: Vec<u16> = (0..10)
+            .map(|_| http.post("/things/busy/shadow", &update).status)
+            .collect();
+        assert!(statuses.contains(&200), "{statuses:?}");
+        let limited = http.post("/things/busy/shadow", &update);
+        assert_eq!(
+            limited.status,
+            429,
+            "after {statuses:?}: {:?}",
+            limited.json()
+        );
+        assert_eq!(limited.json()["code"], 429);
+        // MQTT and HTTP share the bucket of a thing; another thing has its own.
+        assert_eq!(http.post("/things/calm/shadow", &update).status, 200);
+    });
+    checks.await.expect("the rate checks");
+    assert_mqtt_serves(&server, "after-429").await;
 }

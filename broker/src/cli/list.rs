@@ -1,4 +1,5 @@
-//! `shade list [--prefix P] [--json]`: every shadow, in key order.
+//! `shade list [--prefix P] [--where EXPR] [--json]`: every shadow (or
+//! those a fleet query matches), in key order.
 //!
 //! It walks the pages of the `list` query, online or over `--data`, holding
 //! one page at a time and printing as it goes: `--json` streams the array's
@@ -14,6 +15,8 @@ pub const EXAMPLES: &str = "\
 Examples:
   shade list
   shade list --prefix lamp- --json
+  shade list --where 'reported.fw < 2.0 and desired.mode = \"eco\"'
+  shade list --where 'not exists(reported.temp)'
   shade list --data ./shade-data              # a stopped broker's data";
 
 #[derive(Debug, Clone, Args)]
@@ -21,6 +24,11 @@ pub struct ListArgs {
     /// Only shadows whose thing name (or `thing/shadow`) starts with P.
     #[arg(long, value_name = "P", default_value = "")]
     pub prefix: String,
+    /// Only shadows this fleet query matches: comparisons of state paths
+    /// (`reported.fw < 2.0`, `desired.mode = "eco"`, `connected = false`,
+    /// `exists(reported.temp)`) joined by and, or, not and parentheses.
+    #[arg(long = "where", value_name = "EXPR")]
+    pub filter: Option<String>,
     /// Print a JSON array of {"thing","shadow","version"}.
     #[arg(long)]
     pub json: bool,
@@ -100,6 +108,7 @@ pub async fn run(args: ListArgs) -> Result<(), CliError> {
         let result = reader
             .query(query::list_request(
                 &args.prefix,
+                args.filter.as_deref(),
                 after.as_deref(),
                 LIST_PAGE,
             ))

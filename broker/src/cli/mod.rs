@@ -42,6 +42,8 @@ pub mod query;
 
 pub mod conflicts;
 
+pub mod count;
+
 pub mod device;
 
 pub mod get;

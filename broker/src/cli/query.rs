@@ -52,9 +52,27 @@ fn object(v: Value) -> Map<String, Value> {
     }
 }
 
-/// The body of a `list` query (without its clientToken).
-pub fn list_request(prefix: &str, after: Option<&str>, limit: usize) -> Map<String, Value> {
-    object(json!({ "op": "list", "prefix": prefix, "after": after, "limit": limit }))
+/// The body of a `list` query (without its clientToken); `filter` is a
+/// fleet query (`--where`).
+pub fn list_request(
+    prefix: &str,
+    filter: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+) -> Map<String, Value> {
+    object(
+        json!({ "op": "list", "prefix": prefix, "where": filter, "after": after, "limit": limit }),
+    )
+}
+
+/// The body of a `count` query (without its clientToken).
+pub fn count_request(
+    prefix: &str,
+    filter: Option<&str>,
+    by: Option<&str>,
+    stats: Option<&str>,
+) -> Map<String, Value> {
+    object(json!({ "op": "count", "prefix": prefix, "where": filter, "by": by, "stats": stats }))
 }
 
 /// The body of a `history` query (without its clientToken).
@@ -133,13 +151,13 @@ mod tests {
             ShadowName::new("n").expect("valid"),
         );
         let requests = [
-            list_request("lamp", None, LIST_PAGE),
+            list_request("lamp", None, None, LIST_PAGE),
             history_request(&id, 20),
             conflicts_request(None),
         ];
         assert_eq!(
             Value::Object(requests[0].clone()),
-            json!({"op": "list", "prefix": "lamp", "after": null, "limit": 500})
+            json!({"op": "list", "prefix": "lamp", "where": null, "after": null, "limit": 500})
         );
         assert_eq!(
             Value::Object(requests[1].clone()),

@@ -27,9 +27,55 @@ pub(crate) struct Event {
     /// Position in the feed.
     pub seq: u64,
     pub thing: String,
-    /// The event's `data:`: the state document with `thing` and `shadow`
-    /// first, or `{"thing","shadow","deleted":true}`.
-    pub data: String,
+    /// The shadow, and its state message before and after the change
+    /// (empty: it did not exist): what a live count needs to move its
+    /// tally without looking at the rest of the fleet.
+    pub id: ShadowId,
+    pub before: bytes::Bytes,
+    pub after: bytes::Bytes,
+    /// `id: ..\ndata: ..\n\n`, rendered once for every stream. The data
+    /// is the state document with `thing` and `shadow` first, or
+    /// `{"thing","shadow","deleted":true}`.
+    pub frame: bytes::Bytes,
+}
+
+/// How often an idle stream gets a comment line, so idle connections
+/// (and proxies) do not time out.
+pub(crate) const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The keep-alive timer of a stream: first tick one period from now.
+pub(crate) fn keep_alive() -> tokio::time::Interval {
+    tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE)
+}
+
+/// The comment line a keep-alive tick sends.
+pub(crate) const COMMENT: bytes::Bytes = bytes::Bytes::from_static(b":\n\n");
+
+/// A Server-Sent Events response of `body`'s frames.
+pub(crate) fn sse_response<S>(body: S) -> axum::response::Response
+where
+    S: futures_util::Stream<Item = bytes::Bytes> + Send + 'static,
+{
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    use futures_util::StreamExt;
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(body.map(Ok::<_, std::convert::Infallible>)),
+    )
+        .into_response()
+}
+
+/// An event's bytes on the wire; `id` left out when `None`.
+pub(crate) fn frame(id: Option<&str>, data: &str) -> bytes::Bytes {
+    // The data is compact JSON: one line.
+    match id {
+        Some(id) => format!("id: {id}\ndata: {data}\n\n").into(),
+        None => format!("data: {data}\n\n").into(),
+    }
 }
 
 /// The feed.
@@ -83,15 +129,20 @@ impl Backlog {
         }
     }
 
-    /// The event; `None` for a state that is not a JSON object.
-    pub(crate) fn into_event(self) -> Option<Arc<Event>> {
+    /// The event's bytes, with its id when `id` (a snapshot's states
+    /// carry one only on the last); `None` for a state that is not a JSON
+    /// object.
+    pub(crate) fn into_frame(self, events: &Events, id: bool) -> Option<bytes::Bytes> {
         match self {
-            Backlog::Recent(e) => Some(e),
-            Backlog::Current { seq, id, payload } => Some(Arc::new(Event {
+            Backlog::Recent(e) => Some(e.frame.clone()),
+            Backlog::Current {
                 seq,
-                thing: id.thing.as_str().to_owned(),
-                data: event_data(&id, &payload)?,
-            })),
+                id: shadow,
+                payload,
+            } => {
+                let data = event_data(&shadow, &payload)?;
+                Some(frame(id.then(|| events.id_of(seq)).as_deref(), &data))
+            }
         }
     }
 }
@@ -153,6 +204,9 @@ impl Events {
     /// publish.
     pub(crate) fn record(&self, batch: &[Outbound]) {
         let mut ring = None;
+        // A batch can change one shadow twice: its second change starts
+        // from its first, not from what is still retained.
+        let mut changed: std::collections::HashMap<&str, bytes::Bytes> = Default::default();
         for m in batch {
             if !(m.retain && m.topic.starts_with("shade/things/") && m.topic.ends_with("/state")) {
                 continue;
@@ -164,11 +218,19 @@ impl Events {
                 tracing::warn!(topic = %m.topic, "a state message that is not a JSON object; not in the event feed");
                 continue;
             };
+            let after = bytes::Bytes::copy_from_slice(&m.payload);
+            let before = changed
+                .insert(&m.topic, after.clone())
+                .or_else(|| self.retained.get(&m.topic))
+                .unwrap_or_default();
             let ring = ring.get_or_insert_with(|| self.ring());
             let event = Arc::new(Event {
                 seq: ring.next,
                 thing: id.thing.as_str().to_owned(),
-                data,
+                id,
+                before,
+                after,
+                frame: frame(Some(&self.id_of(ring.next)), &data),
             });
             ring.next += 1;
             if ring.recent.len() == self.capacity {
@@ -178,6 +240,23 @@ impl Events {
             // No receivers is fine: nobody is streaming.
             let _ = self.live.send(event);
         }
+    }
+
+    /// A subscription to the live events, and the seq the next one will
+    /// have.
+    pub(crate) fn subscribe(&self) -> (broadcast::Receiver<Arc<Event>>, u64) {
+        let ring = self.ring();
+        (self.live.subscribe(), ring.next)
+    }
+
+    /// The seq the next event will have.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.ring().next
+    }
+
+    /// The retained states, for a live count's first tally.
+    pub(crate) fn retained(&self) -> &Retained {
+        &self.retained
     }
 
     /// How many events the ring and each stream's queue hold.
@@ -285,8 +364,11 @@ mod tests {
         assert_eq!(
             resumed
                 .backlog
-                .into_iter()
-                .filter_map(|b| b.into_event().map(|e| e.seq))
+                .iter()
+                .filter_map(|b| match b {
+                    Backlog::Recent(e) => Some(e.seq),
+                    Backlog::Current { .. } => None,
+                })
                 .collect::<Vec<_>>(),
             vec![4, 5]
         );
@@ -298,10 +380,12 @@ mod tests {
         let over: Vec<_> = over
             .backlog
             .into_iter()
-            .filter_map(Backlog::into_event)
+            .filter_map(|b| b.into_frame(&events, true))
             .collect();
         assert_eq!(over.len(), 1);
-        assert!(over[0].data.contains("\"version\":9"));
+        let text = String::from_utf8_lossy(&over[0]);
+        assert!(text.starts_with("id: 7-5\ndata: {"), "{text}");
+        assert!(text.contains("\"version\":9"), "{text}");
         // Another process's id, or another prefix.
         assert!(!events.start("a", Some("8-3")).resumed);
         assert!(events.start("b", Some("7-3")).backlog.is_empty());

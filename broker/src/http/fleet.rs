@@ -1,6 +1,7 @@
 //! shade's additions to AWS's API, the queries the CLI makes: `GET
-//! /things` (the list), `GET /things/{thing}/history`, `GET /conflicts`,
-//! and `GET /whoami` (who the credentials are, for the page).
+//! /things` (the list, `where=` a fleet query), `GET /count`, `GET
+//! /things/{thing}/history`, `GET /conflicts`, and `GET /whoami` (who the
+//! credentials are, for the page).
 //!
 //! Each runs the operator query of `crate::ops` as the caller, so it sees
 //! what the CLI would see with the same credentials.
@@ -23,6 +24,7 @@ pub(super) fn routes() -> Router<Api> {
         .route("/things", get(list))
         .route("/things/{thing}/history", get(history))
         .route("/conflicts", get(conflicts))
+        .route("/count", get(count))
         .route("/whoami", get(whoami))
 }
 
@@ -33,8 +35,7 @@ struct ListQuery {
     prefix: String,
     next_token: Option<String>,
     page_size: Option<usize>,
-    /// Fleet queries are not built yet: a clear 400, not a silent list of
-    /// everything.
+    /// A fleet query: only the shadows it matches.
     #[serde(rename = "where")]
     filter: Option<String>,
 }
@@ -48,22 +49,50 @@ async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    if q.filter.is_some() {
-        return Err(ApiError::bad_request(
-            "where= needs fleet queries, which this version of shade does not have",
-        ));
-    }
     let caller = api.caller(&conn, &headers).await?;
     let result = api
         .query(
             &caller,
-            json!({"op": "list", "prefix": q.prefix, "after": q.next_token, "limit": page_size(q.page_size)?}),
+            json!({"op": "list", "prefix": q.prefix, "after": q.next_token,
+                   "limit": page_size(q.page_size)?, "where": q.filter}),
         )
         .await?;
     Ok(Json(json!({
         "results": result.get("items").cloned().unwrap_or_else(|| json!([])),
         "nextToken": result.get("next").cloned().unwrap_or(Value::Null),
     })))
+}
+
+/// The query string of `GET /count` and `GET /count/stream`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CountQuery {
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
+    pub by: Option<String>,
+    pub stats: Option<String>,
+}
+
+/// `{"count":N,"by":{value:n},"stats":{"count","min","max","sum","avg"}}`
+/// over the shadows the caller may read (AWS's GetStatistics, with
+/// grouping).
+async fn count(
+    State(api): State<Api>,
+    Extension(conn): Extension<Conn>,
+    q: Result<Query<CountQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let caller = api.caller(&conn, &headers).await?;
+    let result = api
+        .query(
+            &caller,
+            json!({"op": "count", "prefix": q.prefix, "where": q.filter, "by": q.by, "stats": q.stats}),
+        )
+        .await?;
+    Ok(Json(result))
 }
 
 #[derive(Debug, Deserialize)]

@@ -46,7 +46,7 @@ async fn scrape(
 pub(super) fn route_class(path: &str) -> &'static str {
     let mut levels = path.trim_start_matches('/').split('/');
     match (levels.next(), levels.next(), levels.next(), levels.next()) {
-        (Some(""), None, _, _) => "page",
+        (Some("" | "favicon.ico"), None, _, _) => "page",
         (Some("things"), None, _, _) => "things",
         (Some("things"), Some(_), Some("shadow"), None) => "shadow",
         (Some("things"), Some(_), Some("history"), None) => "history",
@@ -54,6 +54,8 @@ pub(super) fn route_class(path: &str) -> &'static str {
             "named_shadows"
         }
         (Some("conflicts"), None, _, _) => "conflicts",
+        (Some("count"), None, _, _) => "count",
+        (Some("count"), Some("stream"), None, _) => "count_stream",
         (Some("events"), None, _, _) => "events",
         (Some("whoami"), None, _, _) => "whoami",
         (Some("metrics"), None, _, _) => "metrics",
@@ -69,6 +71,7 @@ mod tests {
     fn paths_fall_into_their_route_class() {
         for (path, class) in [
             ("/", "page"),
+            ("/favicon.ico", "page"),
             ("/things", "things"),
             ("/things/lamp/shadow", "shadow"),
             ("/things/lamp/history", "history"),
@@ -77,6 +80,8 @@ mod tests {
                 "named_shadows",
             ),
             ("/conflicts", "conflicts"),
+            ("/count", "count"),
+            ("/count/stream", "count_stream"),
             ("/events", "events"),
             ("/whoami", "whoami"),
             ("/metrics", "metrics"),

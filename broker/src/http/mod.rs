@@ -33,6 +33,8 @@ mod fleet;
 
 mod stream;
 
+mod counts;
+
 mod metrics;
 
 mod page;
@@ -63,6 +65,7 @@ fn routes(api: Api) -> Router {
         .merge(shadows::routes())
         .merge(fleet::routes())
         .merge(stream::routes())
+        .merge(counts::routes())
         .merge(metrics::routes())
         .fallback(error::no_such_path)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -13,7 +13,13 @@ use super::api::Api;
 const PAGE: &str = include_str!("dashboard.html");
 
 pub(super) fn routes() -> Router<Api> {
-    Router::new().route("/", get(page))
+    Router::new()
+        .route("/", get(page))
+        // Browsers ask for it on every page load; nothing to show.
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
 }
 
 async fn page() -> impl IntoResponse {

@@ -11,23 +11,21 @@
 //! holds up the service or the other streams. A browser's `EventSource`
 //! then reconnects and resumes.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
 use super::api::{Api, Conn};
 use super::error::ApiError;
-use super::events::{Backlog, Event};
+use super::events::{keep_alive, sse_response, Backlog, Event, COMMENT};
 use super::shadows::query;
 
 pub(super) fn routes() -> Router<Api> {
@@ -46,7 +44,7 @@ async fn events(
     Extension(conn): Extension<Conn>,
     q: Result<Query<EventsQuery>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = query(q)?;
     let caller = api.caller(&conn, &headers).await?;
     // Only what the caller may read: its own thing for a device, its
@@ -87,11 +85,26 @@ async fn events(
     let (tx, rx) = mpsc::channel(api.events.capacity());
     tokio::spawn(forward(start.live, tx, keep, conn));
     let events = api.events.clone();
-    let to_sse = move |e: Arc<Event>| Ok(SseEvent::default().id(events.id_of(e.seq)).data(&e.data));
-    let live = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
-    let backlog = stream::iter(backlog).filter_map(|b| async move { b.into_event() });
-    let body = backlog.chain(live).map(to_sse);
-    Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    // A snapshot's states all stand at one point of the feed: only its
+    // last carries the id, so a stream cut off halfway through starts the
+    // snapshot over rather than resuming past the states it never got.
+    let last_current = backlog
+        .iter()
+        .rposition(|b| matches!(b, Backlog::Current { .. }));
+    let backlog = stream::iter(backlog.into_iter().enumerate()).filter_map(move |(i, b)| {
+        let with_id = Some(i) == last_current;
+        let frame = b.into_frame(&events, with_id);
+        async move { frame }
+    });
+    // Each live event's bytes were rendered once, for every stream; a
+    // comment line keeps idle connections (and proxies) from timing out.
+    let live = stream::unfold((rx, keep_alive()), |(mut rx, mut tick)| async move {
+        tokio::select! {
+            event = rx.recv() => event.map(|e| (e.frame.clone(), (rx, tick))),
+            _ = tick.tick() => Some((COMMENT, (rx, tick))),
+        }
+    });
+    Ok(sse_response(backlog.chain(live)))
 }
 
 /// Whether a stream of `prefix` (or exactly that thing) carries `thing`.

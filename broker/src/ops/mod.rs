@@ -11,6 +11,9 @@
 //!   -> {"clientToken":T,"ok":true,"result":{"items":[{"thing","shadow","version"}],"next":null|"<key>"}}
 //! {"op":"history","clientToken":T,"thing":"t","shadow":null,"limit":20}
 //!   -> {"clientToken":T,"ok":true,"result":[HistoryEntry, ...]}      oldest first
+//! {"op":"list",...,"where":"reported.fw < 2"}   (a fleet query: see crate::fleet)
+//! {"op":"count","clientToken":T,"prefix":"","where":E,"by":P,"stats":P}
+//!   -> {"clientToken":T,"ok":true,"result":{"count":N,"by":{..},"stats":{..}}}
 //! {"op":"conflicts","clientToken":T,"thing":null|"t"}
 //!   -> {"clientToken":T,"ok":true,"result":[{"thing","shadow","section","path","kept","lost"}]}
 //! errors -> {"clientToken":T,"ok":false,"error":"..."}
@@ -22,8 +25,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shade_shared::{Policies, ShadowId, ShadowName, ThingName};
 
+use crate::fleet;
 use crate::identity::{Principal, Principals};
 use crate::router::Outbound;
+use crate::router::Retained;
 use crate::shadow::Handled;
 use crate::store::{ShadowSource, StoreError, Tables};
 use devices::DeviceQuery;
@@ -51,6 +56,23 @@ pub enum Query {
         after: Option<String>,
         #[serde(default)]
         limit: Option<usize>,
+        /// A fleet query (`crate::fleet`): only the shadows it matches.
+        #[serde(default, rename = "where")]
+        filter: Option<String>,
+    },
+    /// How many shadows match, per value of `by`, with the statistics
+    /// of `stats` (`crate::fleet`).
+    Count {
+        #[serde(rename = "clientToken")]
+        client_token: String,
+        #[serde(default)]
+        prefix: String,
+        #[serde(default, rename = "where")]
+        filter: Option<String>,
+        #[serde(default)]
+        by: Option<String>,
+        #[serde(default)]
+        stats: Option<String>,
     },
     History {
         #[serde(rename = "clientToken")]
@@ -73,6 +95,7 @@ impl Query {
     pub fn client_token(&self) -> &str {
         match self {
             Query::List { client_token, .. }
+            | Query::Count { client_token, .. }
             | Query::History { client_token, .. }
             | Query::Conflicts { client_token, .. } => client_token,
         }
@@ -207,7 +230,7 @@ pub(crate) fn authorize(principal: &Principal, query: &mut Query) -> bool {
         Principal::User { prefix, .. } => prefix,
     };
     match query {
-        Query::List { prefix: asked, .. } => {
+        Query::List { prefix: asked, .. } | Query::Count { prefix: asked, .. } => {
             if asked.starts_with(&**prefix) {
                 true
             } else if prefix.starts_with(asked.as_str()) {
@@ -275,12 +298,24 @@ pub(crate) fn execute(
 ) -> Result<Value, String> {
     let store = |e: StoreError| e.to_string();
     match query {
+        Query::Count {
+            prefix,
+            filter,
+            by,
+            stats,
+            ..
+        } => {
+            let count = count_of(filter, by, stats)?;
+            fleet::count_stored(source, policies, prefix, &count).map_err(store)
+        }
         Query::List {
             prefix,
             after,
             limit,
+            filter,
             ..
         } => {
+            let filter = fleet::parse_filter(filter.as_deref()).map_err(|e| e.to_string())?;
             let limit = limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
             let mut items = Vec::new();
             let mut last: Option<String> = None;
@@ -288,6 +323,11 @@ pub(crate) fn execute(
             source
                 .scan(prefix, after.as_deref(), &mut |key, id, stored| {
                     if !stored.shadow.exists {
+                        return true;
+                    }
+                    if filter.as_ref().is_some_and(|q| {
+                        !q.matches(&fleet::doc_of_stored(&id, &stored.shadow, policies))
+                    }) {
                         return true;
                     }
                     if items.len() == limit {
@@ -368,6 +408,68 @@ pub(crate) fn execute(
             }
             Ok(Value::Array(out))
         }
+    }
+}
+
+/// A `count` query's parts, parsed (the error names the part and where).
+fn count_of(
+    filter: &Option<String>,
+    by: &Option<String>,
+    stats: &Option<String>,
+) -> Result<fleet::Count, String> {
+    fleet::Count::parse(filter.as_deref(), by.as_deref(), stats.as_deref())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `query` is a fleet query: a `count`, or a `list` with a
+/// `where`. Online, those run over the retained states
+/// ([`execute_retained`]), off the store thread.
+pub(crate) fn is_fleet_query(query: &Query) -> bool {
+    matches!(
+        query,
+        Query::Count { .. }
+            | Query::List {
+                filter: Some(_),
+                ..
+            }
+    )
+}
+
+/// Runs a fleet query over the retained states (what online `count` and
+/// `list --where` read); any other query is an error.
+pub(crate) fn execute_retained(retained: &Retained, query: &Query) -> Result<Value, String> {
+    match query {
+        Query::Count {
+            prefix,
+            filter,
+            by,
+            stats,
+            ..
+        } => {
+            let count = count_of(filter, by, stats)?;
+            Ok(fleet::count(retained, prefix, &count))
+        }
+        Query::List {
+            prefix,
+            after,
+            limit,
+            filter,
+            ..
+        } => {
+            let Some(filter) = fleet::parse_filter(filter.as_deref()).map_err(|e| e.to_string())?
+            else {
+                return Err("a list without where runs on the store".into());
+            };
+            let limit = limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+            Ok(fleet::list(
+                retained,
+                &filter,
+                prefix,
+                after.as_deref(),
+                limit,
+            ))
+        }
+        _ => Err("not a fleet query".into()),
     }
 }
 

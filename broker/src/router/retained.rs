@@ -41,6 +41,15 @@ impl Retained {
         }
     }
 
+    /// The retained message of `topic`, if any.
+    pub fn get(&self, topic: &str) -> Option<Bytes> {
+        self.states
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+            .cloned()
+    }
+
     /// How many topics hold a retained message.
     pub fn len(&self) -> usize {
         self.states

@@ -8,22 +8,24 @@
 //! It counts every request it routes, and the replies it gives itself
 //! (the store thread counts the rest), in [`crate::metrics`].
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
 use shade_shared::aws::{self, Rejection};
 use shade_shared::sync::SyncUp;
 use shade_shared::topic::{bad_request, Operation, Reply, Topic};
 use shade_shared::{Limits, ReplicaId, ShadowId};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::Rates;
 use crate::http::{Answer, Call};
 use crate::identity::external_client_id;
+use crate::identity::Principals;
 use crate::metrics::{Kind, Metrics};
-use crate::ops::{self, OpsRequest};
+use crate::ops::{self, OpsRequest, Query};
 use crate::router::{BrokerHandle, Inbound, Outbound};
 use crate::serve::admission::{InFlight, RateLimiter, Slot};
 use crate::serve::request::{Queued, Request};
@@ -37,8 +39,17 @@ pub(crate) struct Dispatcher {
     rates: RateLimiter,
     inflight: InFlight,
     limits: Limits,
+    /// Who sent a fleet query, which runs here rather than on the store
+    /// thread.
+    principals: Principals,
+    /// Fleet queries scanning at once (each is a scan of every retained
+    /// state, on tokio's blocking pool).
+    scans: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
+
+/// Fleet queries that scan at once; more wait their turn.
+const SCANS: usize = 2;
 
 impl Dispatcher {
     pub(crate) fn new(
@@ -46,6 +57,7 @@ impl Dispatcher {
         broker: BrokerHandle,
         rates: Rates,
         limits: Limits,
+        principals: Principals,
         metrics: Arc<Metrics>,
     ) -> Dispatcher {
         Dispatcher {
@@ -54,6 +66,8 @@ impl Dispatcher {
             rates: RateLimiter::new(rates.requests_per_second_per_thing),
             inflight: InFlight::new(rates.max_inflight_per_client),
             limits,
+            principals,
+            scans: Arc::new(Semaphore::new(SCANS)),
             metrics,
         }
     }
@@ -197,6 +211,9 @@ impl Dispatcher {
             return;
         };
         match OpsRequest::parse(&msg.payload) {
+            Ok(OpsRequest::Query(query)) if ops::is_fleet_query(&query) => {
+                self.fleet_query(msg.client_id, query, slot, answer);
+            }
             Ok(request) => {
                 let request = Request::Ops {
                     request,
@@ -208,6 +225,56 @@ impl Dispatcher {
                 tracing::warn!(client = %msg.client_id, error = %e, "dropping an unreadable shade/ops/request");
             }
         }
+    }
+
+    /// Runs a fleet query (`count`, `list` with `where`) over the retained
+    /// states on the blocking pool, off the store thread, and answers it.
+    fn fleet_query(&self, client: String, mut query: Query, slot: Slot, answer: Option<Answer>) {
+        let Some(topic) = ops::reply_topic(&client, query.client_token()) else {
+            tracing::warn!(
+                client,
+                "dropping a fleet query whose clientToken cannot be a topic level"
+            );
+            return;
+        };
+        let allowed = self
+            .principals
+            .of(&client)
+            .is_some_and(|p| ops::authorize(&p, &mut query));
+        let retained = self.broker.retained();
+        let broker = self.broker.clone();
+        let scans = self.scans.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let reply = if allowed {
+                let _scan = scans.acquire_owned().await;
+                let q = query.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || ops::execute_retained(&retained, &q))
+                        .await
+                        .unwrap_or_else(|_| Err("the query failed".into()));
+                metrics.reply(Kind::Ops, if result.is_ok() { 200 } else { 400 });
+                ops::reply(&query, result)
+            } else {
+                tracing::warn!(
+                    client,
+                    ?query,
+                    "refusing a fleet query outside the client's things"
+                );
+                metrics.reply(Kind::Ops, 403);
+                json!({"clientToken": query.client_token(), "ok": false, "error": "not authorized"})
+            };
+            let message = Outbound::json(topic, &reply);
+            match answer {
+                Some(answer) => drop(answer.send(vec![message])),
+                None => {
+                    if let Err(e) = broker.send(message).await {
+                        tracing::warn!(error = %e, "cannot answer a fleet query");
+                    }
+                }
+            }
+        });
     }
 
     async fn queue(&self, request: Request, slot: Slot, answer: Option<Answer>) {

@@ -274,8 +274,18 @@ pub async fn serve(
         "shade serve is ready"
     );
 
-    let mut dispatcher =
-        Dispatcher::new(req_tx, broker.clone(), config.rates, config.limits, metrics);
+    let principals = Principals {
+        enabled: config.auth.enabled,
+        users: users.clone(),
+    };
+    let mut dispatcher = Dispatcher::new(
+        req_tx,
+        broker.clone(),
+        config.rates,
+        config.limits,
+        principals,
+        metrics,
+    );
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

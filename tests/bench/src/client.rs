@@ -107,11 +107,7 @@ pub(crate) async fn join_samples(
 /// Occurrences followed by something else (`"key":{..}`) are skipped.
 pub(crate) fn number_after(payload: &[u8], key: &[u8]) -> Option<u64> {
     let mut from = 0;
-    while let Some(pos) = payload
-        .get(from..)?
-        .windows(key.len())
-        .position(|w| w == key)
-    {
+    while let Some(pos) = find(payload.get(from..)?, key) {
         let at = from + pos + key.len();
         from = at;
         let rest = &payload[at..];
@@ -120,6 +116,25 @@ pub(crate) fn number_after(payload: &[u8], key: &[u8]) -> Option<u64> {
         if digits > 0 {
             return std::str::from_utf8(&rest[..digits]).ok()?.parse().ok();
         }
+    }
+    None
+}
+
+/// Where `needle` first occurs in `hay`: a scan for its first byte, then
+/// a comparison (`windows(..).position(..)` calls memcmp at every byte,
+/// which made it the SSE readers' main cost; JSON keys all start with `"`,
+/// so even one call per candidate showed).
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(pos) = hay.get(from..)?.iter().position(|&b| b == first) {
+        let at = from + pos;
+        let tail = hay.get(at + 1..)?;
+        // Byte by byte: a call to memcmp per candidate costs more.
+        if tail.len() >= rest.len() && tail.iter().zip(rest).all(|(a, b)| a == b) {
+            return Some(at);
+        }
+        from = at + 1;
     }
     None
 }
@@ -145,6 +160,16 @@ mod tests {
         assert_eq!(number_after(p, br#""x":"#), None);
         let delta = br#"{"metadata":{"t":{"timestamp":1}},"state":{"t":9}}"#;
         assert_eq!(number_after(delta, br#""t":"#), Some(9));
+        assert_eq!(number_after(br#""t":"#, br#""t":"#), None);
+    }
+
+    #[test]
+    fn finds_needles() {
+        assert_eq!(find(b"ab\n\ncd\n\n", b"\n\n"), Some(2));
+        assert_eq!(find(b"aab", b"ab"), Some(1));
+        assert_eq!(find(b"a\n", b"\n\n"), None);
+        assert_eq!(find(b"", b"x"), None);
+        assert_eq!(find(b"x", b""), None);
     }
 
     #[test]

@@ -22,11 +22,15 @@
 //! - [`procs`]: the processes measured, free ports, VmRSS, the machine.
 //! - [`client`]: rumqttc connection helpers, quantiles.
 //! - one file per scenario: [`throughput`] (with its two baselines),
-//!   [`latency`], [`storm`], [`catchup`], [`memory`], [`fleet`].
+//!   [`latency`], [`storm`], [`catchup`], [`memory`], [`fleet`], and
+//!   [`http`] (with [`http_sse`], over [`http_client`]).
 
 mod catchup;
 mod client;
 mod fleet;
+mod http;
+mod http_client;
+mod http_sse;
 mod latency;
 mod memory;
 mod procs;
@@ -154,6 +158,49 @@ enum Scenario {
         #[arg(long, default_value_t = 300.0)]
         timeout: f64,
     },
+    /// The HTTP API: GET and POST requests/s and latency over keep-alive
+    /// connections, MQTT updates beside them, and SSE fan-out.
+    Http {
+        /// Concurrent keep-alive connections (one request in flight each);
+        /// also the MQTT devices of the mqtt phase.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Things the GET and POST requests pick from at random.
+        #[arg(long, default_value_t = 1000)]
+        things: usize,
+        /// Length of the get, post and mqtt phases, each.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Which of get, post, mqtt, sse to run (in that order).
+        #[arg(long, value_delimiter = ',', default_value = "get,post,mqtt,sse")]
+        phases: Vec<String>,
+        /// QoS 1 updates in flight per MQTT device in the mqtt phase (1:
+        /// as the HTTP connections; 16: the throughput scenario's).
+        #[arg(long, default_value_t = 1)]
+        mqtt_window: usize,
+        /// SSE subscribers on GET /events, one connection each.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Changes per second while the subscribers listen.
+        #[arg(long, default_value_t = 200.0)]
+        sse_rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        sse_seconds: f64,
+        /// Shadows the changes are spread over (each stream's snapshot).
+        #[arg(long, default_value_t = 100)]
+        sse_things: usize,
+        /// How the changes are made: mqtt or http.
+        #[arg(long, default_value = "mqtt")]
+        sse_via: String,
+        /// MQTT clients on the same changes' state topics, for comparison.
+        #[arg(long, default_value_t = 1)]
+        mqtt_subscribers: usize,
+        /// Bound of the wait for the last deliveries, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        drain: f64,
+    },
 }
 
 impl Scenario {
@@ -165,6 +212,7 @@ impl Scenario {
             Scenario::Catchup { .. } => "catchup",
             Scenario::Fleet { .. } => "fleet",
             Scenario::Memory { .. } => "memory",
+            Scenario::Http { .. } => "http",
         }
     }
 }
@@ -289,6 +337,45 @@ async fn run_once(scenario: &Scenario, bins: &std::path::Path) -> Result<Metrics
                 timeout: *timeout,
             };
             memory::run(bins, p).await
+        }
+        Scenario::Http {
+            connections,
+            things,
+            seconds,
+            warmup,
+            phases,
+            mqtt_window,
+            subscribers,
+            sse_rate,
+            sse_seconds,
+            sse_things,
+            sse_via,
+            mqtt_subscribers,
+            drain,
+        } => {
+            let via = match sse_via.as_str() {
+                "mqtt" => http_sse::Via::Mqtt,
+                "http" => http_sse::Via::Http,
+                other => anyhow::bail!("unknown --sse-via {other:?}: mqtt or http"),
+            };
+            let p = http::Params {
+                connections: *connections,
+                things: *things,
+                seconds: *seconds,
+                warmup: *warmup,
+                phases: phases.clone(),
+                mqtt_window: *mqtt_window,
+                sse: http_sse::Params {
+                    subscribers: *subscribers,
+                    rate: *sse_rate,
+                    seconds: *sse_seconds,
+                    things: *sse_things,
+                    via,
+                    mqtt_subscribers: *mqtt_subscribers,
+                    drain: *drain,
+                },
+            };
+            http::run(bins, &p).await
         }
     }
 }

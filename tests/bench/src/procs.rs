@@ -310,6 +310,8 @@ pub(crate) struct ShadeOptions {
     pub(crate) max_connections: usize,
     pub(crate) max_document_bytes: usize,
     pub(crate) max_payload_bytes: usize,
+    /// Serve the HTTP API on a port of its own (else `--http off`).
+    pub(crate) http: bool,
 }
 
 impl Default for ShadeOptions {
@@ -318,6 +320,7 @@ impl Default for ShadeOptions {
             max_connections: 15_000,
             max_document_bytes: 8192,
             max_payload_bytes: 131_072,
+            http: false,
         }
     }
 }
@@ -327,6 +330,8 @@ impl Default for ShadeOptions {
 #[derive(Debug)]
 pub(crate) struct Shade {
     pub(crate) port: u16,
+    /// The HTTP API's port, when [`ShadeOptions::http`].
+    pub(crate) http_port: Option<u16>,
     pub(crate) dir: tempfile::TempDir,
     bin: PathBuf,
     proc: Option<Proc>,
@@ -342,15 +347,22 @@ impl Shade {
         // The rate and in-flight limits (20 requests/s per thing, 1000 per
         // client) would turn load into 429s; the benchmarks measure
         // capacity, so they are lifted (docs/BENCHMARKS.md).
-        let config = format!(
+        let mut config = format!(
             "[limits]\nmax_document_bytes = {}\nmax_payload_bytes = {}\n\
              requests_per_second_per_thing = 1000000\nmax_inflight_per_client = 100000\n\n\
              [broker]\nmax_connections = {}\n",
             opts.max_document_bytes, opts.max_payload_bytes, opts.max_connections
         );
+        if opts.http {
+            config.push_str(&format!(
+                "\n[http]\nmax_connections = {}\n",
+                opts.max_connections
+            ));
+        }
         std::fs::write(dir.path().join("broker.toml"), config).context("write broker.toml")?;
         let mut shade = Shade {
             port: free_port()?,
+            http_port: if opts.http { Some(free_port()?) } else { None },
             dir,
             bin: binary(bins, "shade")?,
             proc: None,
@@ -381,6 +393,12 @@ impl Shade {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data")
             .arg(self.data_dir())
+            // Without it, each would also listen on 127.0.0.1:8080.
+            .arg("--http")
+            .arg(
+                self.http_port
+                    .map_or("off".to_owned(), |p| format!("127.0.0.1:{p}")),
+            )
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1");
         self.runs += 1;

@@ -1,0 +1,199 @@
+//! Fleet queries: which shadows match an expression (`shade list
+//! --where`, `GET /things?where=`), how many, per value and with the
+//! statistics of a number (`shade count`, `GET /count`), and live counts
+//! (`GET /count/stream`).
+//!
+//! A shadow is judged as one JSON document, the same online and offline:
+//! `{"thing","shadow","version","connected","lastSeen","desired","reported","delta"}`
+//! ([`doc_of_get`], from its `get/accepted` document). Online, queries run
+//! over the retained state of every shadow, which the broker holds in
+//! memory anyway ([`Retained`]): no store transaction, so a query of a
+//! large fleet never holds up the store thread. Offline (`--data`), over a
+//! stopped broker's store, rendered the same way.
+
+use serde_json::{json, Map, Value};
+use shade_shared::aws;
+use shade_shared::query::{FieldPath, Query, Tally};
+use shade_shared::topic::Topic;
+use shade_shared::{Policies, Shadow, ShadowId};
+
+use crate::router::Retained;
+use crate::store::{ShadowSource, StoreError};
+
+/// A count: which shadows, grouped by what, statistics of what.
+#[derive(Debug, Clone)]
+pub(crate) struct Count {
+    pub filter: Option<Query>,
+    pub by: Option<FieldPath>,
+    pub stats: Option<FieldPath>,
+}
+
+/// Why a query's text was refused, for a 400 that points at the mistake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {error}")]
+pub(crate) struct BadQuery {
+    /// `where`, `by` or `stats`.
+    pub what: &'static str,
+    pub error: String,
+}
+
+impl Count {
+    /// Parses the three parts; an empty or absent one is left out.
+    pub(crate) fn parse(
+        filter: Option<&str>,
+        by: Option<&str>,
+        stats: Option<&str>,
+    ) -> Result<Count, BadQuery> {
+        Ok(Count {
+            filter: parse_filter(filter)?,
+            by: present(by)
+                .map(|p| FieldPath::parse(p).map_err(|e| bad("by", e)))
+                .transpose()?,
+            stats: present(stats)
+                .map(|p| FieldPath::parse(p).map_err(|e| bad("stats", e)))
+                .transpose()?,
+        })
+    }
+
+    pub(crate) fn tally(&self) -> Tally {
+        Tally::new(self.filter.clone(), self.by.clone(), self.stats.clone())
+    }
+}
+
+/// `s` trimmed, unless it is absent or empty.
+fn present(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn bad(what: &'static str, error: impl std::fmt::Display) -> BadQuery {
+    BadQuery {
+        what,
+        error: error.to_string(),
+    }
+}
+
+/// Parses a `where` expression; empty or absent is none.
+pub(crate) fn parse_filter(filter: Option<&str>) -> Result<Option<Query>, BadQuery> {
+    filter
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|q| Query::parse(q).map_err(|e| bad("where", e)))
+        .transpose()
+}
+
+/// The document a query judges, from a shadow's `get/accepted` document
+/// (or its retained state, the same shape): `state`'s sections and the
+/// presence fields lifted to the top, beside the names and the version.
+pub(crate) fn doc_of_get(id: &ShadowId, get: Value) -> Value {
+    let Value::Object(mut get) = get else {
+        return Value::Null;
+    };
+    let mut doc = Map::new();
+    doc.insert("thing".into(), id.thing.as_str().into());
+    doc.insert(
+        "shadow".into(),
+        id.shadow
+            .as_ref()
+            .map_or(Value::Null, |s| s.as_str().into()),
+    );
+    for key in ["version", "connected", "lastSeen"] {
+        if let Some(v) = get.remove(key) {
+            doc.insert(key.into(), v);
+        }
+    }
+    if let Some(Value::Object(state)) = get.remove("state") {
+        for (section, value) in state {
+            doc.insert(section, value);
+        }
+    }
+    Value::Object(doc)
+}
+
+/// The document of a retained state message; `None` for one that is not
+/// a shadow's state.
+pub(crate) fn doc_of_state(topic: &str, payload: &[u8]) -> Option<(ShadowId, Value)> {
+    let Ok(Topic::State { id }) = Topic::parse(topic) else {
+        return None;
+    };
+    let get: Value = serde_json::from_slice(payload).ok()?;
+    let doc = doc_of_get(&id, get);
+    Some((id, doc))
+}
+
+/// Counts the shadows whose things start with `prefix` (the caller's
+/// reach, as `crate::ops` narrowed it), over the retained states.
+pub(crate) fn count(retained: &Retained, prefix: &str, count: &Count) -> Value {
+    let mut tally = count.tally();
+    retained.with_prefix(&format!("shade/things/{prefix}"), |topic, payload| {
+        if let Some((_, doc)) = doc_of_state(topic, payload) {
+            tally.add(&doc);
+        }
+    });
+    tally.result()
+}
+
+/// A page of the shadows whose things start with `prefix` and that match
+/// `filter`, after the one `after` names (a retained topic, as `next`
+/// gives it): `{"items":[{"thing","shadow","version"}],"next":..}` as the
+/// ops `list`.
+pub(crate) fn list(
+    retained: &Retained,
+    filter: &Query,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Value {
+    let mut items = Vec::new();
+    let mut next = None;
+    let mut last: Option<String> = None;
+    retained.with_prefix(&format!("shade/things/{prefix}"), |topic, payload| {
+        if next.is_some() || after.is_some_and(|a| topic <= a) {
+            return;
+        }
+        let Some((_, doc)) = doc_of_state(topic, payload) else {
+            return;
+        };
+        if !filter.matches(&doc) {
+            return;
+        }
+        if items.len() == limit {
+            next = last.take();
+            return;
+        }
+        items.push(list_item(&doc));
+        last = Some(topic.to_owned());
+    });
+    json!({"items": items, "next": next})
+}
+
+/// A `list` item of a shadow's document.
+pub(crate) fn list_item(doc: &Value) -> Value {
+    json!({
+        "thing": doc["thing"],
+        "shadow": doc["shadow"],
+        "version": doc["version"],
+    })
+}
+
+/// The document of a stored shadow, as online (offline there is no
+/// presence to add).
+pub(crate) fn doc_of_stored(id: &ShadowId, shadow: &Shadow, policies: &Policies) -> Value {
+    doc_of_get(id, aws::render_get(shadow, policies, None, 0))
+}
+
+/// [`count`] over a stopped broker's store.
+pub(crate) fn count_stored(
+    source: &dyn ShadowSource,
+    policies: &Policies,
+    prefix: &str,
+    count: &Count,
+) -> Result<Value, StoreError> {
+    let mut tally = count.tally();
+    source.scan(prefix, None, &mut |_, id, stored| {
+        if stored.shadow.exists {
+            tally.add(&doc_of_stored(&id, &stored.shadow, policies));
+        }
+        true
+    })?;
+    Ok(tally.result())
+}

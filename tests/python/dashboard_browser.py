@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""The dashboard of `shade serve` in a real browser (headless Chromium
+through selenium), with paho-mqtt as the devices.
+
+Usage: python3 dashboard_browser.py HTTP_PORT MQTT_PORT SCREENSHOT_DIR
+           [--auth NAME PASSWORD] [--reader NAME PASSWORD] [--conflict THING]
+
+Opens http://127.0.0.1:HTTP_PORT/ (with --auth: a wrong password is
+refused, then NAME logs in through the page's form, and MQTT connects as
+NAME too); an MQTT client reports on a new thing and its row appears in the
+table without a reload; clicking it shows the shadow; desired edited in the
+page and saved reaches an MQTT subscriber of update/delta; a save on a
+version that changed meanwhile shows the 409, and saving again succeeds.
+--conflict THING: THING's row counts a conflict and its detail highlights
+it. --reader: after logging out, that reader sees the editor disabled.
+Saves dashboard-things.png, dashboard-shadow.png (and with --conflict
+dashboard-conflict.png) into SCREENSHOT_DIR.
+
+Exits 0 when every check passes, 1 with a message on the first mismatch,
+2 on a bad command line. Every wait is bounded.
+"""
+
+import argparse
+import json
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import time
+
+import paho.mqtt.client as mqtt
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+TIMEOUT = 20.0  # seconds per step: debug builds on a busy machine
+DEADLINE = time.monotonic() + 150.0  # the whole walk, browser start included
+
+
+class Mismatch(Exception):
+    pass
+
+
+def check(cond, what, got=None):
+    if not cond:
+        raise Mismatch(f"{what}" + (f"; got: {got!r}" if got is not None else ""))
+
+
+def left():
+    remaining = DEADLINE - time.monotonic()
+    if remaining <= 0:
+        raise Mismatch("the overall deadline passed")
+    return min(TIMEOUT, remaining)
+
+
+class Devices:
+    """One paho client: publishes updates, collects one thing's deltas."""
+
+    def __init__(self, port, thing, login):
+        self.deltas = queue.Queue()
+        ready = queue.Queue()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"dash-walk-{os.getpid()}",
+            protocol=mqtt.MQTTv311,
+        )
+        if login:
+            self.client.username_pw_set(*login)
+        self.client.on_connect = lambda c, u, flags, rc, props: ready.put(("connack", rc))
+        self.client.on_subscribe = lambda c, u, mid, rcs, props: ready.put(("suback", rcs))
+        self.client.on_message = lambda c, u, msg: self.deltas.put(json.loads(msg.payload))
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        kind, rc = ready.get(timeout=left())
+        check(kind == "connack" and not rc.is_failure, f"MQTT connect refused: {rc}")
+        self.client.subscribe(f"$aws/things/{thing}/shadow/update/delta", qos=1)
+        kind, rcs = ready.get(timeout=left())
+        check(kind == "suback" and all(not rc.is_failure for rc in rcs), f"subscribe refused: {rcs}")
+
+    def publish(self, topic, doc):
+        info = self.client.publish(topic, json.dumps(doc), qos=1)
+        info.wait_for_publish(timeout=left())
+        check(info.is_published(), f"no PUBACK for {topic}")
+
+    def delta(self, pred, what):
+        """The first delta satisfying `pred` (earlier ones are dropped)."""
+        seen = []
+        while True:
+            try:
+                doc = self.deltas.get(timeout=left())
+            except queue.Empty:
+                raise Mismatch(f"no update/delta {what}; deltas seen: {seen}") from None
+            if pred(doc):
+                return doc
+            seen.append(doc)
+
+    def no_delta(self, pred, within, what):
+        end = time.monotonic() + within
+        while (wait := end - time.monotonic()) > 0:
+            try:
+                doc = self.deltas.get(timeout=wait)
+            except queue.Empty:
+                return
+            check(not pred(doc), what, doc)
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def browser(profile):
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    # The console's errors are checked at the end.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # Without the background-networking flags Chromium dials out at start,
+    # and a closed network refuses those connections noisily.
+    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+                "--window-size=1280,900"]:
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(TIMEOUT)
+    driver.set_script_timeout(TIMEOUT)
+    return driver
+
+
+class Page:
+    def __init__(self, driver):
+        self.d = driver
+
+    def wait(self, cond, what):
+        """Polls `cond(driver)` until it is truthy; its value."""
+        try:
+            return WebDriverWait(self.d, left(), poll_frequency=0.1).until(lambda d: cond(d))
+        except TimeoutException:
+            status = self.d.execute_script("return document.querySelector('#status')?.textContent")
+            raise Mismatch(f"timed out waiting for {what} (#status: {status!r})") from None
+
+    def find(self, css):
+        return self.d.find_elements(By.CSS_SELECTOR, css)
+
+    def text(self, css):
+        found = self.find(css)
+        return found[0].text if found else None
+
+    def visible(self, css):
+        found = self.find(css)
+        return bool(found) and found[0].is_displayed()
+
+    def wait_text(self, css, *parts):
+        return self.wait(lambda d: (t := self.text(css)) is not None and all(p in t for p in parts) and t,
+                         f"{css} to contain {parts}")
+
+    def row(self, thing, shadow=""):
+        return f'#things tr[data-thing="{thing}"][data-shadow="{shadow}"]'
+
+    def set_editor(self, text):
+        edit = self.find("#desired-edit")[0]
+        edit.send_keys(Keys.CONTROL, "a")
+        edit.send_keys(Keys.DELETE)
+        edit.send_keys(text)
+
+    def shot(self, directory, name):
+        path = os.path.join(directory, name)
+        check(self.d.save_screenshot(path), f"cannot save {path}")
+
+
+def log_in(page, name, password):
+    page.wait(lambda d: page.visible("#login"), "the login form")
+    for css, value in [("#login-name", name), ("#login-password", password)]:
+        field = page.find(css)[0]
+        field.clear()
+        field.send_keys(value)
+    page.find("#login-submit")[0].click()
+
+
+def walk(args):
+    thing = f"dash-{os.getpid()}"
+    aws = f"$aws/things/{thing}/shadow"
+    login = tuple(args.auth) if args.auth else None
+    devices = Devices(args.mqtt_port, thing, login)
+    profile = tempfile.mkdtemp(prefix="shade-chromium-")
+    driver = None
+    try:
+        driver = browser(profile)
+        page = Page(driver)
+        driver.get(f"http://127.0.0.1:{args.http_port}/")
+        if login:
+            log_in(page, login[0], login[1] + "-wrong")
+            page.wait_text("#login-error", "Wrong name or password")
+            log_in(page, *login)
+            page.wait_text("#whoami", login[0], "admin", "log out")
+        else:
+            page.wait_text("#whoami", "no authentication")
+        # Live before the update: the row must come from the stream's live
+        # events, not from the snapshot of a page loaded later.
+        page.wait(lambda d: "on" in page.find("#live")[0].get_attribute("class"), "the event stream to connect")
+        driver.execute_script("window.notReloaded = true")
+
+        devices.publish(f"{aws}/update", {"state": {"reported": {"temp": 21}}})
+        devices.publish(f"{aws}/name/config/update", {"state": {"reported": {"fw": "1.4.2"}}})
+        row = page.row(thing)
+        page.wait(lambda d: page.find(row), f"the row of {thing}")
+        check(page.text(f"{row} .version") == "1", "the new row's version", page.text(row))
+        check(page.text(f"{row} .delta") == "\u2014", "the new row has no delta", page.text(row))
+        page.wait(lambda d: page.find(page.row(thing, "config")), f"the row of {thing}'s named shadow config")
+        check(driver.execute_script("return window.notReloaded === true"), "the page was reloaded")
+        if args.conflict:
+            crow = page.row(args.conflict)
+            page.wait(lambda d: page.find(crow), f"the row of {args.conflict}")
+            conflicts = page.find(f"{crow} .conflicts")[0]
+            check(conflicts.text == "1" and "conflict" in conflicts.get_attribute("class"),
+                  f"{args.conflict}'s row counts one conflict, highlighted", page.text(crow))
+        page.shot(args.screenshots, "dashboard-things.png")
+
+        # The detail: reported, no desired yet.
+        page.find(row)[0].click()
+        page.wait_text("#detail .d-reported", '"temp": 21')
+        page.wait_text("#detail .d-keys", "reported.temp")
+        page.wait_text(".d-edit-note", "editing version 1")
+
+        # Desired edited in the page reaches the device as a delta.
+        page.set_editor('{"mode": "eco"}')
+        page.find("#save")[0].click()
+        page.wait_text("#status", "accepted as version 2")
+        delta = devices.delta(lambda d: d.get("state", {}).get("mode") == "eco", 'with mode "eco"')
+        check(delta.get("version") == 2, "the delta's version", delta)
+        page.wait_text(f"{row} .delta", "yes")
+        page.wait_text(f"{row} .version", "2")
+        page.wait_text("#detail .d-delta", '"mode": "eco"')
+
+        # A save on a version someone else moved on from: AWS's 409, shown,
+        # and nothing reaches the device until it is saved again.
+        page.set_editor('{"mode": "off"}')
+        devices.publish(f"{aws}/update", {"state": {"reported": {"temp": 22}}})
+        page.wait_text(".d-edit-note", "editing version 2", "now at version 3")
+        page.find("#save")[0].click()
+        page.wait_text("#status", "409", "Version conflict")
+        page.wait_text(".d-edit-note", "editing version 3")
+        check('"off"' in page.find("#desired-edit")[0].get_attribute("value"), "the edit is kept after the 409")
+        devices.no_delta(lambda d: d.get("state", {}).get("mode") == "off", 1.0, "a 409 save reached the device")
+        page.find("#save")[0].click()
+        page.wait_text("#status", "accepted as version 4")
+        devices.delta(lambda d: d.get("state", {}).get("mode") == "off", 'with mode "off"')
+        page.wait(lambda d: len(page.find("#detail .d-history tbody tr")) >= 4, "four changes in the history")
+        page.wait_text("#detail .d-keys", "desired.mode")
+        page.shot(args.screenshots, "dashboard-shadow.png")
+
+        if args.conflict:
+            page.find(page.row(args.conflict))[0].click()
+            page.wait(lambda d: page.visible(".d-conflicts"), f"{args.conflict}'s conflicts")
+            page.wait(lambda d: page.find("#detail .d-keys tr.conflicted"), "the conflicting key highlighted")
+            page.wait(lambda d: page.find("#detail .d-history tbody tr"), f"{args.conflict}'s history")
+            page.shot(args.screenshots, "dashboard-conflict.png")
+
+        if login:
+            page.find("#logout")[0].click()
+            page.wait(lambda d: page.visible("#login") and not page.visible("#app"), "the login form after logging out")
+        if args.reader:
+            log_in(page, *args.reader)
+            page.wait_text("#whoami", args.reader[0], "reader")
+            page.wait(lambda d: page.find(row), f"the row of {thing} for the reader")
+            page.find(row)[0].click()
+            page.wait_text("#detail .d-desired", '"mode": "off"')
+            check(not page.find("#desired-edit")[0].is_enabled(), "a reader's editor is disabled")
+            check(not page.find("#save")[0].is_enabled(), "a reader's Save is disabled")
+        # Script errors and CSP refusals; failed requests (the 409 above,
+        # the favicon the page has none of) are logged as "network".
+        errors = [e for e in driver.get_log("browser")
+                  if e.get("level") == "SEVERE" and e.get("source") != "network"]
+        check(not errors, "the browser console has errors", errors)
+    finally:
+        if driver is not None:
+            driver.quit()
+        devices.close()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("http_port", type=int)
+    parser.add_argument("mqtt_port", type=int)
+    parser.add_argument("screenshots")
+    parser.add_argument("--auth", nargs=2, metavar=("NAME", "PASSWORD"))
+    parser.add_argument("--reader", nargs=2, metavar=("NAME", "PASSWORD"))
+    parser.add_argument("--conflict", metavar="THING")
+    args = parser.parse_args()  # exits 2 on a bad command line
+    os.makedirs(args.screenshots, exist_ok=True)
+    try:
+        walk(args)
+    except Mismatch as e:
+        print(f"dashboard_browser.py: MISMATCH: {e}", file=sys.stderr)
+        return 1
+    except (OSError, WebDriverException, KeyError, IndexError, TypeError, ValueError) as e:
+        print(f"dashboard_browser.py: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print("dashboard_browser.py: every check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
