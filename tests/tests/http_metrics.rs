@@ -193,7 +193,12 @@ async fn metrics_move_by_exactly_the_traffic_made() {
                 "/things/lamp/shadow",
                 &json!({"state": {"reported": {"color": "red"}}}),
             );
-            (posted.status, http.get("/things/ghost/shadow").status)
+            let missing = http.get("/things/ghost/shadow").status;
+            // An operator query (the store thread answers it) and a fleet
+            // query (the dispatcher does).
+            assert_eq!(http.get("/things").status, 200);
+            assert_eq!(http.get("/count").status, 200);
+            (posted.status, missing)
         })
         .await
         .expect("the HTTP calls")
@@ -254,7 +259,8 @@ async fn metrics_move_by_exactly_the_traffic_made() {
         "ghost over MQTT and HTTP, the burst"
     );
     assert_eq!(requests("sync_up"), 1.0);
-    assert_eq!(requests("delete") + requests("ops"), 0.0);
+    assert_eq!(requests("ops"), 2.0, "GET /things and GET /count");
+    assert_eq!(requests("delete"), 0.0);
     let expected: BTreeMap<(&str, u16), f64> = [
         (("update", 200), 2.0),
         (("update", 409), 1.0),
@@ -262,6 +268,7 @@ async fn metrics_move_by_exactly_the_traffic_made() {
         (("get", 404), 2.0 + burst - throttled),
         (("get", 429), throttled),
         (("sync_up", 200), 1.0),
+        (("ops", 200), 2.0),
     ]
     .into();
     for kind in KINDS {
@@ -274,8 +281,9 @@ async fn metrics_move_by_exactly_the_traffic_made() {
     assert_eq!(delta(r#"shade_rate_limited_total{kind="sync_up"}"#), 0.0);
 
     // Through the store thread: u1, u2, two ghost gets, the POST, the
-    // gets the rate let through, the sync; in however many batches.
-    let stored = 6.0 + burst - throttled;
+    // list, the gets the rate let through, the sync; in however many
+    // batches.
+    let stored = 7.0 + burst - throttled;
     assert_eq!(delta("shade_store_batch_size_sum"), stored);
     let batches = delta("shade_store_batch_size_count");
     assert!((1.0..=stored).contains(&batches), "{batches} batches");
@@ -311,6 +319,8 @@ async fn metrics_move_by_exactly_the_traffic_made() {
     };
     assert_eq!(http_requests("shadow", 200), 1.0);
     assert_eq!(http_requests("shadow", 404), 1.0);
+    assert_eq!(http_requests("things", 200), 1.0);
+    assert_eq!(http_requests("count", 200), 1.0);
     // A scrape is counted once it is answered, so in the next one.
     let scrapes = (after.index - before.index) as f64;
     assert_eq!(http_requests("metrics", 200), scrapes);
