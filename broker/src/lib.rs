@@ -11,6 +11,8 @@
 //!   tags, and the stamped client id `<tag>|<client id>` that carries them.
 //! - [`wire`]: MQTT framing that rumqttd's codecs lack: the protocol level
 //!   of a CONNECT, the front's preamble to the gateway, packet peeks.
+//! - [`metrics`]: the `shade_*` Prometheus series (`GET /metrics`): what
+//!   the floors above record, atomics resolved in advance.
 //! - [`store`]: redb: shadows, their history, agents' vectors, device
 //!   secrets; one writer, any number of readers.
 //! - [`auth`]: authentication (passwords, device secrets, certificates),
@@ -54,6 +56,8 @@
 mod identity;
 
 mod wire;
+
+mod metrics;
 
 mod store;
 

@@ -15,6 +15,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// `WWW-Authenticate`, if sent.
     pub challenge: Option<String>,
+    /// `Content-Type`, if sent.
+    pub content_type: Option<String>,
 }
 
 impl Reply {
@@ -133,11 +135,15 @@ impl Http {
             .body(body.unwrap_or_default())
             .expect("a well-formed request");
         let mut response = self.agent.run(request)?;
-        let challenge = response
-            .headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let challenge = header("www-authenticate");
+        let content_type = header("content-type");
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -148,6 +154,7 @@ impl Http {
             status,
             body,
             challenge,
+            content_type,
         })
     }
 

@@ -46,6 +46,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{Auth, Refusal};
 use crate::identity::{device_tag, user_tag};
+use crate::metrics::{Link, Metrics};
 use crate::subscriptions::{Subscriptions, OUTBOX};
 use crate::wire::{self, Version};
 use tls::ServerTls;
@@ -65,6 +66,15 @@ pub enum Transport {
 }
 
 impl Transport {
+    fn link(&self) -> Link {
+        match self {
+            Transport::Tcp => Link::Tcp,
+            Transport::Tls(_) => Link::Tls,
+            Transport::Ws => Link::Ws,
+            Transport::Wss(_) => Link::Wss,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
@@ -107,6 +117,8 @@ pub(crate) struct FrontShared {
     pub connect_timeout: Duration,
     /// Largest CONNECT accepted (will message included).
     pub max_connect_bytes: usize,
+    /// Where connections are counted, once rumqttd has answered them.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a connection ended before it reached rumqttd.
@@ -254,6 +266,8 @@ async fn serve(
     }
     drop(dialing);
     client.write_all(&answer[..n]).await?;
+    // Open from its CONNACK until the relay ends, however it ends.
+    let _connected = shared.metrics.connected(transport.link());
     let relay = relay::relay(client, broker, &head, COPY_BUFFER, deliveries);
     let Some((guard, ended)) = session else {
         return Ok(relay.await?);

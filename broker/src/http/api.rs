@@ -18,6 +18,7 @@ use super::login::Logins;
 use crate::auth::Auth;
 use crate::config::HttpConfig;
 use crate::identity::Principal;
+use crate::metrics::Metrics;
 use crate::router::Outbound;
 
 /// Where the dispatcher sends the messages that answer a [`Call`].
@@ -45,6 +46,8 @@ pub(crate) struct Api {
     pub(crate) body_timeout: Duration,
     /// Makes each ops query's clientToken unique.
     tokens: Arc<AtomicU64>,
+    /// What `GET /metrics` serves, and where HTTP counts its requests.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The connection a request came on: its peer (for the client id) and a
@@ -62,6 +65,7 @@ impl Api {
         events: Arc<Events>,
         limits: Limits,
         config: &HttpConfig,
+        metrics: Arc<Metrics>,
     ) -> Api {
         Api {
             calls,
@@ -71,6 +75,7 @@ impl Api {
             limits,
             body_timeout: config.header_timeout,
             tokens: Arc::new(AtomicU64::new(1)),
+            metrics,
         }
     }
 

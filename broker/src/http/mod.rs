@@ -35,6 +35,8 @@ mod stream;
 
 mod counts;
 
+mod metrics;
+
 mod page;
 
 use std::sync::Arc;
@@ -52,6 +54,7 @@ use tower::ServiceExt;
 
 use crate::config::HttpConfig;
 use crate::front::tls::ServerTls;
+use crate::metrics::{Link, Metrics};
 use api::Conn;
 pub(crate) use api::{Answer, Api, Call};
 
@@ -63,6 +66,7 @@ fn routes(api: Api) -> Router {
         .merge(fleet::routes())
         .merge(stream::routes())
         .merge(counts::routes())
+        .merge(metrics::routes())
         .fallback(error::no_such_path)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(api)
@@ -101,6 +105,7 @@ pub(crate) async fn serve(
     tls: Option<Arc<ServerTls>>,
     shutdown: CancellationToken,
 ) {
+    let metrics = api.metrics.clone();
     let router = routes(api);
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let mut last_warned: Option<Instant> = None;
@@ -134,9 +139,11 @@ pub(crate) async fn serve(
         };
         let router = router.clone();
         let tls = tls.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            serve_connection(stream, conn, router, tls, config.header_timeout).await;
+            let _connected = metrics.connected(Link::Http);
+            serve_connection(stream, conn, router, tls, config.header_timeout, metrics).await;
         });
     }
     tracing::info!("HTTP listener closed");
@@ -150,13 +157,24 @@ async fn serve_connection(
     router: Router,
     tls: Option<Arc<ServerTls>>,
     header_timeout: Duration,
+    metrics: Arc<Metrics>,
 ) {
     let _ = stream.set_nodelay(true);
     let close = conn.close.clone();
     let peer = conn.peer;
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(conn.clone());
-        router.clone().oneshot(request.map(axum::body::Body::new))
+        let route = metrics::route_class(request.uri().path());
+        let answered = router.clone().oneshot(request.map(axum::body::Body::new));
+        let metrics = metrics.clone();
+        async move {
+            let response = answered.await;
+            // Counted when the head is ready: an event stream's 200 too.
+            if let Ok(response) = &response {
+                metrics.http(route, response.status().as_u16());
+            }
+            response
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

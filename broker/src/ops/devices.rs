@@ -244,6 +244,7 @@ pub(crate) fn handle(
         }
         Err(refusal) => Err(refusal),
     };
+    h.code = Some(if result.is_ok() { 200 } else { 400 });
     h.out.push(outbound(reply(query.client_token(), result)));
     h.on_failure.push(outbound(reply(
         query.client_token(),

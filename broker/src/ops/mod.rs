@@ -181,6 +181,12 @@ pub(crate) fn handle(
         return Ok(());
     };
     let result = execute(t, &query, policies).map(|value| visible_to(&principal, &query, value));
+    h.code = Some(match &result {
+        Ok(_) => 200,
+        // As the HTTP API answers the same errors (`crate::http`).
+        Err(e) if e.starts_with("No shadow exists") => 404,
+        Err(_) => 400,
+    });
     h.out
         .push(Outbound::json(topic, &reply(&query, result)).into());
     Ok(())
@@ -191,6 +197,7 @@ fn refuse(request: &OpsRequest, client: &str, h: &mut Handled) {
     let token = request.client_token();
     if let Some(topic) = reply_topic(client, token) {
         let reply = json!({"clientToken": token, "ok": false, "error": "not authorized"});
+        h.code = Some(403);
         h.out.push(Outbound::json(topic, &reply).into());
     }
 }

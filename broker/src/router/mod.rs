@@ -56,6 +56,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::front::{self, FrontShared, Transport};
+use crate::metrics::Metrics;
 use gateway::{Gateway, GatewayContext, SERVICE_CLIENT_ID, SERVICE_FILTER};
 use settings::server_settings;
 
@@ -67,6 +68,14 @@ use settings::server_settings;
 /// checked here first so that a port in use is reported, not just logged.
 pub fn start(
     settings: BrokerSettings,
+) -> Result<(BrokerHandle, mpsc::Receiver<Inbound>), EmbeddedError> {
+    start_counted(settings, Arc::default())
+}
+
+/// [`start`], with the front counting its connections in `metrics`.
+pub(crate) fn start_counted(
+    settings: BrokerSettings,
+    metrics: Arc<Metrics>,
 ) -> Result<(BrokerHandle, mpsc::Receiver<Inbound>), EmbeddedError> {
     settings.validate()?;
     let mut bound = Vec::new();
@@ -133,6 +142,7 @@ pub fn start(
         next_conn: std::sync::atomic::AtomicU64::new(1),
         connect_timeout: settings.connect_timeout,
         max_connect_bytes: settings.max_payload,
+        metrics,
     });
     spawn_front(bound, shared)?;
 

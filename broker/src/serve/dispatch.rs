@@ -4,6 +4,9 @@
 //! malformed request (bad topic name, bad JSON, bad clientToken), 429
 //! beyond a limit. Parsing here, on the async side, keeps the single
 //! writer thread for what only it can do.
+//!
+//! It counts every request it routes, and the replies it gives itself
+//! (the store thread counts the rest), in [`crate::metrics`].
 
 use std::time::Instant;
 
@@ -21,6 +24,7 @@ use crate::config::Rates;
 use crate::http::{Answer, Call};
 use crate::identity::external_client_id;
 use crate::identity::Principals;
+use crate::metrics::{Kind, Metrics};
 use crate::ops::{self, OpsRequest, Query};
 use crate::router::{BrokerHandle, Inbound, Outbound};
 use crate::serve::admission::{InFlight, RateLimiter, Slot};
@@ -41,6 +45,7 @@ pub(crate) struct Dispatcher {
     /// Fleet queries scanning at once (each is a scan of every retained
     /// state, on tokio's blocking pool).
     scans: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 /// Fleet queries that scan at once; more wait their turn.
@@ -53,6 +58,7 @@ impl Dispatcher {
         rates: Rates,
         limits: Limits,
         principals: Principals,
+        metrics: Arc<Metrics>,
     ) -> Dispatcher {
         Dispatcher {
             requests,
@@ -62,6 +68,7 @@ impl Dispatcher {
             limits,
             principals,
             scans: Arc::new(Semaphore::new(SCANS)),
+            metrics,
         }
     }
 
@@ -89,6 +96,7 @@ impl Dispatcher {
         }
         match Topic::parse(&msg.topic) {
             Ok(Topic::AwsRequest { id, op }) => {
+                self.metrics.request(Kind::from(op));
                 let allowed = self.rates.allow(id.thing.as_str(), now);
                 let slot = self.inflight.acquire(&msg.client_id).filter(|_| allowed);
                 let Some(slot) = slot else {
@@ -98,6 +106,7 @@ impl Dispatcher {
                         "more than the allowed requests per second on this thing"
                     };
                     tracing::info!(client = %msg.client_id, shadow = %id, why, "answering 429");
+                    self.metrics.rate_limited(Kind::from(op));
                     let reply = Rejection::new(429, "Too Many Requests")
                         .with_token(ops::client_token_of(&msg.payload));
                     self.reject(&id, op, &reply, answer).await;
@@ -109,7 +118,10 @@ impl Dispatcher {
                 }
             }
             Ok(Topic::SyncUp { id }) => {
+                self.metrics.request(Kind::SyncUp);
+                self.metrics.sync_up(msg.payload.len());
                 let Some(slot) = self.inflight.acquire(&msg.client_id) else {
+                    self.metrics.rate_limited(Kind::SyncUp);
                     tracing::info!(client = %msg.client_id, shadow = %id,
                         "dropping a sync/up: too many requests in flight from this client (the agent resends)");
                     return;
@@ -125,6 +137,8 @@ impl Dispatcher {
             }
             _ => {
                 if let Some(bad) = bad_request(&msg.topic) {
+                    self.metrics.request(Kind::from(bad.op));
+                    self.metrics.reply(Kind::from(bad.op), 400);
                     let reply = Rejection::new(400, bad.error.to_string())
                         .with_token(ops::client_token_of(&msg.payload))
                         .to_json(now_ms());
@@ -186,11 +200,13 @@ impl Dispatcher {
     }
 
     async fn dispatch_ops(&mut self, msg: Inbound, now: Instant, answer: Option<Answer>) {
+        self.metrics.request(Kind::Ops);
         // Ops are not about one thing: the client's own bucket.
         let allowed = self.rates.allow(&format!("\0ops/{}", msg.client_id), now);
         let slot = self.inflight.acquire(&msg.client_id).filter(|_| allowed);
         let Some(slot) = slot else {
             tracing::info!(client = %msg.client_id, "answering an ops request 429");
+            self.metrics.rate_limited(Kind::Ops);
             self.refuse_ops(&msg, "too many requests", answer).await;
             return;
         };
@@ -228,6 +244,7 @@ impl Dispatcher {
         let retained = self.broker.retained();
         let broker = self.broker.clone();
         let scans = self.scans.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let reply = if allowed {
@@ -237,6 +254,7 @@ impl Dispatcher {
                     tokio::task::spawn_blocking(move || ops::execute_retained(&retained, &q))
                         .await
                         .unwrap_or_else(|_| Err("the query failed".into()));
+                metrics.reply(Kind::Ops, if result.is_ok() { 200 } else { 400 });
                 ops::reply(&query, result)
             } else {
                 tracing::warn!(
@@ -244,6 +262,7 @@ impl Dispatcher {
                     ?query,
                     "refusing a fleet query outside the client's things"
                 );
+                metrics.reply(Kind::Ops, 403);
                 json!({"clientToken": query.client_token(), "ok": false, "error": "not authorized"})
             };
             let message = Outbound::json(topic, &reply);
@@ -280,6 +299,7 @@ impl Dispatcher {
         rejection: &Rejection,
         answer: Option<Answer>,
     ) {
+        self.metrics.reply(Kind::from(op), rejection.code);
         let topic = Topic::aws_reply(id, op, Reply::Rejected);
         self.publish(&topic, &rejection.to_json(now_ms()), answer)
             .await;
@@ -303,6 +323,8 @@ impl Dispatcher {
 
     async fn refuse_ops(&self, msg: &Inbound, error: &str, answer: Option<Answer>) {
         if let Some((topic, reply)) = ops::refusal(&msg.client_id, &msg.payload, error) {
+            // Its one caller refuses beyond a limit.
+            self.metrics.reply(Kind::Ops, 429);
             self.publish(&topic, &reply, answer).await;
         }
     }

@@ -14,6 +14,10 @@
 //! requests; their answers come back through the publisher.
 //!
 //! SIGHUP reads the config users and the TLS files again ([`crate::serve::reload`]).
+//!
+//! One [`Metrics`] is made here and shared with everything that records
+//! (the front, the dispatcher, the store thread, the publisher, HTTP);
+//! `GET /metrics` reads it.
 
 pub(crate) mod admission;
 
@@ -25,6 +29,7 @@ pub(crate) mod writer;
 
 pub(crate) mod reload;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -38,6 +43,7 @@ use crate::http::events::Events;
 use crate::http::{Api, Call};
 use crate::identity::Principals;
 use crate::identity::SharedUsers;
+use crate::metrics::{Metrics, Readings};
 use crate::ops::devices;
 use crate::router::{self, BrokerHandle, BrokerSettings, LogSize};
 use crate::serve::dispatch::Dispatcher;
@@ -157,8 +163,9 @@ pub async fn serve(
     crate::ops::devices::warn_of_shared_names(&config.auth.users, &credentials);
     let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
     let users = SharedUsers::new(config.auth.users.clone());
+    let metrics = Arc::new(Metrics::new());
     let settings = broker_settings(&config, credentials.clone(), users.clone(), tls.as_ref());
-    let (broker, mut inbound) = router::start(settings)?;
+    let (broker, mut inbound) = router::start_counted(settings, metrics.clone())?;
     let http_listener = crate::http::bind(&config.http)
         .await
         .map_err(ServeError::Http)?;
@@ -188,7 +195,29 @@ pub async fn serve(
     };
     let (req_tx, req_rx) = mpsc::channel::<Queued>(config.store.queue);
     let (out_tx, out_rx) = mpsc::channel::<Published>(64);
-    let engine = Engine::start(writer, config.store.max_batch, req_rx, out_tx)?;
+    let engine = Engine::start(
+        writer,
+        config.store.max_batch,
+        req_rx,
+        out_tx,
+        metrics.clone(),
+    )?;
+    // Read when scraped. A weak sender: a strong one held by the metrics
+    // would keep the queue open, and the store thread running, after
+    // shutdown.
+    let queue = req_tx.downgrade();
+    let retained = broker.retained();
+    metrics.read_at_scrape(
+        Readings {
+            queue_depth: Box::new(move || {
+                queue.upgrade().map_or(0, |q| {
+                    i64::try_from(q.max_capacity() - q.capacity()).unwrap_or(i64::MAX)
+                })
+            }),
+            shadows: Box::new(move || i64::try_from(retained.len()).unwrap_or(i64::MAX)),
+        },
+        config.store.queue,
+    );
     let events = std::sync::Arc::new(Events::new(
         shade_client::now_ms(),
         config.http.events_buffer,
@@ -196,7 +225,7 @@ pub async fn serve(
     ));
     // The feed records changes only for an HTTP listener to stream.
     let feed = http_listener.is_some().then(|| events.clone());
-    let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx, feed));
+    let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx, feed, metrics.clone()));
     let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
     let http_shutdown = CancellationToken::new();
     let http_addr = match http_listener {
@@ -208,7 +237,14 @@ pub async fn serve(
                 config.auth.grants.clone(),
                 credentials.clone(),
             );
-            let api = Api::new(calls_tx, auth, events, config.limits, &config.http);
+            let api = Api::new(
+                calls_tx,
+                auth,
+                events,
+                config.limits,
+                &config.http,
+                metrics.clone(),
+            );
             tokio::spawn(crate::http::serve(
                 listener,
                 api,
@@ -248,6 +284,7 @@ pub async fn serve(
         config.rates,
         config.limits,
         principals,
+        metrics,
     );
     tokio::pin!(shutdown);
     loop {
@@ -289,8 +326,16 @@ async fn publish_loop(
     broker: BrokerHandle,
     mut out: mpsc::Receiver<Published>,
     events: Option<std::sync::Arc<Events>>,
+    metrics: Arc<Metrics>,
 ) {
     while let Some(batch) = out.recv().await {
+        for m in batch
+            .messages
+            .iter()
+            .filter(|m| m.topic.ends_with("/sync/down"))
+        {
+            metrics.sync_down(m.payload.len());
+        }
         if let Some(events) = &events {
             events.record(&batch.messages);
         }

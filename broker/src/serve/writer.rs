@@ -7,9 +7,15 @@
 //! commit by a second thread (`shade-render`), in request order, so the
 //! serial store thread spends its time on the transaction only.
 //!
+//! The store thread counts its batches, their replies by code and the
+//! conflicts their merges add in [`crate::metrics`].
+//!
 //! Async code never touches redb: it sends a parsed [`Request`] and moves on.
 //! When the request queue is full, the sender waits, which stops the
 //! service from reading the broker link, which pushes back on publishers.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -19,10 +25,11 @@ use shade_shared::Policies;
 use crate::auth::credentials::Credentials;
 use crate::http::Answer;
 use crate::identity::Principals;
+use crate::metrics::{Kind, Metrics};
 use crate::ops;
 use crate::router::Outbound;
 use crate::serve::request::{Queued, Request};
-use crate::shadow::{Handled, Out, Renderer, Service};
+use crate::shadow::{Handled, Out, Render, Renderer, Service};
 use crate::store::{Store, StoreError, Tables};
 use shade_client::now_ms;
 
@@ -78,27 +85,32 @@ impl Writer {
         requests: impl IntoIterator<Item = &'r Request>,
         now: u64,
     ) -> Vec<Outbound> {
-        let outs = self.commit_unrendered(requests, now);
-        self.service.render(outs.into_iter().flatten().collect())
+        let batch = self.commit_unrendered(requests, now);
+        self.service
+            .render(batch.outs.into_iter().flatten().collect())
     }
 
     /// [`Writer::commit`] without the rendering: what each request (in
     /// order) has to publish, which [`Service::render`] turns into the
-    /// messages after the commit.
+    /// messages after the commit, and what the metrics count of it.
     pub(crate) fn commit_unrendered<'r>(
         &self,
         requests: impl IntoIterator<Item = &'r Request>,
         now: u64,
-    ) -> Vec<Vec<Out>> {
+    ) -> Batch {
         let mut failures = Vec::new();
         let mut changes = Vec::new();
         let mut count = 0;
+        let mut codes = Vec::new();
+        let mut conflicts = 0;
         let result = self.store.write(|t| {
             let mut replies = Vec::new();
             for request in requests {
                 count += 1;
                 match self.handle(t, request, now) {
                     Ok(handled) => {
+                        codes.push(handled.code.or_else(|| reply_code(&handled.out)));
+                        conflicts += handled.conflicts;
                         replies.push(handled.out);
                         failures.push(handled.on_failure);
                         changes.extend(handled.credentials);
@@ -106,6 +118,7 @@ impl Writer {
                     // One unreadable record must not fail everyone's commit.
                     Err(e @ StoreError::Corrupt { .. }) => {
                         tracing::error!(error = %e, "request skipped");
+                        codes.push(None);
                         replies.push(Vec::new());
                         failures.push(Vec::new());
                     }
@@ -117,11 +130,25 @@ impl Writer {
         match result {
             Ok(replies) => {
                 changes.into_iter().for_each(|c| self.credentials.apply(c));
-                replies
+                Batch {
+                    outs: replies,
+                    codes,
+                    conflicts,
+                    failed: false,
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, requests = count, "commit failed; answering 500");
-                failures
+                Batch {
+                    // Each request with a failure reply gets it, a 500.
+                    codes: failures
+                        .iter()
+                        .map(|f| (!f.is_empty()).then_some(500))
+                        .collect(),
+                    outs: failures,
+                    conflicts: 0,
+                    failed: true,
+                }
             }
         }
     }
@@ -146,6 +173,44 @@ impl Writer {
             send(batch);
         }
         Ok(count)
+    }
+}
+
+/// What one batch's transaction produced.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    /// What each request, in order, has to publish.
+    pub outs: Vec<Vec<Out>>,
+    /// The status of each request's reply (`None`: it gets none).
+    pub codes: Vec<Option<u16>>,
+    /// Conflict records the batch's merges added (0 when it failed).
+    pub conflicts: u64,
+    /// The commit failed: `outs` are the failure replies.
+    pub failed: bool,
+}
+
+/// The status of the reply in `outs`, when no handler set one: the code of
+/// a rejection, else 200 for any reply (`accepted`, a `sync/down`),
+/// `None` for none.
+fn reply_code(outs: &[Out]) -> Option<u16> {
+    let rejected = outs.iter().find_map(|o| match o {
+        Out::Later(r) => match &**r {
+            Render::Rejected { rejection, .. } => Some(rejection.code),
+            _ => None,
+        },
+        Out::Ready(_) => None,
+    });
+    rejected.or((!outs.is_empty()).then_some(200))
+}
+
+/// The metrics' name for what `request` asks.
+fn kind(request: &Request) -> Kind {
+    match request {
+        Request::Get { .. } => Kind::Get,
+        Request::Update { .. } => Kind::Update,
+        Request::Delete { .. } => Kind::Delete,
+        Request::SyncUp { .. } => Kind::SyncUp,
+        Request::Ops { .. } => Kind::Ops,
     }
 }
 
@@ -216,6 +281,7 @@ impl Engine {
         max_batch: usize,
         requests: mpsc::Receiver<Queued>,
         out: mpsc::Sender<Published>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Engine> {
         let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(RENDER_QUEUE);
         let renderer = writer.service.renderer();
@@ -224,7 +290,7 @@ impl Engine {
             .spawn(move || render_loop(&renderer, &committed_rx, &out))?;
         let store = std::thread::Builder::new()
             .name("shade-store".into())
-            .spawn(move || run(&writer, max_batch.max(1), requests, &committed_tx))?;
+            .spawn(move || run(&writer, max_batch.max(1), &metrics, requests, &committed_tx))?;
         Ok(Engine { store, render })
     }
 
@@ -272,6 +338,7 @@ fn render_loop(
 fn run(
     writer: &Writer,
     max_batch: usize,
+    metrics: &Metrics,
     mut requests: mpsc::Receiver<Queued>,
     out: &std::sync::mpsc::SyncSender<Committed>,
 ) {
@@ -296,7 +363,10 @@ fn run(
                 Err(_) => break,
             }
         }
-        let outs = writer.commit_unrendered(batch.iter().map(|q| &q.request), now_ms());
+        let started = Instant::now();
+        let done = writer.commit_unrendered(batch.iter().map(|q| &q.request), now_ms());
+        count(metrics, started, &batch, &done);
+        let outs = done.outs;
         // The slots go back only after rendering, with the replies on
         // their way.
         if out.send((outs, batch)).is_err() {
@@ -304,4 +374,15 @@ fn run(
         }
     }
     tracing::info!("store thread finished its last commit");
+}
+
+/// Counts a batch the store thread handled in `started.elapsed()`.
+fn count(metrics: &Metrics, started: Instant, batch: &[Queued], done: &Batch) {
+    metrics.commit(started.elapsed(), batch.len(), done.failed);
+    metrics.conflicts(done.conflicts);
+    for (q, code) in batch.iter().zip(&done.codes) {
+        if let Some(code) = code {
+            metrics.reply(kind(&q.request), *code);
+        }
+    }
 }

@@ -44,6 +44,12 @@ pub struct Handled {
     /// Applied to the shared device credentials after the commit (dropped
     /// if it fails).
     pub credentials: Vec<DeviceChange>,
+    /// The status of the reply, for `crate::metrics`, where `out` cannot
+    /// tell it: an ops reply is rendered JSON already. `None`: read it
+    /// from `out` (a [`Render::Rejected`]'s code, else 200).
+    pub code: Option<u16>,
+    /// Conflict records the request's merge added, for `crate::metrics`.
+    pub conflicts: u64,
 }
 
 /// The service's settings.
@@ -245,6 +251,7 @@ impl Service {
         let changed = !outcome.is_empty() && stored.shadow != previous;
         if changed {
             stored.shadow.version += 1;
+            h.conflicts = added_conflicts(&previous, &stored.shadow, &outcome.changed);
         }
         let change = changed.then(|| Change {
             kind: "sync",
@@ -410,6 +417,33 @@ impl Service {
         }
         Value::Object(out)
     }
+}
+
+/// How many conflict records the merge that turned `before` into `after`
+/// added: per path it changed, the growth of the register's losing leaves
+/// (a register holds one leaf per concurrent write; all but the shown one
+/// are conflicts). Two lookups per changed path, nothing fleet-wide. A
+/// leaf and a leaf below it both live (`a` and `a.b`) is a conflict too
+/// when rendered, but not counted here: finding it is a render.
+fn added_conflicts(
+    before: &Shadow,
+    after: &Shadow,
+    changed: &[(Section, shade_shared::document::Path)],
+) -> u64 {
+    let losers = |shadow: &Shadow, section: Section, path| {
+        shadow
+            .section(section)
+            .get(path)
+            .map_or(0, |register| register.len().saturating_sub(1))
+    };
+    changed
+        .iter()
+        .map(|(section, path)| {
+            let grown =
+                losers(after, *section, path).saturating_sub(losers(before, *section, path));
+            grown as u64
+        })
+        .sum()
 }
 
 /// Does the shadow hold a leaf the vector has not seen?
