@@ -115,8 +115,33 @@ pub(crate) fn doc_of_state(topic: &str, payload: &[u8]) -> Option<(ShadowId, Val
     let Ok(Topic::State { id }) = Topic::parse(topic) else {
         return None;
     };
-    let get: Value = serde_json::from_slice(payload).ok()?;
-    let doc = doc_of_get(&id, get);
+    // Only what a query can judge is built into values; the rest of the
+    // document (metadata, conflicts, the vector: most of its bytes) is
+    // skipped as it is read, which halves a fleet scan.
+    #[derive(serde::Deserialize)]
+    struct Judged {
+        state: Option<Map<String, Value>>,
+        version: Option<Value>,
+        connected: Option<Value>,
+        #[serde(rename = "lastSeen")]
+        last_seen: Option<Value>,
+    }
+    let judged: Judged = serde_json::from_slice(payload).ok()?;
+    let mut get = Map::new();
+    let fields = [
+        ("version", judged.version),
+        ("connected", judged.connected),
+        ("lastSeen", judged.last_seen),
+    ];
+    for (key, value) in fields {
+        if let Some(v) = value {
+            get.insert(key.into(), v);
+        }
+    }
+    if let Some(state) = judged.state {
+        get.insert("state".into(), Value::Object(state));
+    }
+    let doc = doc_of_get(&id, Value::Object(get));
     Some((id, doc))
 }
 
