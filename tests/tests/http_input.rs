@@ -56,7 +56,13 @@ fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool)
 }
 
 /// A request (method, path, body) and the status and message part it gets.
-type Case = (&'static str, &'static str, Option<&'static [u8]>, u16, &'static str);
+type Case = (
+    &'static str,
+    &'static str,
+    Option<&'static [u8]>,
+    u16,
+    &'static str,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_http_requests_get_clear_json_statuses_and_both_apis_keep_serving() {
