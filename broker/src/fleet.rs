@@ -145,16 +145,60 @@ pub(crate) fn doc_of_state(topic: &str, payload: &[u8]) -> Option<(ShadowId, Val
     Some((id, doc))
 }
 
+/// Threads a count over the retained states is split over: reading each
+/// shadow's JSON is what a count costs (docs/BENCHMARKS.md, "Fleet
+/// queries"), and the parts need nothing of each other.
+const SCAN_THREADS: usize = 2;
+
 /// Counts the shadows whose things start with `prefix` (the caller's
-/// reach, as `crate::ops` narrowed it), over the retained states.
+/// reach, as `crate::ops` narrowed it), over the retained states: each of
+/// [`SCAN_THREADS`] threads reads every n-th state into its own tally,
+/// and the tallies are merged.
 pub(crate) fn count(retained: &Retained, prefix: &str, count: &Count) -> Value {
+    let prefix = format!("shade/things/{prefix}");
+    let part = |which: usize| {
+        let mut tally = count.tally();
+        let mut i = 0usize;
+        retained.with_prefix(&prefix, |topic, payload| {
+            i += 1;
+            if i % SCAN_THREADS == which {
+                if let Some((_, doc)) = doc_of_state(topic, payload) {
+                    tally.add(&doc);
+                }
+            }
+        });
+        tally
+    };
+    let part = &part;
+    let mut tally = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..SCAN_THREADS)
+            .map(|which| scope.spawn(move || part(which)))
+            .collect();
+        let mut tally = part(0);
+        for other in others {
+            match other.join() {
+                Ok(t) => tally.merge(t),
+                // A part that panicked would undercount: count it here.
+                Err(_) => return None,
+            }
+        }
+        Some(tally)
+    });
+    if tally.is_none() {
+        tally = Some(part_all(retained, &prefix, count));
+    }
+    tally.map_or(Value::Null, |t| t.result())
+}
+
+/// A count on one thread.
+fn part_all(retained: &Retained, prefix: &str, count: &Count) -> Tally {
     let mut tally = count.tally();
-    retained.with_prefix(&format!("shade/things/{prefix}"), |topic, payload| {
+    retained.with_prefix(prefix, |topic, payload| {
         if let Some((_, doc)) = doc_of_state(topic, payload) {
             tally.add(&doc);
         }
     });
-    tally.result()
+    tally
 }
 
 /// A page of the shadows whose things start with `prefix` and that match

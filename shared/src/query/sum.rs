@@ -41,6 +41,14 @@ impl ExactSum {
         self.apply(x, -1);
     }
 
+    /// Adds every value of `other`: digits are uncarried sums, so adding
+    /// them digit by digit is the sum of both multisets.
+    pub(super) fn merge(&mut self, other: &ExactSum) {
+        for (mine, theirs) in self.digits.iter_mut().zip(&other.digits) {
+            *mine = mine.wrapping_add(*theirs);
+        }
+    }
+
     /// Adds `sign` × `x`. Non-finite values, which JSON cannot hold, are
     /// ignored.
     fn apply(&mut self, x: f64, sign: i64) {

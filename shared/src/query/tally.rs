@@ -104,6 +104,17 @@ impl Tally {
         true
     }
 
+    /// Adds what `other` counted, as if its documents had been added here:
+    /// a scan split over threads tallies each part and merges them. Both
+    /// must count the same query (`other`'s filter and paths are ignored).
+    pub fn merge(&mut self, other: Tally) {
+        self.count += other.count;
+        for (key, n) in other.groups {
+            *self.groups.entry(key).or_insert(0) += n;
+        }
+        self.numbers.merge(other.numbers);
+    }
+
     /// The tally as JSON; see [`Tally`] for its shape.
     pub fn result(&self) -> Value {
         let mut out = Map::new();
@@ -167,6 +178,14 @@ impl Numbers {
         *self.values.entry(key).or_insert(0) += 1;
         self.count += 1;
         self.sum.add(key.0);
+    }
+
+    fn merge(&mut self, other: Numbers) {
+        for (value, n) in other.values {
+            *self.values.entry(value).or_insert(0) += n;
+        }
+        self.count += other.count;
+        self.sum.merge(&other.sum);
     }
 
     /// Removes one `x`; a value not held is ignored, so the count and sum
@@ -242,6 +261,30 @@ mod tests {
         let parsed = |text: &str| Query::parse(text).expect("a test query parses");
         let path = |text: &str| FieldPath::parse(text).expect("a test path parses");
         Tally::new(filter.map(parsed), by.map(path), stats.map(path))
+    }
+
+    #[test]
+    fn merging_two_tallies_equals_one_tally_of_both_parts() {
+        let docs: Vec<Value> = (0..40)
+            .map(|i| {
+                let mode = ["eco", "on"][i % 2];
+                json!({"mode": mode, "t": (i % 7) as f64 / 2.0})
+            })
+            .collect();
+        let make = || tally(Some("t > 0.5"), Some("mode"), Some("t"));
+        let mut whole = make();
+        let (mut a, mut b) = (make(), make());
+        for (i, doc) in docs.iter().enumerate() {
+            whole.add(doc);
+            if i % 3 == 0 {
+                a.add(doc)
+            } else {
+                b.add(doc)
+            };
+        }
+        a.merge(b);
+        assert_eq!(a.result(), whole.result());
+        assert_eq!(a, whole);
     }
 
     #[test]
