@@ -18,7 +18,8 @@ use shade_shared::topic::Topic;
 use shade_shared::{Policies, Shadow, ShadowId};
 
 use crate::router::Retained;
-use crate::store::{ShadowSource, StoreError};
+use crate::shadow::stamp;
+use crate::store::{PresenceRecord, ShadowSource, StoreError};
 
 /// A count: which shadows, grouped by what, statistics of what.
 #[derive(Debug, Clone)]
@@ -235,19 +236,34 @@ pub(crate) fn list(
     json!({"items": items, "next": next})
 }
 
-/// A `list` item of a shadow's document.
+/// A `list` item of a shadow's document: `{"thing","shadow","version"}`,
+/// and `"connected"` and `"lastSeen"` once its thing was seen (a thing
+/// that never connected keeps DESIGN.md's row).
 pub(crate) fn list_item(doc: &Value) -> Value {
-    json!({
+    let mut item = json!({
         "thing": doc["thing"],
         "shadow": doc["shadow"],
         "version": doc["version"],
-    })
+    });
+    if let (Some(seen), Value::Object(m)) = (doc.get("lastSeen"), &mut item) {
+        let connected = doc.get("connected").cloned().unwrap_or(Value::Bool(false));
+        m.insert("connected".into(), connected);
+        m.insert("lastSeen".into(), seen.clone());
+    }
+    item
 }
 
-/// The document of a stored shadow, as online (offline there is no
-/// presence to add).
-pub(crate) fn doc_of_stored(id: &ShadowId, shadow: &Shadow, policies: &Policies) -> Value {
-    doc_of_get(id, aws::render_get(shadow, policies, None, 0))
+/// The document of a stored shadow, with its thing's presence as
+/// recorded, as online.
+pub(crate) fn doc_of_stored(
+    id: &ShadowId,
+    shadow: &Shadow,
+    presence: Option<&PresenceRecord>,
+    policies: &Policies,
+) -> Value {
+    let mut get = aws::render_get(shadow, policies, None, 0);
+    stamp(&mut get, presence);
+    doc_of_get(id, get)
 }
 
 /// [`count`] over a stopped broker's store.
@@ -260,7 +276,13 @@ pub(crate) fn count_stored(
     let mut tally = count.tally();
     source.scan(prefix, None, &mut |_, id, stored| {
         if stored.shadow.exists {
-            tally.add(&doc_of_stored(&id, &stored.shadow, policies));
+            let presence = source.presence(id.thing.as_str()).ok().flatten();
+            tally.add(&doc_of_stored(
+                &id,
+                &stored.shadow,
+                presence.as_ref(),
+                policies,
+            ));
         }
         true
     })?;

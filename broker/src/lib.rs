@@ -21,6 +21,8 @@
 //! - [`subscriptions`]: every connection's filters on the service's topics
 //!   and its outbox: the service's messages are delivered from here into
 //!   the front's relay, not through rumqttd's router.
+//! - [`presence`]: who is connected: AWS's lifecycle events, and each
+//!   thing's `connected` and `lastSeen`, counted per connection.
 //! - [`front`]: shade's listeners (TCP, TLS, WebSocket, WSS): handshakes,
 //!   CONNECT, authentication, then a loopback hop to rumqttd.
 //! - [`router`]: the embedded rumqttd router, its internal listener, the
@@ -64,6 +66,8 @@ mod store;
 mod auth;
 
 mod subscriptions;
+
+mod presence;
 
 mod front;
 

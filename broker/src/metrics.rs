@@ -136,6 +136,8 @@ pub(crate) struct Readings {
     pub queue_depth: Reading,
     /// Shadows that exist (their retained states).
     pub shadows: Reading,
+    /// Things with at least one connection (see `crate::presence`).
+    pub things_connected: Reading,
 }
 
 impl fmt::Debug for Readings {
@@ -169,6 +171,7 @@ pub(crate) struct Metrics {
     queue_depth: Gauge,
     queue_capacity: Gauge,
     shadows: Gauge,
+    things_connected: Gauge,
     sync_in: Counter,
     sync_in_bytes: Counter,
     sync_out: Counter,
@@ -289,6 +292,12 @@ impl Metrics {
         );
         let shadows = Gauge::default();
         registry.register("shadows", "Shadows that exist", shadows.clone());
+        let things_connected = Gauge::default();
+        registry.register(
+            "things_connected",
+            "Things with at least one connection (a device, or a client id that is a thing's name)",
+            things_connected.clone(),
+        );
 
         let [sync_in, sync_in_bytes, sync_out, sync_out_bytes, conflicts] =
             std::array::from_fn(|_| Counter::default());
@@ -338,6 +347,7 @@ impl Metrics {
             queue_depth,
             queue_capacity,
             shadows,
+            things_connected,
             sync_in,
             sync_in_bytes,
             sync_out,
@@ -428,6 +438,7 @@ impl Metrics {
         if let Some(r) = self.readings.get() {
             self.queue_depth.set((r.queue_depth)());
             self.shadows.set((r.shadows)());
+            self.things_connected.set((r.things_connected)());
         }
         let mut text = String::with_capacity(16 * 1024);
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;

@@ -97,14 +97,15 @@ fn prefix3(s: &str) -> Option<&str> {
 }
 
 /// Whether `filter` (`$share` stripped) can match a topic the service
-/// publishes to clients: `$aws/things/...` or `shade/things/...`.
+/// publishes to clients: `$aws/things/...`, `shade/things/...` or AWS's
+/// lifecycle events, `$aws/events/presence/...`.
 pub(crate) fn reaches_service(filter: &str) -> bool {
     let mut levels = filter.split('/');
     let first = levels.next().unwrap_or("");
     let second = levels.next();
     let things = matches!(second, Some("things" | "+" | "#")) || first == "#";
     match first {
-        "$aws" => things,
+        "$aws" => things || second == Some("events"),
         "shade" | "+" | "#" => things && !filter.starts_with("shade/ops"),
         _ => false,
     }
@@ -382,6 +383,8 @@ mod tests {
         for f in [
             "$aws/things/t1/shadow/update/delta",
             "$aws/things/#",
+            "$aws/events/presence/connected/+",
+            "$aws/events/#",
             "shade/things/t1/state",
             "shade/#",
             "+/things/t1/state",

@@ -26,6 +26,7 @@ fn writer(store: Store) -> Writer {
             policies: Policies::default(),
             history_per_shadow: 100,
             subscriptions: None,
+            presence: None,
         },
         principals: Principals::default(),
         credentials: Credentials::new(),

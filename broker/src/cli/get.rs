@@ -45,7 +45,10 @@ pub async fn run(args: GetArgs) -> Result<(), CliError> {
                 .get(&id)?
                 .filter(|s| s.shadow.exists)
                 .ok_or_else(|| CliError::NoSuchShadow(id.to_string()))?;
-            render_get(&stored.shadow, &offline.policies, None, now_ms())
+            let mut doc = render_get(&stored.shadow, &offline.policies, None, now_ms());
+            let presence = crate::store::ShadowSource::presence(&offline.store, id.thing.as_str())?;
+            crate::shadow::stamp(&mut doc, presence.as_ref());
+            doc
         }
         None => {
             let mut session = Session::connect(&args.source.online).await?;
@@ -125,6 +128,17 @@ fn print_document(out: &mut Out, name: &str, doc: &Value) -> Result<(), CliError
         ));
     }
     out.line(&title)?;
+    if let Some(connected) = doc.get("connected").and_then(Value::as_bool) {
+        let seen = doc.get("lastSeen").and_then(Value::as_u64);
+        let line = match (connected, seen) {
+            (true, Some(t)) => format!("connected since {}", local_time(t)),
+            (true, None) => "connected".to_owned(),
+            (false, Some(t)) => format!("disconnected, last seen {}", local_time(t)),
+            (false, None) => "never seen connected".to_owned(),
+        };
+        let paint = if connected { Paint::Green } else { Paint::Dim };
+        out.line(&out.paint(paint, &line))?;
+    }
     let state = doc.get("state");
     for (section, paint) in [
         ("desired", Paint::Cyan),

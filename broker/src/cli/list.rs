@@ -8,7 +8,7 @@
 use clap::Args;
 
 use super::args::{CliError, Source};
-use super::output::{Out, Paint, Table};
+use super::output::{local_time, Out, Paint, Table};
 use super::query::{self, ListItem, ListPage, Reader, LIST_PAGE};
 
 pub const EXAMPLES: &str = "\
@@ -29,7 +29,7 @@ pub struct ListArgs {
     /// `exists(reported.temp)`) joined by and, or, not and parentheses.
     #[arg(long = "where", value_name = "EXPR")]
     pub filter: Option<String>,
-    /// Print a JSON array of {"thing","shadow","version"}.
+    /// Print a JSON array of {"thing","shadow","version","connected","lastSeen"}.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -41,21 +41,18 @@ pub struct ListArgs {
 struct Printer {
     out: Out,
     json: bool,
-    table: Table,
+    /// Made with the first rows: a PRESENCE column only when some thing
+    /// of theirs was ever seen connected.
+    table: Option<Table>,
     printed: usize,
 }
 
 impl Printer {
     fn new(json: bool) -> Self {
-        let table = Table::new(&[
-            ("THING", Paint::Bold),
-            ("SHADOW", Paint::Plain),
-            ("VERSION", Paint::Plain),
-        ]);
         Self {
             out: Out::new(),
             json,
-            table,
+            table: None,
             printed: 0,
         }
     }
@@ -75,18 +72,34 @@ impl Printer {
         if items.is_empty() {
             return Ok(());
         }
+        let table = self.table.get_or_insert_with(|| {
+            let mut columns = vec![
+                ("THING", Paint::Bold),
+                ("SHADOW", Paint::Plain),
+                ("VERSION", Paint::Plain),
+            ];
+            if items.iter().any(|i| i.connected.is_some()) {
+                columns.push(("PRESENCE", Paint::Plain));
+            }
+            Table::new(&columns)
+        });
+        let with_presence = table.columns() > 3;
         let rows: Vec<Vec<String>> = items
             .iter()
             .map(|i| {
-                vec![
+                let mut row = vec![
                     i.thing.clone(),
                     i.shadow.clone().unwrap_or_else(|| "-".into()),
                     i.version.to_string(),
-                ]
+                ];
+                if with_presence {
+                    row.push(presence_cell(i));
+                }
+                row
             })
             .collect();
         self.printed += rows.len();
-        self.table.print(&mut self.out, &rows)
+        table.print(&mut self.out, &rows)
     }
 
     fn finish(mut self) -> Result<(), CliError> {
@@ -97,6 +110,16 @@ impl Printer {
             eprintln!("shade: no shadows");
         }
         self.out.flush()
+    }
+}
+
+/// `online since T`, `offline, seen T`, or `-` for a thing never seen.
+fn presence_cell(item: &ListItem) -> String {
+    match (item.connected, item.last_seen) {
+        (Some(true), Some(t)) => format!("online since {}", local_time(t)),
+        (Some(false), Some(t)) => format!("offline, seen {}", local_time(t)),
+        (Some(true), None) => "online".to_owned(),
+        _ => "-".to_owned(),
     }
 }
 

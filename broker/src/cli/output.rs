@@ -200,6 +200,10 @@ impl Table {
         }
     }
 
+    pub fn columns(&self) -> usize {
+        self.headers.len()
+    }
+
     /// Prints `rows` (each with one cell per column), and the header first.
     pub fn print(&mut self, out: &mut Out, rows: &[Vec<String>]) -> Result<(), CliError> {
         for row in rows {

@@ -16,13 +16,18 @@ use crate::ops::{self, Query};
 /// Shadows per `list` page: the CLI holds one page at a time.
 pub const LIST_PAGE: usize = 500;
 
-/// One row of `shade list`: `{"thing","shadow","version"}`.
+/// One row of `shade list`: `{"thing","shadow","version"}`, and
+/// `"connected"` and `"lastSeen"` once the thing was seen connecting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListItem {
     pub thing: String,
     /// `null` for the classic shadow.
     pub shadow: Option<String>,
     pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
+    #[serde(rename = "lastSeen", default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<u64>,
 }
 
 /// The `result` of a `list` query.

@@ -45,8 +45,10 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::auth::{Auth, Refusal};
+use crate::identity::Principal;
 use crate::identity::{device_tag, user_tag};
 use crate::metrics::{Link, Metrics};
+use crate::presence::{Presence, Reason};
 use crate::subscriptions::{Subscriptions, OUTBOX};
 use crate::wire::{self, Version};
 use tls::ServerTls;
@@ -119,6 +121,8 @@ pub(crate) struct FrontShared {
     pub max_connect_bytes: usize,
     /// Where connections are counted, once rumqttd has answered them.
     pub metrics: Arc<Metrics>,
+    /// Told of each admitted connection and its end.
+    pub presence: Arc<Presence>,
 }
 
 /// Why a connection ended before it reached rumqttd.
@@ -226,7 +230,7 @@ async fn serve(
     )
     .await
     .map_err(|_| FrontError::Timeout)?;
-    let (client, preamble, head, session) = match admitted {
+    let (client, preamble, head, session, (principal, client_id)) = match admitted {
         Ok(admitted) => admitted,
         Err(e @ (FrontError::Tls(_) | FrontError::Ws(_))) => {
             info!(%peer, listener = transport.name(), error = %e, "handshake failed");
@@ -268,20 +272,69 @@ async fn serve(
     client.write_all(&answer[..n]).await?;
     // Open from its CONNACK until the relay ends, however it ends.
     let _connected = shared.metrics.connected(transport.link());
+    let mut online = accepted(&answer[..n]).then(|| {
+        let now = shade_client::now_ms();
+        shared
+            .presence
+            .connected(conn, &client_id, &principal, peer, now);
+        Online {
+            presence: &shared.presence,
+            conn,
+            reason: Reason::ConnectionLost,
+        }
+    });
     let relay = relay::relay(client, broker, &head, COPY_BUFFER, deliveries);
-    let Some((guard, ended)) = session else {
-        return Ok(relay.await?);
+    let reason = |ended: &std::io::Result<relay::Ended>| match ended {
+        Ok(relay::Ended::Goodbye) => Reason::ClientInitiated,
+        Ok(relay::Ended::BrokerClosed) => Reason::ServerInitiated,
+        Ok(relay::Ended::ClientGone) | Err(_) => Reason::ConnectionLost,
+    };
+    let Some((guard, revoked)) = session else {
+        let ended = relay.await;
+        if let Some(online) = &mut online {
+            online.reason = reason(&ended);
+        }
+        return ended.map(drop).map_err(FrontError::from);
     };
     guard.admitted();
     tokio::select! {
-        done = relay => done?,
+        ended = relay => {
+            if let Some(online) = &mut online {
+                online.reason = reason(&ended);
+            }
+            ended?;
+        }
         // Dropping the relay closes both sockets: rumqttd sees the link
         // go as if the client vanished (its will, if any, fires).
-        Ok(()) = ended => {
+        Ok(()) = revoked => {
+            if let Some(online) = &mut online {
+                online.reason = Reason::AuthError;
+            }
             info!(%peer, "closing a connection: the secret or password it logged in with was removed or changed");
         }
     }
     Ok(())
+}
+
+/// Whether `answer` starts with a CONNACK that accepts the connection
+/// (the same byte for 3.1.1's return code and 5's reason code).
+fn accepted(answer: &[u8]) -> bool {
+    matches!(answer, [0x20, _, _, 0, ..])
+}
+
+/// An admitted connection: tells [`Presence`] when it ends, however it
+/// ends.
+struct Online<'a> {
+    presence: &'a Presence,
+    conn: u64,
+    reason: Reason,
+}
+
+impl Drop for Online<'_> {
+    fn drop(&mut self) {
+        self.presence
+            .disconnected(self.conn, self.reason, shade_client::now_ms());
+    }
 }
 
 /// The watched session of a connection that logs in with a password or
@@ -330,16 +383,25 @@ async fn dial_internal(internal: &AtomicU16) -> std::io::Result<TcpStream> {
     }
 }
 
-/// Handshakes, reads the CONNECT and authenticates it. Returns the client
-/// stream, the preamble for the gateway, the bytes read so far and, for a
-/// login by password or secret, its watched session.
+/// What [`admit`] hands on: the client stream, the preamble for the
+/// gateway, the bytes read so far, for a login by password or secret its
+/// watched session, and who connected under which client id.
+type Admitted = (
+    Box<dyn Io>,
+    Vec<u8>,
+    BytesMut,
+    Option<Watched>,
+    (Principal, String),
+);
+
+/// Handshakes, reads the CONNECT and authenticates it.
 async fn admit(
     stream: TcpStream,
     peer: SocketAddr,
     transport: &Transport,
     shared: &FrontShared,
     conn: u64,
-) -> Result<(Box<dyn Io>, Vec<u8>, BytesMut, Option<Watched>), FrontError> {
+) -> Result<Admitted, FrontError> {
     let (mut client, cert_cn): (Box<dyn Io>, Option<String>) = match transport {
         Transport::Tcp => (Box::new(stream), None),
         Transport::Ws => (websocket(stream).await?, None),
@@ -383,7 +445,8 @@ async fn admit(
                 .iter()
                 .position(|(t, _)| *t == tag)
                 .map(|i| watched.swap_remove(i).1);
-            Ok((client, preamble, head, session))
+            let client_id = connect.client_id.clone();
+            Ok((client, preamble, head, session, (principal, client_id)))
         }
         Err(refusal) => {
             info!(%peer, client_id = %connect.client_id, username = ?login.as_ref().map(|l| &l.username), ?refusal, "refused a CONNECT");

@@ -28,6 +28,17 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 /// MQTT's DISCONNECT packet type (the high nibble of its first byte).
 const DISCONNECT: u8 = 14;
 
+/// How a relayed connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The client sent DISCONNECT.
+    Goodbye,
+    /// The client's socket closed without one.
+    ClientGone,
+    /// rumqttd closed the connection.
+    BrokerClosed,
+}
+
 /// Copies between `client` and `broker` until the connection is over.
 /// `head` is what the front already sent on from the client (its
 /// CONNECT, perhaps more): packet framing starts there.
@@ -40,7 +51,7 @@ pub(crate) async fn relay<C>(
     head: &[u8],
     buffer: usize,
     mut deliveries: mpsc::Receiver<Bytes>,
-) -> std::io::Result<()>
+) -> std::io::Result<Ended>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -108,14 +119,14 @@ where
                 // Some clients never read what follows; rumqttd closing
                 // its side (or the grace running out) is the end.
                 let _ = tokio::time::timeout(DISCONNECT_GRACE, downstream).await;
-                Ok(())
+                Ok(Ended::Goodbye)
             } else {
-                downstream.await
+                downstream.await.map(|()| Ended::ClientGone)
             }
         }
         // rumqttd ended the connection: nothing the client sends now has
         // anywhere to go.
-        down = &mut downstream => down,
+        down = &mut downstream => down.map(|()| Ended::BrokerClosed),
     }
 }
 

@@ -8,9 +8,10 @@
 //! of the fleet, which is scanned once, when the stream starts.
 //!
 //! The first scan runs while changes go on. A change recorded before the
-//! scan ended may already be in it; the scan notes each shadow's version,
-//! and such a change is applied only when the scan saw the state it
-//! starts from. A stream that falls behind the feed (its reader is slow)
+//! scan ended may already be in it; the scan notes a fingerprint of each
+//! shadow's state (not its version: a thing's presence changes the state
+//! and keeps the version), and such a change is applied only when the
+//! scan saw the state it starts from. A stream that falls behind the feed (its reader is slow)
 //! misses changes, so it scans once more and goes on.
 
 use std::collections::HashMap;
@@ -75,8 +76,8 @@ struct Live {
     prefix: String,
     tally: Tally,
     rx: broadcast::Receiver<Arc<Event>>,
-    /// Until the feed passes `scan_end`: each shadow's version as the scan
-    /// saw it (`None`: absent), by topic.
+    /// Until the feed passes `scan_end`: a fingerprint of each shadow's
+    /// state as the scan saw it (`None`: absent), by topic.
     seen: HashMap<String, Option<u64>>,
     scan_end: u64,
     last_sent: Value,
@@ -85,14 +86,12 @@ struct Live {
     stale: bool,
 }
 
-fn version_of(payload: &[u8]) -> Option<u64> {
-    if payload.is_empty() {
-        return None;
-    }
-    serde_json::from_slice::<Value>(payload)
-        .ok()?
-        .get("version")?
-        .as_u64()
+/// A hash of a retained state's bytes; `None` for none (an empty payload).
+fn fingerprint(payload: &[u8]) -> Option<u64> {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    (!payload.is_empty()).then(|| {
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(payload)
+    })
 }
 
 impl Live {
@@ -124,7 +123,7 @@ impl Live {
                 .retained()
                 .with_prefix(&format!("shade/things/{prefix}"), |topic, payload| {
                     if let Some((_, doc)) = fleet::doc_of_state(topic, payload) {
-                        seen.insert(topic.to_owned(), doc.get("version").and_then(Value::as_u64));
+                        seen.insert(topic.to_owned(), fingerprint(payload));
                         tally.add(&doc);
                     }
                 });
@@ -152,8 +151,8 @@ impl Live {
         if event.seq < self.scan_end {
             // The scan may already hold this change.
             let seen = self.seen.get(&topic).copied().flatten();
-            let after = version_of(&event.after);
-            if seen == after || seen != version_of(&event.before) {
+            let after = fingerprint(&event.after);
+            if seen == after || seen != fingerprint(&event.before) {
                 return;
             }
             self.seen.insert(topic.clone(), after);

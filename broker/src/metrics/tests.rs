@@ -41,6 +41,7 @@ fn recorded_values_show_under_their_labels() {
         Readings {
             queue_depth: Box::new(|| 7),
             shadows: Box::new(|| 42),
+            things_connected: Box::new(|| 3),
         },
         8192,
     );
@@ -64,6 +65,7 @@ fn recorded_values_show_under_their_labels() {
         ("shade_store_queue_depth", "7"),
         ("shade_store_queue_capacity", "8192"),
         ("shade_shadows", "42"),
+        ("shade_things_connected", "3"),
     ] {
         assert_eq!(line(&text, series), Some(value), "{series} in:\n{text}");
     }

@@ -325,9 +325,10 @@ pub(crate) fn execute(
                     if !stored.shadow.exists {
                         return true;
                     }
-                    if filter.as_ref().is_some_and(|q| {
-                        !q.matches(&fleet::doc_of_stored(&id, &stored.shadow, policies))
-                    }) {
+                    let presence = source.presence(id.thing.as_str()).ok().flatten();
+                    let doc =
+                        fleet::doc_of_stored(&id, &stored.shadow, presence.as_ref(), policies);
+                    if filter.as_ref().is_some_and(|q| !q.matches(&doc)) {
                         return true;
                     }
                     if items.len() == limit {
@@ -335,11 +336,7 @@ pub(crate) fn execute(
                         next = last.take();
                         return false;
                     }
-                    items.push(json!({
-                        "thing": id.thing.as_str(),
-                        "shadow": shadow_json(&id),
-                        "version": stored.shadow.version,
-                    }));
+                    items.push(fleet::list_item(&doc));
                     last = Some(key.to_owned());
                     true
                 })

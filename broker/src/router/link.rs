@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use super::error::EmbeddedError;
 use super::gateway;
 use super::retained::Retained;
+use crate::presence::Presence;
 use crate::subscriptions::Subscriptions;
 
 /// A message a client published on a topic the service handles, with the
@@ -39,6 +40,7 @@ pub struct BrokerHandle {
     outbound: mpsc::Sender<(String, Bytes)>,
     subscriptions: Arc<Subscriptions>,
     retained: Arc<Retained>,
+    presence: Arc<Presence>,
 }
 
 /// A message the service publishes. [`BrokerHandle::send`] takes it with
@@ -161,6 +163,11 @@ impl BrokerHandle {
         self.retained.clone()
     }
 
+    /// Who is connected (see [`Presence`]), for the service that keeps it.
+    pub fn presence(&self) -> Arc<Presence> {
+        self.presence.clone()
+    }
+
     /// The subscriptions the gateways keep, for a service that decides
     /// what to render before it publishes.
     pub fn subscriptions(&self) -> Arc<Subscriptions> {
@@ -183,6 +190,7 @@ pub(super) fn spawn(
     outbound_capacity: usize,
     subscriptions: Arc<Subscriptions>,
     retained: Arc<Retained>,
+    presence: Arc<Presence>,
 ) -> Result<(BrokerHandle, mpsc::Receiver<Inbound>), EmbeddedError> {
     let (inbound_tx, inbound_rx) = mpsc::channel(inbound_capacity);
     let (outbound_tx, outbound_rx) = mpsc::channel(outbound_capacity);
@@ -204,6 +212,7 @@ pub(super) fn spawn(
             outbound: outbound_tx,
             subscriptions,
             retained,
+            presence,
         },
         inbound_rx,
     ))

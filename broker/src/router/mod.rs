@@ -57,6 +57,7 @@ use tracing::{error, info, warn};
 
 use crate::front::{self, FrontShared, Transport};
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use gateway::{Gateway, GatewayContext, SERVICE_CLIENT_ID, SERVICE_FILTER};
 use settings::server_settings;
 
@@ -107,6 +108,12 @@ pub(crate) fn start_counted(
         .into();
     let subscriptions = Arc::new(Subscriptions::new(settings.auth.grants.clone()));
     let retained = Arc::new(Retained::new());
+    let salt = gateway::random_hex().map_err(|e| EmbeddedError::Random(e.to_string()))?;
+    let presence = Arc::new(Presence::new(
+        subscriptions.clone(),
+        salt.chars().take(16).collect(),
+        shade_client::now_ms(),
+    ));
     let gateway = Gateway::new(Arc::new(GatewayContext {
         secret: secret.clone(),
         auth: settings.auth.clone(),
@@ -143,6 +150,7 @@ pub(crate) fn start_counted(
         connect_timeout: settings.connect_timeout,
         max_connect_bytes: settings.max_payload,
         metrics,
+        presence: presence.clone(),
     });
     spawn_front(bound, shared)?;
 
@@ -153,6 +161,7 @@ pub(crate) fn start_counted(
         settings.outbound_capacity,
         subscriptions,
         retained,
+        presence,
     )?;
 
     info!(listeners = ?settings.listeners, auth = settings.auth.enabled, "embedded MQTT broker started");

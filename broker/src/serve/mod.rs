@@ -186,6 +186,7 @@ pub async fn serve(
             policies: config.policies,
             history_per_shadow: config.history_per_shadow,
             subscriptions: Some(broker.subscriptions()),
+            presence: Some(broker.presence()),
         },
         principals: Principals {
             enabled: config.auth.enabled,
@@ -207,6 +208,7 @@ pub async fn serve(
     // shutdown.
     let queue = req_tx.downgrade();
     let retained = broker.retained();
+    let presence = broker.presence();
     metrics.read_at_scrape(
         Readings {
             queue_depth: Box::new(move || {
@@ -215,6 +217,9 @@ pub async fn serve(
                 })
             }),
             shadows: Box::new(move || i64::try_from(retained.len()).unwrap_or(i64::MAX)),
+            things_connected: Box::new(move || {
+                i64::try_from(presence.connected_things()).unwrap_or(i64::MAX)
+            }),
         },
         config.store.queue,
     );
@@ -226,6 +231,7 @@ pub async fn serve(
     // The feed records changes only for an HTTP listener to stream.
     let feed = http_listener.is_some().then(|| events.clone());
     let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx, feed, metrics.clone()));
+    let presence = tokio::spawn(presence_loop(broker.presence(), req_tx.clone()));
     let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
     let http_shutdown = CancellationToken::new();
     let http_addr = match http_listener {
@@ -301,6 +307,9 @@ pub async fn serve(
     http_shutdown.cancel();
     drop(calls);
     drop(dispatcher);
+    // Its sender would keep the store thread waiting for more.
+    presence.abort();
+    let _ = presence.await;
     let joined = tokio::task::spawn_blocking(move || engine.join()).await;
     if joined.is_err() {
         tracing::error!("the store thread could not be joined");
@@ -318,6 +327,37 @@ pub async fn serve(
     tokio::time::sleep(Duration::from_millis(300)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long the presence changes of a burst of connects gather before
+/// they go to the store thread together.
+const PRESENCE_GATHER: Duration = Duration::from_millis(20);
+
+/// Hands each batch of presence changes to the store thread (see
+/// `crate::presence`), until aborted at shutdown.
+async fn presence_loop(presence: Arc<crate::presence::Presence>, requests: mpsc::Sender<Queued>) {
+    // The service's own requests are not held to a client's budget.
+    let budget = crate::serve::admission::InFlight::new(usize::MAX);
+    loop {
+        presence.wait().await;
+        tokio::time::sleep(PRESENCE_GATHER).await;
+        let things = presence.take();
+        for chunk in things.chunks(1024) {
+            let Some(slot) = budget.acquire("presence") else {
+                continue;
+            };
+            let queued = Queued {
+                request: crate::serve::request::Request::Presence {
+                    things: chunk.to_vec(),
+                },
+                _slot: slot,
+                answer: None,
+            };
+            if requests.send(queued).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Publishes each rendered batch, records its state changes in the HTTP

@@ -38,6 +38,11 @@ pub enum Request {
     },
     /// An operator request on `shade/ops/request` (see [`crate::ops`]).
     Ops { request: OpsRequest, client: String },
+    /// Things whose presence changed (from `crate::presence`), each with
+    /// its state now.
+    Presence {
+        things: Vec<(String, crate::store::PresenceRecord)>,
+    },
 }
 
 /// A request on its way to the store thread, holding its place in its

@@ -70,6 +70,7 @@ impl Writer {
                 let policies: &Policies = &s.policies;
                 ops::handle(t, request, client, &self.principals, policies, now, &mut h)?;
             }
+            Request::Presence { things } => s.presence(t, things, now, &mut h)?,
         }
         Ok(h)
     }
@@ -160,9 +161,12 @@ impl Writer {
         let now = now_ms();
         let mut batch = Vec::new();
         let mut count = 0;
+        // Nobody is connected to a broker that is starting.
+        let presence = self.store.reset_presence()?;
         self.store.for_each(|id, stored| {
             if stored.shadow.exists {
-                batch.push(self.service.state_message(&id, &stored.shadow, now));
+                let p = presence.get(id.thing.as_str());
+                batch.push(self.service.state_message(&id, &stored.shadow, p, now));
                 count += 1;
             }
             if batch.len() >= 256 {
@@ -203,15 +207,17 @@ fn reply_code(outs: &[Out]) -> Option<u16> {
     rejected.or((!outs.is_empty()).then_some(200))
 }
 
-/// The metrics' name for what `request` asks.
-fn kind(request: &Request) -> Kind {
-    match request {
+/// The metrics' name for what `request` asks; `None` for the service's
+/// own (presence), which no client asked and gets no reply.
+fn kind(request: &Request) -> Option<Kind> {
+    Some(match request {
         Request::Get { .. } => Kind::Get,
         Request::Update { .. } => Kind::Update,
         Request::Delete { .. } => Kind::Delete,
         Request::SyncUp { .. } => Kind::SyncUp,
         Request::Ops { .. } => Kind::Ops,
-    }
+        Request::Presence { .. } => return None,
+    })
 }
 
 /// Handle to the running store and render threads.
@@ -249,9 +255,10 @@ fn split_answer(request: &Request, messages: Vec<Outbound>) -> (Vec<Outbound>, V
     let (id, op) = match request {
         Request::Update { id, .. } => (id, Operation::Update),
         Request::Delete { id, .. } => (id, Operation::Delete),
-        Request::Get { .. } | Request::Ops { .. } | Request::SyncUp { .. } => {
-            return (messages, Vec::new())
-        }
+        Request::Get { .. }
+        | Request::Ops { .. }
+        | Request::SyncUp { .. }
+        | Request::Presence { .. } => return (messages, Vec::new()),
     };
     let accepted = Topic::aws_reply(id, op, Reply::Accepted);
     let rejected = Topic::aws_reply(id, op, Reply::Rejected);
@@ -381,8 +388,8 @@ fn count(metrics: &Metrics, started: Instant, batch: &[Queued], done: &Batch) {
     metrics.commit(started.elapsed(), batch.len(), done.failed);
     metrics.conflicts(done.conflicts);
     for (q, code) in batch.iter().zip(&done.codes) {
-        if let Some(code) = code {
-            metrics.reply(kind(&q.request), *code);
+        if let (Some(code), Some(kind)) = (code, kind(&q.request)) {
+            metrics.reply(kind, *code);
         }
     }
 }

@@ -11,7 +11,9 @@
 
 mod render;
 
-pub(crate) use render::{Out, Render, Renderer};
+mod presence;
+
+pub(crate) use render::{stamp, Out, Render, Renderer};
 
 use std::sync::Arc;
 
@@ -24,7 +26,7 @@ use shade_shared::{Limits, Policies, ReplicaId, Section, Shadow, ShadowId, Versi
 
 use crate::auth::credentials::DeviceChange;
 use crate::router::{Outbound, Subscriptions};
-use crate::store::{HistoryEntry, StoreError, StoredShadow, Tables};
+use crate::store::{HistoryEntry, PresenceRecord, StoreError, StoredShadow, Tables};
 
 /// An accepted change, for the history.
 struct Change<'a> {
@@ -62,6 +64,9 @@ pub struct Service {
     /// Who can receive what: a notice no held filter matches is not even
     /// rendered. `None` renders every notice (no broker to ask).
     pub subscriptions: Option<Arc<Subscriptions>>,
+    /// Who is connected, for a shadow made while its thing is online.
+    /// `None`: no broker, nobody is.
+    pub presence: Option<Arc<crate::presence::Presence>>,
 }
 
 fn rejected(id: &ShadowId, op: Operation, rejection: Rejection, now: u64) -> Out {
@@ -105,6 +110,7 @@ impl Service {
             Some(stored) if stored.shadow.exists => h.out.push(Out::from(Render::Get {
                 id: id.clone(),
                 shadow: stored.shadow,
+                presence: t.presence(id.thing.as_str())?,
                 token,
                 now,
             })),
@@ -155,7 +161,8 @@ impl Service {
             now,
         }));
         let token = req.client_token.clone();
-        self.announce(id, stored, applied.previous, token, None, now, h);
+        let presence = presence::for_write(t, id.thing.as_str(), self.presence.as_deref())?;
+        self.announce(id, stored, applied.previous, presence, token, None, now, h);
         h.on_failure.push(rejected(
             id,
             Operation::Update,
@@ -266,7 +273,17 @@ impl Service {
             h.out.push(Out::from(reply));
         }
         if changed {
-            self.announce(id, stored, previous, None, Some(&up.replica), now, h);
+            let presence = presence::for_write(t, id.thing.as_str(), self.presence.as_deref())?;
+            self.announce(
+                id,
+                stored,
+                previous,
+                presence,
+                None,
+                Some(&up.replica),
+                now,
+                h,
+            );
         }
         Ok(())
     }
@@ -305,6 +322,7 @@ impl Service {
         id: &ShadowId,
         stored: StoredShadow,
         previous: Shadow,
+        presence: Option<PresenceRecord>,
         token: Option<String>,
         skip: Option<&ReplicaId>,
         now: u64,
@@ -318,14 +336,33 @@ impl Service {
             id: id.clone(),
             previous,
             current: stored.shadow,
+            presence,
             token,
             now,
         }));
         h.out.append(&mut pushes.out);
     }
 
+    /// Records each thing's new presence (`crate::presence` hands it over)
+    /// and republishes the retained states it changes.
+    pub fn presence(
+        &self,
+        t: &mut Tables<'_>,
+        things: &[(String, PresenceRecord)],
+        now: u64,
+        h: &mut Handled,
+    ) -> Result<(), StoreError> {
+        presence::apply(t, things, now, &mut h.out)
+    }
+
     /// The retained `shade/things/.../state` message of a shadow.
-    pub fn state_message(&self, id: &ShadowId, shadow: &Shadow, now: u64) -> Outbound {
+    pub fn state_message(
+        &self,
+        id: &ShadowId,
+        shadow: &Shadow,
+        presence: Option<&PresenceRecord>,
+        now: u64,
+    ) -> Outbound {
         if !shadow.exists {
             return Outbound {
                 topic: Topic::state(id),
@@ -333,7 +370,8 @@ impl Service {
                 retain: true,
             };
         }
-        let doc = aws::render_get(shadow, &self.policies, None, now);
+        let mut doc = aws::render_get(shadow, &self.policies, None, now);
+        stamp(&mut doc, presence);
         Outbound {
             topic: Topic::state(id),
             payload: crate::router::json_bytes(&doc),

@@ -16,6 +16,7 @@ use shade_shared::topic::{Operation, Reply, Topic};
 use shade_shared::{Policies, Shadow, ShadowId};
 
 use crate::router::{Outbound, Subscriptions};
+use crate::store::PresenceRecord;
 
 /// A message to publish after the commit.
 #[derive(Debug)]
@@ -45,6 +46,7 @@ pub enum Render {
     Get {
         id: ShadowId,
         shadow: Shadow,
+        presence: Option<PresenceRecord>,
         token: Option<String>,
         now: u64,
     },
@@ -62,7 +64,15 @@ pub enum Render {
         id: ShadowId,
         previous: Shadow,
         current: Shadow,
+        presence: Option<PresenceRecord>,
         token: Option<String>,
+        now: u64,
+    },
+    /// The retained state alone: the thing's presence changed.
+    State {
+        id: ShadowId,
+        shadow: Shadow,
+        presence: Option<PresenceRecord>,
         now: u64,
     },
     /// `*/rejected`.
@@ -111,10 +121,12 @@ impl Renderer {
             Render::Get {
                 id,
                 shadow,
+                presence,
                 token,
                 now,
             } => {
-                let doc = aws::render_get(&shadow, &self.policies, token.as_deref(), now);
+                let mut doc = aws::render_get(&shadow, &self.policies, token.as_deref(), now);
+                stamp(&mut doc, presence.as_ref());
                 let topic = Topic::aws_reply(&id, Operation::Get, Reply::Accepted);
                 messages.push(Outbound::json(topic, &doc));
             }
@@ -133,9 +145,28 @@ impl Renderer {
                 id,
                 previous,
                 current,
+                presence,
                 token,
                 now,
-            } => self.render_notices(&id, &previous, &current, token.as_deref(), now, messages),
+            } => {
+                let token = token.as_deref();
+                let (id, presence) = (&id, presence.as_ref());
+                self.render_notices(id, &previous, &current, presence, token, now, messages);
+            }
+            Render::State {
+                id,
+                shadow,
+                presence,
+                now,
+            } => {
+                let mut doc = aws::render_get(&shadow, &self.policies, None, now);
+                stamp(&mut doc, presence.as_ref());
+                messages.push(Outbound {
+                    topic: Topic::state(&id),
+                    payload: crate::router::json_bytes(&doc),
+                    retain: true,
+                });
+            }
             Render::Rejected {
                 id,
                 op,
@@ -148,11 +179,13 @@ impl Renderer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn render_notices(
         &self,
         id: &ShadowId,
         previous: &Shadow,
         current: &Shadow,
+        presence: Option<&PresenceRecord>,
         token: Option<&str>,
         now: u64,
         messages: &mut Vec<Outbound>,
@@ -178,9 +211,26 @@ impl Renderer {
             topic: Topic::state(id),
             payload: notices
                 .state
-                .map(|doc| crate::router::json_bytes(&doc))
+                .map(|mut doc| {
+                    stamp(&mut doc, presence);
+                    crate::router::json_bytes(&doc)
+                })
                 .unwrap_or_default(),
             retain: true,
         });
+    }
+}
+
+/// Adds `connected` and `lastSeen` to a shadow's full document (AWS
+/// clients ignore keys they do not know). A thing never seen is not
+/// connected and has no `lastSeen`.
+pub(crate) fn stamp(doc: &mut Value, presence: Option<&PresenceRecord>) {
+    let Value::Object(map) = doc else { return };
+    map.insert(
+        "connected".into(),
+        Value::Bool(presence.is_some_and(|p| p.connected)),
+    );
+    if let Some(p) = presence {
+        map.insert("lastSeen".into(), Value::from(p.last_seen));
     }
 }

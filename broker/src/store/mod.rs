@@ -11,18 +11,24 @@
 //!   trimmed to the newest N per shadow.
 //! - `devices`: key thing -> JSON [`DeviceRecord`] (the argon2 hash of the
 //!   device's secret, see [`crate::auth::credentials`]).
+//! - `presence`: key thing -> JSON [`PresenceRecord`]: connected or not,
+//!   and when it was last seen (see `crate::presence`).
 
 mod record;
 
 pub use record::StoreError;
-pub(crate) use record::{key, parse_key, DeviceRecord, HistoryEntry, StoredShadow, DB_FILE};
+pub(crate) use record::{
+    key, parse_key, DeviceRecord, HistoryEntry, PresenceRecord, StoredShadow, DB_FILE,
+};
 
 use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable};
 use shade_shared::ShadowId;
 
-use record::{decode_device, decode_shadow, Ctx, DEVICES, HISTORY, SHADOWS};
+use record::{
+    decode_device, decode_presence, decode_shadow, Ctx, DEVICES, HISTORY, PRESENCE, SHADOWS,
+};
 
 /// The open database of a running broker.
 #[derive(Debug)]
@@ -65,6 +71,7 @@ impl Store {
         txn.open_table(SHADOWS).db()?;
         txn.open_table(HISTORY).db()?;
         txn.open_table(DEVICES).db()?;
+        txn.open_table(PRESENCE).db()?;
         txn.commit().db()?;
         Ok(Store { db })
     }
@@ -81,6 +88,7 @@ impl Store {
                 shadows: txn.open_table(SHADOWS).db()?,
                 history: txn.open_table(HISTORY).db()?,
                 devices: txn.open_table(DEVICES).db()?,
+                presence: txn.open_table(PRESENCE).db()?,
             };
             f(&mut tables)?
         };
@@ -109,6 +117,28 @@ impl Store {
         history_in(&txn.open_table(HISTORY).db()?, id, limit)
     }
 
+    /// Marks every thing disconnected (a broker that starts has no
+    /// connections yet; what it held before a crash is gone) and returns
+    /// every presence record, by thing. A thing that was connected keeps
+    /// the time it connected as the last time it was seen.
+    pub fn reset_presence(
+        &self,
+    ) -> Result<std::collections::HashMap<String, PresenceRecord>, StoreError> {
+        self.write(|t| {
+            let mut all = std::collections::HashMap::new();
+            for row in t.presence.iter().db()? {
+                let (k, v) = row.db()?;
+                let thing = k.value().to_owned();
+                all.insert(thing.clone(), decode_presence(&thing, v.value())?);
+            }
+            for (thing, record) in all.iter_mut().filter(|(_, r)| r.connected) {
+                record.connected = false;
+                t.put_presence(thing, record)?;
+            }
+            Ok(all)
+        })
+    }
+
     /// Every device's record in thing order, for loading the credentials at start.
     pub fn devices(&self) -> Result<Vec<(String, DeviceRecord)>, StoreError> {
         let txn = self.db.begin_read().db()?;
@@ -127,6 +157,7 @@ pub struct Tables<'t> {
     shadows: redb::Table<'t, &'static str, &'static [u8]>,
     history: redb::Table<'t, (&'static str, u64), &'static [u8]>,
     devices: redb::Table<'t, &'static str, &'static [u8]>,
+    presence: redb::Table<'t, &'static str, &'static [u8]>,
 }
 
 impl std::fmt::Debug for Tables<'_> {
@@ -186,6 +217,34 @@ impl Tables<'_> {
             }
         }
         Ok(())
+    }
+
+    pub fn presence(&self, thing: &str) -> Result<Option<PresenceRecord>, StoreError> {
+        presence_in(&self.presence, thing)
+    }
+
+    pub fn put_presence(&mut self, thing: &str, record: &PresenceRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+            key: format!("presence/{thing}"),
+            reason: e.to_string(),
+        })?;
+        self.presence.insert(thing, bytes.as_slice()).db()?;
+        Ok(())
+    }
+
+    /// Every stored shadow of `thing`: the classic one, then the named
+    /// ones in name order (their keys are `thing/name`).
+    pub fn shadows_of(&self, thing: &str) -> Result<Vec<(ShadowId, StoredShadow)>, StoreError> {
+        let mut out = Vec::new();
+        let (named, end) = (format!("{thing}/"), format!("{thing}0"));
+        let classic = self.shadows.range(thing..=thing).db()?;
+        for row in classic.chain(self.shadows.range(named.as_str()..end.as_str()).db()?) {
+            let (k, v) = row.db()?;
+            if let Some(id) = parse_key(k.value()) {
+                out.push((id, decode_shadow(k.value(), v.value())?));
+            }
+        }
+        Ok(out)
     }
 
     pub fn has_device(&self, thing: &str) -> Result<bool, StoreError> {
@@ -295,6 +354,8 @@ pub(crate) trait ShadowSource {
     ) -> Result<(), StoreError>;
     /// The newest `limit` history entries of a shadow, oldest first.
     fn history(&self, id: &ShadowId, limit: usize) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Whether `thing` is connected, as last recorded.
+    fn presence(&self, thing: &str) -> Result<Option<PresenceRecord>, StoreError>;
 }
 
 impl ShadowSource for Tables<'_> {
@@ -311,6 +372,9 @@ impl ShadowSource for Tables<'_> {
     }
     fn history(&self, id: &ShadowId, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
         history_in(&self.history, id, limit)
+    }
+    fn presence(&self, thing: &str) -> Result<Option<PresenceRecord>, StoreError> {
+        presence_in(&self.presence, thing)
     }
 }
 
@@ -330,6 +394,24 @@ impl ShadowSource for ReadStore {
     fn history(&self, id: &ShadowId, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
         let txn = self.db.begin_read().db()?;
         history_in(&txn.open_table(HISTORY).db()?, id, limit)
+    }
+    fn presence(&self, thing: &str) -> Result<Option<PresenceRecord>, StoreError> {
+        let txn = self.db.begin_read().db()?;
+        match txn.open_table(PRESENCE) {
+            // Data from before presence was kept has none.
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            table => presence_in(&table.db()?, thing),
+        }
+    }
+}
+
+fn presence_in(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    thing: &str,
+) -> Result<Option<PresenceRecord>, StoreError> {
+    match table.get(thing).db()? {
+        None => Ok(None),
+        Some(v) => decode_presence(thing, v.value()).map(Some),
     }
 }
 

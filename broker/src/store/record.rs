@@ -12,6 +12,7 @@ use shade_shared::{ReplicaId, Shadow, ShadowId, ShadowName, ThingName, VersionVe
 pub(super) const SHADOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("shadows");
 pub(super) const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
 pub(super) const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+pub(super) const PRESENCE: TableDefinition<&str, &[u8]> = TableDefinition::new("presence");
 
 /// File name of the database inside the data directory.
 pub(crate) const DB_FILE: &str = "shade.redb";
@@ -93,6 +94,27 @@ pub struct DeviceRecord {
     /// When the device (or its current secret) was added, in milliseconds
     /// since the Unix epoch.
     pub created_ms: u64,
+}
+
+/// Whether a thing is connected, and when it was last seen coming or
+/// going: kept per thing, shown with each of its shadows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceRecord {
+    pub connected: bool,
+    /// When the thing last connected (while `connected`) or disconnected,
+    /// in milliseconds since the Unix epoch.
+    #[serde(rename = "lastSeen")]
+    pub last_seen: u64,
+    /// The MQTT client id of that connection.
+    #[serde(rename = "clientId")]
+    pub client_id: String,
+}
+
+pub(super) fn decode_presence(thing: &str, bytes: &[u8]) -> Result<PresenceRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: format!("presence/{thing}"),
+        reason: e.to_string(),
+    })
 }
 
 pub(super) fn decode_device(thing: &str, bytes: &[u8]) -> Result<DeviceRecord, StoreError> {
