@@ -78,6 +78,10 @@ pub struct Presence {
 #[derive(Debug, Default)]
 struct Tracker {
     sessions: HashMap<u64, Session>,
+    /// Connections handed to rumqttd and not yet answered, by client id:
+    /// rumqttd closes the connection a new one takes over before it
+    /// answers the new one.
+    pending: HashMap<u64, String>,
     things: HashMap<String, Live>,
     /// Things whose state changed since the last [`Presence::take`].
     dirty: HashSet<String>,
@@ -115,6 +119,18 @@ impl Presence {
         }
     }
 
+    /// Connection `conn` of `client_id` is on its way to rumqttd; until
+    /// [`Presence::connected`] or [`Presence::abandoned`], an older
+    /// connection of the same client id that rumqttd closes was taken over.
+    pub(crate) fn connecting(&self, conn: u64, client_id: &str) {
+        self.lock().pending.insert(conn, client_id.to_owned());
+    }
+
+    /// Connection `conn` never got its CONNACK.
+    pub(crate) fn abandoned(&self, conn: u64) {
+        self.lock().pending.remove(&conn);
+    }
+
     /// Connection `conn` of `client_id` was admitted (its CONNACK sent).
     pub(crate) fn connected(
         &self,
@@ -128,6 +144,7 @@ impl Presence {
         let principal = principal.tag();
         let version = {
             let mut t = self.lock();
+            t.pending.remove(&conn);
             t.version += 1;
             let version = t.version;
             if let Some(thing) = &thing {
@@ -179,10 +196,12 @@ impl Presence {
             let Some(session) = t.sessions.remove(&conn) else {
                 return;
             };
+            let id = &session.client_id;
             let taken_over = t
                 .sessions
-                .values()
-                .any(|s| s.client_id == session.client_id && s.version > session.version);
+                .iter()
+                .any(|(c, s)| *c > conn && s.client_id == *id)
+                || t.pending.iter().any(|(c, p)| *c > conn && p == id);
             let reason = match reason {
                 Reason::ServerInitiated if taken_over => Reason::DuplicateClientId,
                 r => r,
@@ -343,8 +362,10 @@ mod tests {
     fn lifecycle_events_carry_aws_fields_and_a_takeover_is_a_duplicate_client_id() {
         let (p, mut rx) = presence();
         p.connected(1, "lamp", &Principal::Anonymous, peer(), 10);
-        p.connected(2, "lamp", &Principal::Anonymous, peer(), 11);
+        // rumqttd closes the old connection before it answers the new one.
+        p.connecting(2, "lamp");
         p.disconnected(1, Reason::ServerInitiated, 12);
+        p.connected(2, "lamp", &Principal::Anonymous, peer(), 11);
         let mut texts = Vec::new();
         while let Ok(packet) = rx.try_recv() {
             texts.push(String::from_utf8_lossy(&packet).into_owned());
@@ -353,9 +374,13 @@ mod tests {
         assert!(texts[0].contains("$aws/events/presence/connected/lamp"));
         assert!(texts[0].contains("\"eventType\":\"connected\""));
         assert!(texts[0].contains("\"ipAddress\":\"127.0.0.1\""));
-        assert!(texts[2].contains("$aws/events/presence/disconnected/lamp"));
-        assert!(texts[2].contains("\"disconnectReason\":\"DUPLICATE_CLIENTID\""));
-        assert!(texts[2].contains("\"clientInitiatedDisconnect\":false"));
+        assert!(texts[1].contains("$aws/events/presence/disconnected/lamp"));
+        assert!(texts[1].contains("\"disconnectReason\":\"DUPLICATE_CLIENTID\""));
+        assert!(texts[1].contains("\"clientInitiatedDisconnect\":false"));
+        assert!(
+            p.live("lamp").is_some(),
+            "the new connection holds the thing"
+        );
     }
 
     #[test]

@@ -246,6 +246,11 @@ async fn serve(
         .await
         .map_err(|_| FrontError::NoConnAck)?
         .map_err(|_| FrontError::NoConnAck)?;
+    shared.presence.connecting(conn, &client_id);
+    let _connecting = Connecting {
+        presence: &shared.presence,
+        conn,
+    };
     let (outbox, deliveries) = tokio::sync::mpsc::channel(OUTBOX);
     shared.subscriptions.open(conn, outbox);
     let _open = Opened {
@@ -320,6 +325,19 @@ async fn serve(
 /// (the same byte for 3.1.1's return code and 5's reason code).
 fn accepted(answer: &[u8]) -> bool {
     matches!(answer, [0x20, _, _, 0, ..])
+}
+
+/// A connection on its way to rumqttd: forgotten by [`Presence`] if it
+/// never gets its CONNACK (a no-op once it did).
+struct Connecting<'a> {
+    presence: &'a Presence,
+    conn: u64,
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.presence.abandoned(self.conn);
+    }
 }
 
 /// An admitted connection: tells [`Presence`] when it ends, however it

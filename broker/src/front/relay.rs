@@ -14,6 +14,7 @@
 //! away, without DISCONNECT, is passed on at once as a closed socket,
 //! which is also what makes rumqttd publish its will.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,6 +60,10 @@ where
     let (mut broker_rx, mut broker_tx) = broker.into_split();
     let mut framer = Framer::default();
     framer.feed(head);
+    // Whether the client's bytes so far end with a DISCONNECT: rumqttd
+    // closes its side as soon as it reads one, which can end the
+    // downstream copy before the upstream one sees the client go.
+    let goodbye = AtomicBool::new(false);
     let upstream = async {
         let mut buf = vec![0u8; buffer];
         loop {
@@ -72,6 +77,7 @@ where
                 break;
             };
             framer.feed(bytes);
+            goodbye.store(framer.ended_with_disconnect(), Ordering::Relaxed);
             broker_tx.write_all(bytes).await?;
         }
         let said_goodbye = framer.ended_with_disconnect();
@@ -126,7 +132,13 @@ where
         }
         // rumqttd ended the connection: nothing the client sends now has
         // anywhere to go.
-        down = &mut downstream => down.map(|()| Ended::BrokerClosed),
+        down = &mut downstream => down.map(|()| {
+            if goodbye.load(Ordering::Relaxed) {
+                Ended::Goodbye
+            } else {
+                Ended::BrokerClosed
+            }
+        }),
     }
 }
 
