@@ -172,6 +172,7 @@ pub(crate) struct Metrics {
     queue_capacity: Gauge,
     shadows: Gauge,
     things_connected: Gauge,
+    presence_batches: Counter,
     sync_in: Counter,
     sync_in_bytes: Counter,
     sync_out: Counter,
@@ -298,6 +299,12 @@ impl Metrics {
             "Things with at least one connection (a device, or a client id that is a thing's name)",
             things_connected.clone(),
         );
+        let presence_batches = Counter::default();
+        registry.register(
+            "presence_batches",
+            "Batches of connects and disconnects handed to the store thread to record presence",
+            presence_batches.clone(),
+        );
 
         let [sync_in, sync_in_bytes, sync_out, sync_out_bytes, conflicts] =
             std::array::from_fn(|_| Counter::default());
@@ -348,6 +355,7 @@ impl Metrics {
             queue_capacity,
             shadows,
             things_connected,
+            presence_batches,
             sync_in,
             sync_in_bytes,
             sync_out,
@@ -409,6 +417,12 @@ impl Metrics {
         if failed {
             self.commit_failures.inc();
         }
+    }
+
+    /// One batch of presence changes sent to the store thread: a request
+    /// of the service's own, counted in the store's batch sizes.
+    pub(crate) fn presence_batch(&self) {
+        self.presence_batches.inc();
     }
 
     pub(crate) fn sync_up(&self, bytes: usize) {

@@ -239,7 +239,20 @@ async fn metrics_move_by_exactly_the_traffic_made() {
     drop(c);
     drop(agent);
     let after = scraper
-        .scrape_until("the two clients' disconnects counted", no_tcp_client)
+        .scrape_until(
+            "the two clients' disconnects counted, their presence recorded",
+            |s| {
+                // A presence batch is counted as it is sent, then goes
+                // through the store: wait for the store to have done it.
+                let sent = s.get("shade_presence_batches_total")
+                    - before.get("shade_presence_batches_total");
+                let stored =
+                    s.get("shade_store_batch_size_sum") - before.get("shade_store_batch_size_sum");
+                no_tcp_client(s)
+                    && s.get("shade_things_connected") == 0.0
+                    && stored >= 7.0 + BURST as f64 - f64::from(throttled) + sent
+            },
+        )
         .await;
 
     let delta = |series: &str| after.get(series) - before.get(series);
@@ -282,8 +295,9 @@ async fn metrics_move_by_exactly_the_traffic_made() {
 
     // Through the store thread: u1, u2, two ghost gets, the POST, the
     // list, the gets the rate let through, the sync; in however many
-    // batches.
-    let stored = 7.0 + burst - throttled;
+    // batches; and the service's own presence batches for the clients'
+    // connects and disconnects (however they were gathered).
+    let stored = 7.0 + burst - throttled + delta("shade_presence_batches_total");
     assert_eq!(delta("shade_store_batch_size_sum"), stored);
     let batches = delta("shade_store_batch_size_count");
     assert!((1.0..=stored).contains(&batches), "{batches} batches");

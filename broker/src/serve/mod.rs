@@ -231,7 +231,11 @@ pub async fn serve(
     // The feed records changes only for an HTTP listener to stream.
     let feed = http_listener.is_some().then(|| events.clone());
     let publisher = tokio::spawn(publish_loop(broker.clone(), out_rx, feed, metrics.clone()));
-    let presence = tokio::spawn(presence_loop(broker.presence(), req_tx.clone()));
+    let presence = tokio::spawn(presence_loop(
+        broker.presence(),
+        req_tx.clone(),
+        metrics.clone(),
+    ));
     let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
     let http_shutdown = CancellationToken::new();
     let http_addr = match http_listener {
@@ -335,7 +339,11 @@ const PRESENCE_GATHER: Duration = Duration::from_millis(20);
 
 /// Hands each batch of presence changes to the store thread (see
 /// `crate::presence`), until aborted at shutdown.
-async fn presence_loop(presence: Arc<crate::presence::Presence>, requests: mpsc::Sender<Queued>) {
+async fn presence_loop(
+    presence: Arc<crate::presence::Presence>,
+    requests: mpsc::Sender<Queued>,
+    metrics: Arc<Metrics>,
+) {
     // The service's own requests are not held to a client's budget.
     let budget = crate::serve::admission::InFlight::new(usize::MAX);
     loop {
@@ -353,6 +361,9 @@ async fn presence_loop(presence: Arc<crate::presence::Presence>, requests: mpsc:
                 _slot: slot,
                 answer: None,
             };
+            // Counted before the store can see it, so that a scrape never
+            // shows a presence batch in the store's sizes but not here.
+            metrics.presence_batch();
             if requests.send(queued).await.is_err() {
                 return;
             }
