@@ -16,6 +16,8 @@
 
 mod record;
 
+pub(crate) mod backup;
+
 pub use record::StoreError;
 pub(crate) use record::{
     key, parse_key, DeviceRecord, HistoryEntry, PresenceRecord, StoredShadow, DB_FILE,
@@ -33,7 +35,9 @@ use record::{
 /// The open database of a running broker.
 #[derive(Debug)]
 pub struct Store {
-    db: redb::Database,
+    /// Shared with [`backup::Snapshots`], whose read transactions run on
+    /// other threads.
+    db: std::sync::Arc<redb::Database>,
 }
 
 impl Store {
@@ -73,7 +77,16 @@ impl Store {
         txn.open_table(DEVICES).db()?;
         txn.open_table(PRESENCE).db()?;
         txn.commit().db()?;
-        Ok(Store { db })
+        Ok(Store {
+            db: std::sync::Arc::new(db),
+        })
+    }
+
+    /// A handle for taking consistent backups while this store is written.
+    pub fn snapshots(&self) -> backup::Snapshots {
+        backup::Snapshots {
+            db: self.db.clone(),
+        }
     }
 
     /// Runs `f` in one write transaction and commits it (one fsync) when
@@ -300,6 +313,12 @@ impl ReadStore {
             }),
             Err(e) => Err(StoreError::Db(e.into())),
         }
+    }
+
+    /// Writes a backup of this (stopped) broker's data to `out`.
+    pub fn backup_to(&self, out: &Path, taken_ms: u64) -> Result<backup::About, StoreError> {
+        let txn = self.db.begin_read().db()?;
+        backup::write_backup(&txn, out, taken_ms, None)
     }
 
     pub fn get(&self, id: &ShadowId) -> Result<Option<StoredShadow>, StoreError> {

@@ -39,6 +39,17 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("stored record {key:?} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("{} is not empty: a restore goes into a new data directory", .0.display())]
+    NotEmpty(PathBuf),
+    #[error("{} is not a shade backup ({}); make one with shade backup", .0.display(), .1)]
+    NotABackup(PathBuf, String),
+    #[error("{} exists already: choose a new name, or remove it first", .0.display())]
+    Exists(PathBuf),
+    #[error("cannot use {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl<E: Into<redb::Error>> From<Wrap<E>> for StoreError {
