@@ -10,7 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use shade_broker::cli::{
-    self, conflicts, count, device, get, history, list, password, update, watch,
+    self, backup, conflicts, count, device, get, history, list, password, update, watch,
 };
 use shade_broker::{Config, Overrides};
 
@@ -75,6 +75,12 @@ enum Command {
     /// Add, list and remove the secrets devices connect with.
     #[command(after_help = device::EXAMPLES)]
     Device(device::DeviceArgs),
+    /// Copy a broker's data (running or stopped) into one file.
+    #[command(after_help = backup::BACKUP_EXAMPLES)]
+    Backup(backup::BackupArgs),
+    /// Make a new data directory from a backup, under a new node name.
+    #[command(after_help = backup::BACKUP_EXAMPLES)]
+    Restore(backup::RestoreArgs),
     /// Hash a password from stdin for a config user's password_hash.
     #[command(after_help = password::EXAMPLES)]
     HashPassword(password::HashPasswordArgs),
@@ -152,6 +158,8 @@ fn main() -> ExitCode {
         Command::History(args) => cli::execute(history::run(args)),
         Command::Conflicts(args) => cli::execute(conflicts::run(args)),
         Command::Device(args) => cli::execute(device::run(args)),
+        Command::Backup(args) => cli::execute(backup::backup(args)),
+        Command::Restore(args) => cli::execute(backup::restore(args)),
         Command::HashPassword(args) => cli::execute(async { password::run(args) }),
     }
 }

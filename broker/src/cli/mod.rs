@@ -40,6 +40,8 @@ pub mod client;
 
 pub mod query;
 
+pub mod backup;
+
 pub mod conflicts;
 
 pub mod count;

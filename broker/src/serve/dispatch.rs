@@ -28,6 +28,7 @@ use crate::metrics::{Kind, Metrics};
 use crate::ops::{self, OpsRequest, Query};
 use crate::router::{BrokerHandle, Inbound, Outbound};
 use crate::serve::admission::{InFlight, RateLimiter, Slot};
+use crate::serve::backup::{BackupQuery, Backups};
 use crate::serve::request::{Queued, Request};
 use shade_client::now_ms;
 
@@ -46,6 +47,8 @@ pub(crate) struct Dispatcher {
     /// state, on tokio's blocking pool).
     scans: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// Online backups (`crate::serve::backup`); `None` takes none.
+    backups: Option<Arc<Backups>>,
 }
 
 /// Fleet queries that scan at once; more wait their turn.
@@ -59,6 +62,7 @@ impl Dispatcher {
         limits: Limits,
         principals: Principals,
         metrics: Arc<Metrics>,
+        backups: Option<Arc<Backups>>,
     ) -> Dispatcher {
         Dispatcher {
             requests,
@@ -69,6 +73,7 @@ impl Dispatcher {
             principals,
             scans: Arc::new(Semaphore::new(SCANS)),
             metrics,
+            backups,
         }
     }
 
@@ -201,6 +206,18 @@ impl Dispatcher {
 
     async fn dispatch_ops(&mut self, msg: Inbound, now: Instant, answer: Option<Answer>) {
         self.metrics.request(Kind::Ops);
+        // A backup is read in many chunks, one at a time, off the store
+        // thread: held to the in-flight cap, not to the request rate.
+        if let Some(parsed) = BackupQuery::parse(&msg.payload) {
+            match self.inflight.acquire(&msg.client_id) {
+                Some(slot) => self.backup(msg.client_id, parsed, slot, answer),
+                None => {
+                    self.metrics.rate_limited(Kind::Ops);
+                    self.refuse_ops(&msg, "too many requests", answer).await;
+                }
+            }
+            return;
+        }
         // Ops are not about one thing: the client's own bucket.
         let allowed = self.rates.allow(&format!("\0ops/{}", msg.client_id), now);
         let slot = self.inflight.acquire(&msg.client_id).filter(|_| allowed);
@@ -265,15 +282,63 @@ impl Dispatcher {
                 metrics.reply(Kind::Ops, 403);
                 json!({"clientToken": query.client_token(), "ok": false, "error": "not authorized"})
             };
-            let message = Outbound::json(topic, &reply);
-            match answer {
-                Some(answer) => drop(answer.send(vec![message])),
-                None => {
-                    if let Err(e) = broker.send(message).await {
-                        tracing::warn!(error = %e, "cannot answer a fleet query");
-                    }
-                }
+            send(&broker, Outbound::json(topic, &reply), answer).await;
+        });
+    }
+
+    /// Answers a backup request of a full admin (`crate::serve::backup`).
+    fn backup(
+        &self,
+        client: String,
+        parsed: Result<BackupQuery, serde_json::Error>,
+        slot: Slot,
+        answer: Option<Answer>,
+    ) {
+        let query = match parsed {
+            Ok(query) => query,
+            Err(e) => {
+                tracing::warn!(client, error = %e, "dropping an unreadable backup request");
+                return;
             }
+        };
+        let Some(topic) = ops::reply_topic(&client, query.client_token()) else {
+            tracing::warn!(
+                client,
+                "dropping a backup request whose clientToken cannot be a topic level"
+            );
+            return;
+        };
+        // A backup holds every device's secret hash: full admins only.
+        let admin = self
+            .principals
+            .of(&client)
+            .is_some_and(|p| p.is_full_admin());
+        let backups = self.backups.clone();
+        let broker = self.broker.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let token = query.client_token().to_owned();
+            let (code, result) = match backups {
+                _ if !admin => {
+                    tracing::warn!(
+                        client,
+                        "refusing a backup request of a client that is not a full admin"
+                    );
+                    (403, Err("not authorized".to_owned()))
+                }
+                None => (400, Err("this broker takes no backups".to_owned())),
+                Some(backups) => {
+                    let result = backups.answer(query).await;
+                    (if result.is_ok() { 200 } else { 400 }, result)
+                }
+            };
+            metrics.reply(Kind::Ops, code);
+            let reply = match result {
+                Ok(result) => json!({ "clientToken": token, "ok": true, "result": result }),
+                Err(error) => json!({ "clientToken": token, "ok": false, "error": error }),
+            };
+            send(&broker, Outbound::json(topic, &reply), answer).await;
         });
     }
 
@@ -326,6 +391,18 @@ impl Dispatcher {
             // Its one caller refuses beyond a limit.
             self.metrics.reply(Kind::Ops, 429);
             self.publish(&topic, &reply, answer).await;
+        }
+    }
+}
+
+/// Hands an answer to its HTTP caller, or publishes it.
+async fn send(broker: &BrokerHandle, message: Outbound, answer: Option<Answer>) {
+    match answer {
+        Some(answer) => drop(answer.send(vec![message])),
+        None => {
+            if let Err(e) = broker.send(message).await {
+                tracing::warn!(error = %e, "cannot publish an answer");
+            }
         }
     }
 }

@@ -23,6 +23,8 @@ pub(crate) mod admission;
 
 pub(crate) mod request;
 
+pub(crate) mod backup;
+
 pub(crate) mod dispatch;
 
 pub(crate) mod writer;
@@ -46,11 +48,13 @@ use crate::identity::SharedUsers;
 use crate::metrics::{Metrics, Readings};
 use crate::ops::devices;
 use crate::router::{self, BrokerHandle, BrokerSettings, LogSize};
+use crate::serve::backup::Backups;
 use crate::serve::dispatch::Dispatcher;
 use crate::serve::request::Queued;
 use crate::serve::writer::{Engine, Published, Writer};
 use crate::shadow::Service;
 use crate::store::{Store, StoreError};
+use shade_shared::ReplicaId;
 use tokio_util::sync::CancellationToken;
 
 /// Why `shade serve` could not start.
@@ -144,12 +148,40 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
+/// The node name a restore left in the data directory, which wins over
+/// the configured one (see `crate::store::backup`).
+fn node_of(config: &Config) -> Result<ReplicaId, ServeError> {
+    let Some(name) = crate::store::backup::node_of(&config.data_dir)? else {
+        return Ok(config.node.clone());
+    };
+    let node = ReplicaId::broker(&name).map_err(|e| StoreError::Corrupt {
+        key: config
+            .data_dir
+            .join(crate::store::backup::NODE_FILE)
+            .display()
+            .to_string(),
+        reason: e.to_string(),
+    })?;
+    if node != config.node {
+        tracing::info!(%node, configured = %config.node,
+            "writing as the node name of the restored data directory, not the configured one");
+    }
+    Ok(node)
+}
+
 /// Runs the service until `shutdown` resolves.
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let store = Store::open(&config.data_dir)?;
+    config.node = node_of(&config)?;
+    let backups = Backups::new(store.snapshots(), &config.data_dir, config.node.as_str()).map_err(
+        |source| StoreError::Io {
+            path: config.data_dir.join("backups"),
+            source,
+        },
+    )?;
     // Device secrets for the listener to verify; the store thread keeps
     // them in step with every committed device-add and device-remove.
     let credentials = devices::load_credentials(&store)?;
@@ -295,6 +327,7 @@ pub async fn serve(
         config.limits,
         principals,
         metrics,
+        Some(Arc::new(backups)),
     );
     tokio::pin!(shutdown);
     loop {

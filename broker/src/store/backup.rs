@@ -115,7 +115,7 @@ pub(super) fn write_backup(
 /// Reads what a backup file says of itself, after checking that every
 /// record in it decodes: a restore of a damaged backup fails here, before
 /// anything is written.
-pub fn verify(backup: &Path) -> Result<About, StoreError> {
+pub(crate) fn verify(backup: &Path) -> Result<About, StoreError> {
     let db = open_backup(backup)?;
     let txn = db.begin_read().db()?;
     let about = about_of(&txn, backup)?;
@@ -150,7 +150,7 @@ pub fn verify(backup: &Path) -> Result<About, StoreError> {
 
 /// Restores `backup` into the data directory `dir`, which must be empty
 /// or not exist, with `node` as its broker's new node name.
-pub fn restore(backup: &Path, dir: &Path, node: &str) -> Result<About, StoreError> {
+pub(crate) fn restore(backup: &Path, dir: &Path, node: &str) -> Result<About, StoreError> {
     let about = verify(backup)?;
     let busy = match std::fs::read_dir(dir) {
         Ok(mut entries) => entries.next().is_some(),
@@ -186,7 +186,7 @@ pub fn restore(backup: &Path, dir: &Path, node: &str) -> Result<About, StoreErro
 }
 
 /// The node name a restore left in `dir`, if any.
-pub fn node_of(dir: &Path) -> Result<Option<String>, StoreError> {
+pub(crate) fn node_of(dir: &Path) -> Result<Option<String>, StoreError> {
     let path = dir.join(NODE_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(Some(text.trim().to_owned()).filter(|n| !n.is_empty())),
