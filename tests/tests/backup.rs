@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use shade_tests::agent::{
     report, state, wait_converged, write_agent_config, Agent, AgentSpec, Broker, Dashboard,
-    Deadline,
 };
 use shade_tests::{
     aws, password_hash, run_shade, run_shade_as, Connect, Mqtt, Server, START_TIMEOUT,
