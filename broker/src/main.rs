@@ -10,7 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use shade_broker::cli::{
-    self, backup, conflicts, count, device, get, history, list, password, update, watch,
+    self, backup, conflicts, count, device, export, get, history, list, password, update, watch,
 };
 use shade_broker::{Config, Overrides};
 
@@ -81,6 +81,12 @@ enum Command {
     /// Make a new data directory from a backup, under a new node name.
     #[command(after_help = backup::BACKUP_EXAMPLES)]
     Restore(backup::RestoreArgs),
+    /// Write shadows and device secrets as JSON, to import elsewhere.
+    #[command(after_help = export::EXPORT_EXAMPLES)]
+    Export(export::ExportArgs),
+    /// Write the shadows and devices of an export into a running broker.
+    #[command(after_help = export::EXPORT_EXAMPLES)]
+    Import(export::ImportArgs),
     /// Hash a password from stdin for a config user's password_hash.
     #[command(after_help = password::EXAMPLES)]
     HashPassword(password::HashPasswordArgs),
@@ -160,6 +166,8 @@ fn main() -> ExitCode {
         Command::Device(args) => cli::execute(device::run(args)),
         Command::Backup(args) => cli::execute(backup::backup(args)),
         Command::Restore(args) => cli::execute(backup::restore(args)),
+        Command::Export(args) => cli::execute(export::export(args)),
+        Command::Import(args) => cli::execute(export::import(args)),
         Command::HashPassword(args) => cli::execute(async { password::run(args) }),
     }
 }

@@ -332,3 +332,110 @@ async fn agents_synced_with_the_old_broker_converge_with_the_restored_one() {
     );
     assert_eq!(agent_state["pending"], 0, "{agent_state}");
 }
+
+/// `shade export` of one installation and `shade import` into another:
+/// every shadow's desired and reported, named shadows too, and every
+/// device with its secret; an import twice changes nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_moves_shadows_and_device_secrets_to_another_installation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = auth_config(dir.path());
+    let mut old = Server::start_with_args(&dir.path().join("old"), &["--config", &config]);
+    let new = Server::start_with_args(&dir.path().join("new"), &["--config", &config]);
+    let mut c = admin(old.port(), "export-writer").await;
+    c.subscribe("$aws/things/+/shadow/#").await;
+    update(
+        &mut c,
+        "lamp",
+        json!({"desired": {"on": true}, "reported": {"on": false}}),
+        "a",
+    )
+    .await;
+    update(&mut c, "pump", json!({"reported": {"rpm": 1200}}), "b").await;
+    let named = "$aws/things/lamp/shadow/name/config/update";
+    let reply = c
+        .request(
+            named,
+            &json!({"state": {"desired": {"fw": "2.1"}}, "clientToken": "n"}),
+        )
+        .await;
+    assert!(reply.topic.ends_with("/accepted"), "{reply}");
+    let (ok, secret, err) = run_shade_as(
+        old.port(),
+        ADMIN,
+        ADMIN_PASSWORD,
+        &["device", "add", "pump"],
+    );
+    assert!(ok, "{err}");
+    drop(c);
+
+    let file = dir.path().join("fleet.json");
+    let file_arg = file.to_str().expect("utf-8");
+    let (ok, said, err) = run_shade_as(
+        old.port(),
+        ADMIN,
+        ADMIN_PASSWORD,
+        &["export", "--json", file_arg],
+    );
+    assert!(ok, "shade export failed: {err}");
+    assert_eq!(
+        said,
+        format!("exported 3 shadows and 1 device to {file_arg}")
+    );
+    let exported: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("the export")).expect("JSON");
+
+    // The stopped installation exports the same shadows offline.
+    old.terminate();
+    let (ok, offline, err) = run_shade(
+        &["export", "--data", old.data_dir().to_str().expect("utf-8")],
+        None,
+    );
+    assert!(ok, "offline export failed: {err}");
+    let offline: Value = serde_json::from_str(&offline).expect("JSON on stdout");
+    assert_eq!(offline["shadows"], exported["shadows"]);
+    assert_eq!(offline["devices"], exported["devices"]);
+
+    for round in [
+        "imported 3 shadows and 1 device",
+        "imported 3 shadows and 0 devices (1 device there already kept its secret)",
+    ] {
+        let (ok, said, err) =
+            run_shade_as(new.port(), ADMIN, ADMIN_PASSWORD, &["import", file_arg]);
+        assert!(ok, "shade import failed: {err}");
+        assert_eq!(said, round);
+    }
+    let mut c = admin(new.port(), "export-reader").await;
+    c.subscribe("$aws/things/+/shadow/#").await;
+    let lamp = get(&mut c, "lamp").await.expect("lamp imported");
+    assert_eq!(
+        lamp["state"],
+        json!({"desired": {"on": true}, "reported": {"on": false}, "delta": {"on": true}})
+    );
+    assert_eq!(
+        get(&mut c, "pump").await.expect("pump imported")["state"]["reported"],
+        json!({"rpm": 1200})
+    );
+    let reply = c
+        .request(
+            "$aws/things/lamp/shadow/name/config/get",
+            &json!({"clientToken": "g"}),
+        )
+        .await;
+    assert_eq!(
+        reply.json()["state"]["desired"],
+        json!({"fw": "2.1"}),
+        "{reply}"
+    );
+    let mut device = Mqtt::connect_with(new.port(), "pump", &Connect::login("pump", &secret))
+        .await
+        .unwrap_or_else(|e| panic!("pump cannot connect to the new installation: {e}"));
+    device.subscribe(&aws("pump", "update/+")).await;
+    update(
+        &mut device,
+        "pump",
+        json!({"reported": {"rpm": 0}}),
+        "moved",
+    )
+    .await;
+}

@@ -91,7 +91,7 @@ async fn take(args: &BackupArgs, part: &Path) -> Result<(), CliError> {
 }
 
 /// Asks the broker for a backup and reads it in chunks into `part`.
-async fn download(session: &mut Session, part: &Path) -> Result<(), CliError> {
+pub(crate) async fn download(session: &mut Session, part: &Path) -> Result<(), CliError> {
     let started = session.ops(body(json!({ "op": "backup" }))).await?;
     let id = started
         .get("id")

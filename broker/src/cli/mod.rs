@@ -42,6 +42,8 @@ pub mod query;
 
 pub mod backup;
 
+pub mod export;
+
 pub mod conflicts;
 
 pub mod count;

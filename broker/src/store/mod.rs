@@ -315,6 +315,15 @@ impl ReadStore {
         }
     }
 
+    /// A file written by `shade backup`, open read-only like a stopped
+    /// broker's data.
+    pub fn open_backup(path: &Path) -> Result<ReadStore, StoreError> {
+        backup::verify(path)?;
+        redb::ReadOnlyDatabase::open(path)
+            .map(|db| ReadStore { db })
+            .map_err(|e| StoreError::NotABackup(path.to_owned(), e.to_string()))
+    }
+
     /// Writes a backup of this (stopped) broker's data to `out`.
     pub fn backup_to(&self, out: &Path, taken_ms: u64) -> Result<backup::About, StoreError> {
         let txn = self.db.begin_read().db()?;
