@@ -173,8 +173,10 @@ fn write_export(
     write!(w, "],\"devices\":[")?;
     let mut count = 0usize;
     let mut after: Option<String> = None;
-    while devices {
-        let (page, more) = store.devices_page(after.as_deref(), 1000)?;
+    let mut more = devices;
+    while more {
+        let page;
+        (page, more) = store.devices_page(after.as_deref(), 1000)?;
         for (thing, record) in &page {
             let item = ExportedDevice {
                 thing: thing.clone(),
@@ -186,9 +188,6 @@ fn write_export(
             count += 1;
         }
         after = page.last().map(|(t, _)| t.clone());
-        if !more {
-            break;
-        }
     }
     writeln!(w, "]}}")?;
     Ok((shadows, count))
