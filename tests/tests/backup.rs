@@ -42,6 +42,12 @@ async fn admin(port: u16, id: &str) -> Mqtt {
         .unwrap_or_else(|e| panic!("the admin cannot connect: {e}"))
 }
 
+/// `shade restore BACKUP --data DIR`: (success, stdout, stderr).
+fn restore(backup: &Path, dir: &Path) -> (bool, String, String) {
+    let utf8 = |p: &Path| p.to_str().expect("utf-8").to_owned();
+    run_shade(&["restore", &utf8(backup), "--data", &utf8(dir)], None)
+}
+
 /// Updates `thing` and waits for its `accepted`.
 async fn update(c: &mut Mqtt, thing: &str, state: Value, token: &str) {
     let reply = c
@@ -143,27 +149,11 @@ async fn a_backup_under_load_restores_every_shadow_and_device_secret() {
     drop(c);
 
     let restored = dir.path().join("restored");
-    let (ok, said, err) = run_shade(
-        &[
-            "restore",
-            out.to_str().expect("utf-8"),
-            "--data",
-            restored.to_str().expect("utf-8"),
-        ],
-        None,
-    );
+    let (ok, said, err) = restore(&out, &restored);
     assert!(ok, "shade restore failed: {err}");
     assert!(said.contains("b:restored-"), "{said}");
     // Not into a directory that holds anything.
-    let (ok, _, err) = run_shade(
-        &[
-            "restore",
-            out.to_str().expect("utf-8"),
-            "--data",
-            restored.to_str().expect("utf-8"),
-        ],
-        None,
-    );
+    let (ok, _, err) = restore(&out, &restored);
     assert!(!ok && err.contains("not empty"), "{err}");
 
     let server2 = Server::start_with_args(&restored, &["--config", &config]);
@@ -293,15 +283,7 @@ async fn agents_synced_with_the_old_broker_converge_with_the_restored_one() {
     assert!(state(&data).await["pending"].as_u64() > Some(0));
 
     let restored = dir.path().join("restored");
-    let (ok, _, err) = run_shade(
-        &[
-            "restore",
-            backup.to_str().expect("utf-8"),
-            "--data",
-            restored.to_str().expect("utf-8"),
-        ],
-        None,
-    );
+    let (ok, _, err) = restore(&backup, &restored);
     assert!(ok, "shade restore failed: {err}");
     let _broker = Broker::start_on(&restored, port, None);
     // The restored broker writes before the agent is back: under the old

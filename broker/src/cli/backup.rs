@@ -81,7 +81,7 @@ pub async fn backup(args: BackupArgs) -> Result<(), CliError> {
 async fn take(args: &BackupArgs, part: &Path) -> Result<(), CliError> {
     if let Some(dir) = &args.source.data {
         let store = open_read_store(dir)?;
-        store.backup_to(part, super::now_ms())?;
+        store.backup_to(part, super::args::now_ms())?;
         return Ok(());
     }
     let mut session = Session::connect(&args.source.online).await?;

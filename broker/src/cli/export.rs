@@ -149,7 +149,7 @@ fn write_export(
     write!(
         w,
         "{{\"format\":\"{FORMAT}\",\"exportedAt\":{},\"shadows\":[",
-        super::now_ms()
+        super::args::now_ms()
     )?;
     let mut shadows = 0usize;
     let mut failed = None;
