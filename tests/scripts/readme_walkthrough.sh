@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Runs the README's mosquitto_pub / mosquitto_sub walk-through and then its
-# curl commands, as written except for the ports (free loopback ports
-# instead of 1883 and 8080), against a real `shade serve`, and checks what
-# the README says they print.
+# Runs the README's mosquitto_pub / mosquitto_sub walk-through, then its
+# curl commands, then its backup, restore, export and import commands, as
+# written except for the ports (free loopback ports instead of 1883 and
+# 8080, a second local broker for other-host), against a real `shade serve`,
+# and checks what the README says they print or make.
 # Usage: tests/scripts/readme_walkthrough.sh [path/to/shade]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SHADE=${1:-target/debug/shade}
 command -v mosquitto_pub >/dev/null || { echo "mosquitto-clients is not installed (apt-get install mosquitto-clients)"; exit 1; }
 [ -x "$SHADE" ] || { echo "no $SHADE: run cargo build first"; exit 1; }
+SHADE=$(cd "$(dirname "$SHADE")" && pwd)/$(basename "$SHADE")
 
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -81,4 +83,27 @@ done
 if [ $fail -ne 0 ]; then
   echo "--- curl"; cat "$work/curl.out"; echo "--- serve log"; tail -20 "$work/serve.log"; exit 1
 fi
+# The backup, restore, export and import commands, as written, in the
+# work directory: `shade` is the binary under test, 1883 this broker's port,
+# other-host a second, empty broker.
+port2=$(free_port)
+"$SHADE" serve --listen "127.0.0.1:$port2" --http off --data "$work/other" 2>"$work/other.log" &
+pids+=($!)
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port2") 2>/dev/null && break
+  sleep 0.1
+done
+mapfile -t backups < <(sed -n '/^### Backup, restore, export/,/^###* [^B]/p' README.md | grep -E '^shade ' \
+  | sed -e "s#mqtt://127.0.0.1:1883#mqtt://127.0.0.1:$port#" -e "s#mqtt://other-host:1883#mqtt://127.0.0.1:$port2#")
+[ ${#backups[@]} -eq 4 ] || { echo "README should show four backup commands, found ${#backups[@]}"; exit 1; }
+for c in "${backups[@]}"; do
+  echo "+ $c"
+  (cd "$work" && bash -c "\"$SHADE\" ${c#shade }") >>"$work/backup.out" 2>&1 || { echo "failed: $c"; cat "$work/backup.out"; exit 1; }
+done
+[ -s "$work/shade.backup" ] && [ -f "$work/restored/shade.redb" ] || { echo "no backup or restored data"; exit 1; }
+grep -qF '"thing":"lamp"' "$work/fleet.json" || { echo "lamp missing in the export"; cat "$work/fleet.json"; exit 1; }
+"$SHADE" get lamp --broker "mqtt://127.0.0.1:$port2" >"$work/other.out" 2>&1 || true
+grep -qE '"color": ?"red"' "$work/other.out" || { echo "lamp missing on the broker the export was imported into"; cat "$work/other.out"; exit 1; }
+"$SHADE" get lamp --data "$work/restored" >"$work/restored.out" 2>&1 || true
+grep -qE '"color": ?"red"' "$work/restored.out" || { echo "lamp missing in the restored data"; cat "$work/restored.out"; exit 1; }
 echo "README walk-through works as written"
