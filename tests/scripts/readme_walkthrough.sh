@@ -68,7 +68,7 @@ fi
 
 # The curl commands, in order, with the HTTP port swapped; a streaming one
 # (-N) for two seconds.
-mapfile -t curls < <(grep -E '^(curl |  -d )' README.md | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' \
+mapfile -t curls < <(awk '/^#/ {skip = ($0 ~ /^### Backup, restore, export/)} !skip' README.md | grep -E '^(curl |  -d )'  | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' \
   | awk '/^curl/ {print}' | sed "s/127.0.0.1:8080/127.0.0.1:$hport/")
 [ ${#curls[@]} -ge 5 ] || { echo "README should show five curl commands, found ${#curls[@]}"; exit 1; }
 : >"$work/curl.out"
@@ -93,14 +93,19 @@ for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port2") 2>/dev/null && break
   sleep 0.1
 done
-mapfile -t backups < <(sed -n '/^### Backup, restore, export/,/^###* [^B]/p' README.md | grep -E '^shade ' \
-  | sed -e "s#mqtt://127.0.0.1:1883#mqtt://127.0.0.1:$port#" -e "s#mqtt://other-host:1883#mqtt://127.0.0.1:$port2#")
-[ ${#backups[@]} -eq 4 ] || { echo "README should show four backup commands, found ${#backups[@]}"; exit 1; }
+mapfile -t backups < <(awk '/^#/ {keep = ($0 ~ /^### Backup, restore, export/)} keep' README.md | grep -E '^(shade|curl) ' \
+  | sed -e "s#mqtt://127.0.0.1:1883#mqtt://127.0.0.1:$port#" -e "s#mqtt://other-host:1883#mqtt://127.0.0.1:$port2#" \
+    -e "s#127.0.0.1:8080#127.0.0.1:$hport#")
+[ ${#backups[@]} -eq 5 ] || { echo "README should show five backup commands, found ${#backups[@]}"; exit 1; }
 for c in "${backups[@]}"; do
   echo "+ $c"
-  (cd "$work" && bash -c "\"$SHADE\" ${c#shade }") >>"$work/backup.out" 2>&1 || { echo "failed: $c"; cat "$work/backup.out"; exit 1; }
+  [[ $c == shade* ]] && c="\"$SHADE\" ${c#shade }"
+  (cd "$work" && bash -c "$c") >>"$work/backup.out" 2>&1 || { echo "failed: $c"; cat "$work/backup.out"; exit 1; }
 done
 [ -s "$work/shade.backup" ] && [ -f "$work/restored/shade.redb" ] || { echo "no backup or restored data"; exit 1; }
+# The one over HTTP is a backup too: restore verifies it.
+"$SHADE" restore "$work/shade2.backup" --data "$work/restored2" >>"$work/backup.out" 2>&1 \
+  || { echo "the HTTP backup does not restore"; cat "$work/backup.out"; exit 1; }
 grep -qF '"thing":"lamp"' "$work/fleet.json" || { echo "lamp missing in the export"; cat "$work/fleet.json"; exit 1; }
 "$SHADE" get lamp --broker "mqtt://127.0.0.1:$port2" >"$work/other.out" 2>&1 || true
 grep -qE '"color": ?"red"' "$work/other.out" || { echo "lamp missing on the broker the export was imported into"; cat "$work/other.out"; exit 1; }

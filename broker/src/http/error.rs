@@ -61,6 +61,16 @@ impl ApiError {
     }
 }
 
+/// For a streamed body that fails mid-way (hyper then cuts the
+/// connection).
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"code": self.status.as_u16(), "message": self.message});

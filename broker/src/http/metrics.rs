@@ -59,6 +59,7 @@ pub(super) fn route_class(path: &str) -> &'static str {
         (Some("events"), None, _, _) => "events",
         (Some("whoami"), None, _, _) => "whoami",
         (Some("metrics"), None, _, _) => "metrics",
+        (Some("backup"), None, _, _) => "backup",
         _ => "other",
     }
 }
@@ -85,6 +86,7 @@ mod tests {
             ("/events", "events"),
             ("/whoami", "whoami"),
             ("/metrics", "metrics"),
+            ("/backup", "backup"),
             ("/metrics/x", "other"),
             ("/things/lamp/shadow/x", "other"),
             ("/nope", "other"),

@@ -37,6 +37,8 @@ mod counts;
 
 mod metrics;
 
+mod backup;
+
 mod page;
 
 use std::sync::Arc;
@@ -67,6 +69,7 @@ fn routes(api: Api) -> Router {
         .merge(stream::routes())
         .merge(counts::routes())
         .merge(metrics::routes())
+        .merge(backup::routes())
         .fallback(error::no_such_path)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(api)
