@@ -8,7 +8,9 @@ Usage: python3 dashboard_browser.py HTTP_PORT MQTT_PORT SCREENSHOT_DIR
 Opens http://127.0.0.1:HTTP_PORT/ (with --auth: a wrong password is
 refused, then NAME logs in through the page's form, and MQTT connects as
 NAME too); an MQTT client reports on a new thing and its row appears in the
-table without a reload; clicking it shows the shadow; desired edited in the
+table without a reload; a client with the thing's name as client id makes
+the row and the detail say online, and offline once it is gone; clicking
+it shows the shadow; desired edited in the
 page and saved reaches an MQTT subscriber of update/delta; a save on a
 version that changed meanwhile shows the 409, and saving again succeeds.
 --conflict THING: THING's row counts a conflict and its detail highlights
@@ -58,14 +60,16 @@ def left():
 
 
 class Devices:
-    """One paho client: publishes updates, collects one thing's deltas."""
+    """One paho client: publishes updates, collects one thing's deltas.
+    With `client_id` the thing's name, the thing is online while it is
+    connected."""
 
-    def __init__(self, port, thing, login):
+    def __init__(self, port, thing, login, client_id=None):
         self.deltas = queue.Queue()
         ready = queue.Queue()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"dash-walk-{os.getpid()}",
+            client_id=client_id or f"dash-walk-{os.getpid()}",
             protocol=mqtt.MQTTv311,
         )
         if login:
@@ -211,6 +215,10 @@ def walk(args):
         check(page.text(f"{row} .delta") == "\u2014", "the new row has no delta", page.text(row))
         page.wait(lambda d: page.find(page.row(thing, "config")), f"the row of {thing}'s named shadow config")
         check(driver.execute_script("return window.notReloaded === true"), "the page was reloaded")
+        check(page.text(f"{row} .presence") == "\u2014", "a thing never connected has no presence", page.text(row))
+        # The thing itself connects (client id = thing name): online.
+        online = Devices(args.mqtt_port, thing, login, client_id=thing)
+        page.wait(lambda d: page.text(f"{row} .presence") == "online", f"{thing}'s row to say online")
         if args.conflict:
             crow = page.row(args.conflict)
             page.wait(lambda d: page.find(crow), f"the row of {args.conflict}")
@@ -224,6 +232,11 @@ def walk(args):
         page.wait_text("#detail .d-reported", '"temp": 21')
         page.wait_text("#detail .d-keys", "reported.temp")
         page.wait_text(".d-edit-note", "editing version 1")
+        page.wait_text("#detail .d-presence", "online since")
+        online.close()
+        page.wait(lambda d: page.text(f"{row} .presence") == "offline", f"{thing}'s row to say offline")
+        page.wait_text("#detail .d-presence", "offline, last seen")
+        check(page.text(f"{row} .version") == "1", "going offline changed the version", page.text(row))
 
         # Desired edited in the page reaches the device as a delta.
         page.set_editor('{"mode": "eco"}')
