@@ -9,7 +9,8 @@ Opens http://127.0.0.1:HTTP_PORT/ (with --auth: a wrong password is
 refused, then NAME logs in through the page's form, and MQTT connects as
 NAME too); an MQTT client reports on a new thing and its row appears in the
 table without a reload; a client with the thing's name as client id makes
-the row and the detail say online, and offline once it is gone; clicking
+the row and the detail say online, and offline once it is gone (the line
+under the table counts shadows, things and things online); clicking
 it shows the shadow; desired edited in the
 page and saved reaches an MQTT subscriber of update/delta; a save on a
 version that changed meanwhile shows the 409, and saving again succeeds.
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import shutil
 import sys
 import tempfile
@@ -33,7 +35,7 @@ import time
 
 import paho.mqtt.client as mqtt
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -141,7 +143,8 @@ class Page:
     def wait(self, cond, what):
         """Polls `cond(driver)` until it is truthy; its value."""
         try:
-            return WebDriverWait(self.d, left(), poll_frequency=0.1).until(lambda d: cond(d))
+            return WebDriverWait(self.d, left(), poll_frequency=0.1,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: cond(d))
         except TimeoutException:
             status = self.d.execute_script("return document.querySelector('#status')?.textContent")
             raise Mismatch(f"timed out waiting for {what} (#status: {status!r})") from None
@@ -150,8 +153,10 @@ class Page:
         return self.d.find_elements(By.CSS_SELECTOR, css)
 
     def text(self, css):
-        found = self.find(css)
-        return found[0].text if found else None
+        # In the page: the table's rows are replaced on every event, so an
+        # element found first may be stale by the time its text is read.
+        return self.d.execute_script(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;", css)
 
     def visible(self, css):
         found = self.find(css)
@@ -164,6 +169,17 @@ class Page:
     def row(self, thing, shadow=""):
         return f'#things tr[data-thing="{thing}"][data-shadow="{shadow}"]'
 
+    def click(self, css):
+        """Clicks the element `css` finds, again if an event replaced it
+        between the find and the click."""
+        for _ in range(5):
+            try:
+                self.find(css)[0].click()
+                return
+            except StaleElementReferenceException:
+                continue
+        raise Mismatch(f"{css} kept being replaced before it could be clicked")
+
     def set_editor(self, text):
         edit = self.find("#desired-edit")[0]
         edit.send_keys(Keys.CONTROL, "a")
@@ -173,6 +189,26 @@ class Page:
     def shot(self, directory, name):
         path = os.path.join(directory, name)
         check(self.d.save_screenshot(path), f"cannot save {path}")
+
+
+SUMMARY = re.compile(r"^(\d+) shadows? of (\d+) things?, (\d+) online$")
+
+
+def summary(page):
+    """(shadows, things, online) as the line under the table says, or None."""
+    m = SUMMARY.match(page.text("#summary") or "")
+    return tuple(int(g) for g in m.groups()) if m else None
+
+
+def table_counts(page):
+    """(shadows, things, online things) counted from the table's rows."""
+    # In one script: rows are replaced on every event, so element
+    # references taken one by one go stale.
+    return tuple(page.d.execute_script("""
+        const rows = [...document.querySelectorAll("#things tbody tr")];
+        const things = new Set(rows.map((r) => r.dataset.thing));
+        const online = new Set(rows.filter((r) => r.querySelector(".presence.online")).map((r) => r.dataset.thing));
+        return [rows.length, things.size, online.size];"""))
 
 
 def log_in(page, name, password):
@@ -219,6 +255,12 @@ def walk(args):
         # The thing itself connects (client id = thing name): online.
         online = Devices(args.mqtt_port, thing, login, client_id=thing)
         page.wait(lambda d: page.text(f"{row} .presence") == "online", f"{thing}'s row to say online")
+        # The summary counts things, not shadows: both of its rows online,
+        # one thing more online.
+        page.wait(lambda d: len(page.find(f'#things tr[data-thing="{thing}"] .presence.online')) == 2,
+                  f"both of {thing}'s rows to say online")
+        counted = page.wait(lambda d: (c := summary(page)) and c == table_counts(page) and c,
+                            "the summary to count the table's shadows, things and online things")
         if args.conflict:
             crow = page.row(args.conflict)
             page.wait(lambda d: page.find(crow), f"the row of {args.conflict}")
@@ -228,7 +270,7 @@ def walk(args):
         page.shot(args.screenshots, "dashboard-things.png")
 
         # The detail: reported, no desired yet.
-        page.find(row)[0].click()
+        page.click(row)
         page.wait_text("#detail .d-reported", '"temp": 21')
         page.wait_text("#detail .d-keys", "reported.temp")
         page.wait_text(".d-edit-note", "editing version 1")
@@ -236,6 +278,9 @@ def walk(args):
         online.close()
         page.wait(lambda d: page.text(f"{row} .presence") == "offline", f"{thing}'s row to say offline")
         page.wait_text("#detail .d-presence", "offline, last seen")
+        page.wait(lambda d: (c := summary(page)) and c == table_counts(page)
+                  and c == (counted[0], counted[1], counted[2] - 1),
+                  f"the summary to count one thing fewer online than {counted}")
         check(page.text(f"{row} .version") == "1", "going offline changed the version", page.text(row))
 
         # Desired edited in the page reaches the device as a delta.
@@ -266,7 +311,7 @@ def walk(args):
         page.shot(args.screenshots, "dashboard-shadow.png")
 
         if args.conflict:
-            page.find(page.row(args.conflict))[0].click()
+            page.click(page.row(args.conflict))
             page.wait(lambda d: page.visible(".d-conflicts"), f"{args.conflict}'s conflicts")
             page.wait(lambda d: page.find("#detail .d-keys tr.conflicted"), "the conflicting key highlighted")
             page.wait(lambda d: page.find("#detail .d-history tbody tr"), f"{args.conflict}'s history")
@@ -279,7 +324,7 @@ def walk(args):
             log_in(page, *args.reader)
             page.wait_text("#whoami", args.reader[0], "reader")
             page.wait(lambda d: page.find(row), f"the row of {thing} for the reader")
-            page.find(row)[0].click()
+            page.click(row)
             page.wait_text("#detail .d-desired", '"mode": "off"')
             check(not page.find("#desired-edit")[0].is_enabled(), "a reader's editor is disabled")
             check(not page.find("#save")[0].is_enabled(), "a reader's Save is disabled")
