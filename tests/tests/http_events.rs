@@ -1,7 +1,8 @@
 //! `GET /events`, the HTTP change stream, end to end: it starts with the
 //! current state of every matching shadow, then carries each committed
-//! change (from MQTT or HTTP), resumes after `Last-Event-ID`, and a
-//! reader that falls behind is closed without holding up anyone else.
+//! change (from MQTT or HTTP), resumes after `Last-Event-ID`, narrows to
+//! the shadows a fleet query matches with `where=`, and a reader that
+//! falls behind is closed without holding up anyone else.
 
 use std::time::{Duration, Instant};
 
@@ -204,4 +205,78 @@ async fn an_event_reader_that_falls_behind_is_closed_and_other_readers_and_mqtt_
     .expect("drain the stuck reader");
     assert!(closed, "the stuck reader's connection stayed open");
     report(&mut mqtt, "f0", json!({"after": true})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_where_carries_the_shadows_that_match_and_says_when_one_stops() {
+    let (dir, data) = temp_data();
+    let server = start(dir.path(), &data, "");
+    let http = Http::new(&server.http_base());
+    let mut mqtt = Mqtt::connect(server.port(), "where-writer").await;
+    mqtt.subscribe("$aws/things/+/shadow/update/accepted").await;
+    report(&mut mqtt, "hot1", json!({"temp": 40})).await;
+    report(&mut mqtt, "cold1", json!({"temp": 10})).await;
+    report(&mut mqtt, "hot2", json!({"temp": 50})).await;
+
+    // The snapshot holds the matching shadows only.
+    let query = "?where=reported.temp%20%3E%2030";
+    let stream = open(&http, query, None).await;
+    let (stream, snapshot) = next_events(stream, 2).await;
+    let mut seen: Vec<_> = snapshot.iter().map(|e| key(&e.data)).collect();
+    seen.sort();
+    assert_eq!(seen, vec![("hot1".into(), 1), ("hot2".into(), 1)]);
+
+    // cold1 going to 20 matches neither before nor after: not sent. Then
+    // cold1 starts matching, hot1 stops, hot2 changes and is deleted.
+    report(&mut mqtt, "cold1", json!({"temp": 20})).await;
+    report(&mut mqtt, "cold1", json!({"temp": 35})).await;
+    report(&mut mqtt, "hot1", json!({"temp": 5})).await;
+    report(&mut mqtt, "hot2", json!({"temp": 60})).await;
+    let del = http.clone();
+    tokio::task::spawn_blocking(move || assert_eq!(del.delete("/things/hot2/shadow").status, 200))
+        .await
+        .expect("DELETE");
+    let (stream, live) = next_events(stream, 4).await;
+    assert_eq!(key(&live[0].data), ("cold1".into(), 3), "{:?}", live[0]);
+    assert_eq!(live[0].data["state"]["reported"]["temp"], 35);
+    assert_eq!(
+        live[1].data,
+        json!({"thing": "hot1", "shadow": null, "unmatched": true})
+    );
+    assert_eq!(key(&live[2].data), ("hot2".into(), 2), "{:?}", live[2]);
+    assert_eq!(live[3].data["thing"], "hot2");
+    assert_eq!(live[3].data["deleted"], true, "{:?}", live[3]);
+    assert!(live.iter().all(|e| e.id.is_some()), "{live:?}");
+    drop(stream);
+
+    // Resuming after cold1's event replays the rest, judged the same way.
+    let resumed = open(&http, query, live[0].id.clone()).await;
+    let (_resumed, again) = next_events(resumed, 3).await;
+    let again: Vec<_> = again.into_iter().map(|e| e.data).collect();
+    let live: Vec<_> = live.into_iter().skip(1).map(|e| e.data).collect();
+    assert_eq!(again, live);
+
+    // Presence is part of the state: a thing's connection makes it match
+    // `connected = true`, its leaving stops it.
+    report(&mut mqtt, "lamp", json!({"on": true})).await;
+    let online = open(&http, "?where=connected%20%3D%20true&prefix=lamp", None).await;
+    let device = Mqtt::connect(server.port(), "lamp").await;
+    let (online, came) = next_events(online, 1).await;
+    assert_eq!(came[0].data["thing"], "lamp");
+    assert_eq!(came[0].data["connected"], true, "{:?}", came[0]);
+    assert!(device.disconnect(Duration::from_secs(5)).await);
+    let (_online, left) = next_events(online, 1).await;
+    assert_eq!(
+        left[0].data,
+        json!({"thing": "lamp", "shadow": null, "unmatched": true})
+    );
+
+    // A bad expression is a 400 that says where.
+    let bad = http.clone();
+    let r = tokio::task::spawn_blocking(move || bad.get("/events?where=reported.temp%20%3E"))
+        .await
+        .expect("GET");
+    assert_eq!(r.status, 400);
+    let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.starts_with("where: at 15:"), "{message}");
 }

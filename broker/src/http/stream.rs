@@ -1,9 +1,19 @@
-//! `GET /events?prefix=P`: Server-Sent Events, one per committed change of
-//! a matching shadow's state (`data:` = the `shade/things/T/state`
-//! document with `thing` and `shadow` added; a deleted shadow's is
-//! `{"thing","shadow","deleted":true}`), after the current state of every
-//! matching shadow, or, with `Last-Event-ID`, after the changes the client
-//! missed when the feed still holds them ([`super::events`]).
+//! `GET /events?prefix=P&where=EXPR`: Server-Sent Events, one per
+//! committed change of a matching shadow's state (`data:` = the
+//! `shade/things/T/state` document with `thing` and `shadow` added; a
+//! deleted shadow's is `{"thing","shadow","deleted":true}`), after the
+//! current state of every matching shadow, or, with `Last-Event-ID`, after
+//! the changes the client missed when the feed still holds them
+//! ([`super::events`]).
+//!
+//! With `where=` (a fleet query, as `GET /things?where=`) a stream carries
+//! the shadows whose state matches: a change that makes one match brings
+//! its state, a change that makes it stop matching brings
+//! `{"thing","shadow","unmatched":true}`, and changes of shadows that
+//! match neither before nor after are not sent. So a table of the
+//! matching shadows stays right from the events alone. Each change comes
+//! with the state before it ([`Event::before`]), so judging it needs
+//! nothing but the two documents, whatever the size of the fleet.
 //!
 //! Each stream has its own bounded queue, filled by a small task from the
 //! feed. A stream that falls behind by a full queue (a reader slower than
@@ -19,14 +29,18 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
+use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
+use shade_shared::query::Query as Where;
+use shade_shared::topic::Topic;
 use tokio::sync::{broadcast, mpsc};
 
 use super::api::{Api, Conn};
 use super::error::ApiError;
-use super::events::{keep_alive, sse_response, Backlog, Event, COMMENT};
+use super::events::{frame, keep_alive, sse_response, Backlog, Event, Events, COMMENT};
 use super::shadows::query;
+use crate::fleet;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new().route("/events", get(events))
@@ -37,6 +51,8 @@ pub(super) fn routes() -> Router<Api> {
 struct EventsQuery {
     #[serde(default)]
     prefix: String,
+    #[serde(rename = "where")]
+    filter: Option<String>,
 }
 
 async fn events(
@@ -46,6 +62,8 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
+    let filter = fleet::parse_filter(q.filter.as_deref())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let caller = api.caller(&conn, &headers).await?;
     // Only what the caller may read: its own thing for a device, its
     // prefix for a user limited to one.
@@ -67,24 +85,27 @@ async fn events(
         }
         crate::identity::Principal::Anonymous => q.prefix,
     };
-    // A device's stream is its thing only, not every thing its name
-    // starts (lamp-1 must not see lamp-10).
-    let exact = matches!(caller.principal, crate::identity::Principal::Device { .. });
+    let pick = Arc::new(Pick {
+        // A device's stream is its thing only, not every thing its name
+        // starts (lamp-1 must not see lamp-10).
+        exact: matches!(caller.principal, crate::identity::Principal::Device { .. }),
+        prefix,
+        filter,
+        events: api.events.clone(),
+    });
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let start = api.events.start(&prefix, last_id.as_deref());
+    let start = api.events.start(&pick.prefix, last_id.as_deref());
     let backlog: Vec<Backlog> = start
         .backlog
         .into_iter()
-        .filter(|b| wanted(b.thing(), &prefix, exact))
+        .filter(|b| pick.keeps(b))
         .collect();
-    let keep = move |e: &Event| wanted(&e.thing, &prefix, exact);
     tracing::debug!(peer = %conn.peer, backlog = backlog.len(), resumed = start.resumed, "event stream started");
     let (tx, rx) = mpsc::channel(api.events.capacity());
-    tokio::spawn(forward(start.live, tx, keep, conn));
-    let events = api.events.clone();
+    tokio::spawn(forward(start.live, tx, pick.clone(), conn));
     // A snapshot's states all stand at one point of the feed: only its
     // last carries the id, so a stream cut off halfway through starts the
     // snapshot over rather than resuming past the states it never got.
@@ -92,37 +113,99 @@ async fn events(
         .iter()
         .rposition(|b| matches!(b, Backlog::Current { .. }));
     let backlog = stream::iter(backlog.into_iter().enumerate()).filter_map(move |(i, b)| {
-        let with_id = Some(i) == last_current;
-        let frame = b.into_frame(&events, with_id);
+        let frame = match b {
+            Backlog::Recent(e) => pick.frame(&e),
+            current => current.into_frame(&pick.events, Some(i) == last_current),
+        };
         async move { frame }
     });
-    // Each live event's bytes were rendered once, for every stream; a
-    // comment line keeps idle connections (and proxies) from timing out.
+    // Without `where=` each live event's bytes were rendered once, for
+    // every stream; a comment line keeps idle connections (and proxies)
+    // from timing out.
     let live = stream::unfold((rx, keep_alive()), |(mut rx, mut tick)| async move {
         tokio::select! {
-            event = rx.recv() => event.map(|e| (e.frame.clone(), (rx, tick))),
+            frame = rx.recv() => frame.map(|f| (f, (rx, tick))),
             _ = tick.tick() => Some((COMMENT, (rx, tick))),
         }
     });
     Ok(sse_response(backlog.chain(live)))
 }
 
-/// Whether a stream of `prefix` (or exactly that thing) carries `thing`.
-fn wanted(thing: &str, prefix: &str, exact: bool) -> bool {
-    if exact {
-        thing == prefix
-    } else {
-        thing.starts_with(prefix)
+/// What one stream carries: the things of `prefix` (or exactly that
+/// thing), and with a filter only the shadows whose state matches it.
+struct Pick {
+    prefix: String,
+    exact: bool,
+    filter: Option<Where>,
+    events: Arc<Events>,
+}
+
+impl Pick {
+    fn wanted(&self, thing: &str) -> bool {
+        if self.exact {
+            thing == self.prefix
+        } else {
+            thing.starts_with(self.prefix.as_str())
+        }
+    }
+
+    /// Whether the state message `payload` of `id` matches the filter.
+    fn matches(&self, filter: &Where, id: &shade_shared::ShadowId, payload: &[u8]) -> bool {
+        !payload.is_empty()
+            && fleet::doc_of_state(&Topic::state(id), payload)
+                .is_some_and(|(_, doc)| filter.matches(&doc))
+    }
+
+    /// Whether a backlog entry may go out: a recent change is judged when
+    /// it is sent ([`Pick::frame`]), a current state here.
+    fn keeps(&self, b: &Backlog) -> bool {
+        if !self.wanted(b.thing()) {
+            return false;
+        }
+        match (b, &self.filter) {
+            (Backlog::Current { id, payload, .. }, Some(filter)) => {
+                self.matches(filter, id, payload)
+            }
+            _ => true,
+        }
+    }
+
+    /// The bytes a change is sent as on this stream, or `None`: its state
+    /// when it matches (or no filter is set), `unmatched` when it matched
+    /// before the change and no longer does, and the deletion when a
+    /// matching shadow was deleted.
+    fn frame(&self, e: &Event) -> Option<Bytes> {
+        if !self.wanted(&e.thing) {
+            return None;
+        }
+        let Some(filter) = &self.filter else {
+            return Some(e.frame.clone());
+        };
+        if self.matches(filter, &e.id, &e.after) {
+            return Some(e.frame.clone());
+        }
+        if !self.matches(filter, &e.id, &e.before) {
+            return None;
+        }
+        if e.after.is_empty() {
+            return Some(e.frame.clone());
+        }
+        let data = serde_json::json!({
+            "thing": e.id.thing.as_str(),
+            "shadow": e.id.shadow.as_ref().map(|s| s.as_str()),
+            "unmatched": true,
+        });
+        Some(frame(Some(&self.events.id_of(e.seq)), &data.to_string()))
     }
 }
 
-/// Moves the live events a stream wants into its queue, until the stream
-/// ends; closes the stream's connection when the queue is full or the
+/// Moves the frames of the live events a stream picks into its queue,
+/// until the stream ends; closes the stream's connection when the queue is full or the
 /// feed passed it by.
 async fn forward(
     mut live: broadcast::Receiver<Arc<Event>>,
-    queue: mpsc::Sender<Arc<Event>>,
-    keep: impl Fn(&Event) -> bool + Send + 'static,
+    queue: mpsc::Sender<Bytes>,
+    pick: Arc<Pick>,
     conn: Conn,
 ) {
     loop {
@@ -132,14 +215,16 @@ async fn forward(
             event = live.recv() => event,
         };
         match event {
-            Ok(event) if keep(&event) => {
-                if queue.try_send(event).is_err() {
+            Ok(event) => {
+                let Some(frame) = pick.frame(&event) else {
+                    continue;
+                };
+                if queue.try_send(frame).is_err() {
                     tracing::warn!(peer = %conn.peer, "closing an event stream that fell behind (its reader is slower than the changes)");
                     conn.close.cancel();
                     return;
                 }
             }
-            Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(peer = %conn.peer, missed, "closing an event stream that fell behind the feed");
                 conn.close.cancel();
