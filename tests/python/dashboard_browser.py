@@ -14,6 +14,10 @@ under the table counts shadows, things and things online); clicking
 it shows the shadow; desired edited in the
 page and saved reaches an MQTT subscriber of update/delta; a save on a
 version that changed meanwhile shows the 409, and saving again succeeds.
+A fleet query typed into the page narrows the table to the shadows it
+matches, live: a bad one is refused with its position, a report that
+stops the thing matching takes its row out, one that makes it match
+brings it back, and clearing the query shows every row again.
 --conflict THING: THING's row counts a conflict and its detail highlights
 it. --reader: after logging out, that reader sees the editor disabled.
 Saves dashboard-things.png, dashboard-shadow.png (and with --conflict
@@ -180,6 +184,13 @@ class Page:
                 continue
         raise Mismatch(f"{css} kept being replaced before it could be clicked")
 
+    def type_into(self, css, text):
+        field = self.find(css)[0]
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(Keys.DELETE)
+        if text:
+            field.send_keys(text)
+
     def set_editor(self, text):
         edit = self.find("#desired-edit")[0]
         edit.send_keys(Keys.CONTROL, "a")
@@ -218,6 +229,30 @@ def log_in(page, name, password):
         field.clear()
         field.send_keys(value)
     page.find("#login-submit")[0].click()
+
+
+def fleet_query(page, devices, thing, aws):
+    """The table narrowed by a fleet query: `thing` reports temp 22, its
+    named shadow has no temp."""
+    row, named = page.row(thing), page.row(thing, "config")
+    live = lambda: "on" in (page.find("#live")[0].get_attribute("class") or "")
+    page.type_into("#where", "reported.temp >")
+    page.wait_text("#where-error", "where: at 15")
+    page.wait(lambda d: not live(), "the stream to stop on a bad query")
+    page.type_into("#where", "reported.temp > 21")
+    page.wait(lambda d: not page.visible("#where-error") and live(), "the stream of the query")
+    page.wait(lambda d: page.find(row), f"{thing}'s row, which matches")
+    check(not page.find(named), "a shadow without reported.temp is not in the table", page.text(named))
+    page.wait_text("#summary", "matching the query")
+    # A change that stops it matching takes the row out; one that makes it
+    # match again brings it back, with the new version.
+    devices.publish(f"{aws}/update", {"state": {"reported": {"temp": 20}}})
+    page.wait(lambda d: not page.find(row), f"{thing}'s row to leave when temp is 20")
+    page.wait_text("#status", "no longer matches the query")
+    devices.publish(f"{aws}/update", {"state": {"reported": {"temp": 30}}})
+    page.wait(lambda d: page.text(f"{row} .version") == "6", f"{thing}'s row back at version 6")
+    page.type_into("#where", "")
+    page.wait(lambda d: page.find(named) and page.find(row), "every row back without the query")
 
 
 def walk(args):
@@ -309,6 +344,7 @@ def walk(args):
         page.wait(lambda d: len(page.find("#detail .d-history tbody tr")) >= 4, "four changes in the history")
         page.wait_text("#detail .d-keys", "desired.mode")
         page.shot(args.screenshots, "dashboard-shadow.png")
+        fleet_query(page, devices, thing, aws)
 
         if args.conflict:
             page.click(page.row(args.conflict))
