@@ -3,7 +3,9 @@
 //! `sse-<i>` created first, then P desired changes a second for D seconds,
 //! round-robin over the K, published over MQTT (one QoS 1 dashboard
 //! client, as `latency` does) or HTTP (`--sse-via http`: POSTs from 8
-//! connections).
+//! connections). With `--sse-where EXPR` every stream is opened with
+//! that fleet query (it must match every shadow, e.g. `version > 0`), so
+//! each change is judged on every stream before it is sent.
 //!
 //! Each change carries `"sent_us"` (microseconds on this process's
 //! monotonic clock, taken just before the publish) and `"sse_seq"` (its
@@ -52,6 +54,9 @@ pub(crate) struct Params {
     /// Shadows the changes are spread over (each subscriber's snapshot).
     pub(crate) things: usize,
     pub(crate) via: Via,
+    /// `where=` of every stream (`--sse-where`): it must match every
+    /// shadow, so that each stream still gets every change.
+    pub(crate) filter: Option<String>,
     pub(crate) mqtt_subscribers: usize,
     /// How long to wait for the last deliveries after the last change.
     pub(crate) drain: f64,
@@ -107,6 +112,7 @@ impl Got {
 
 async fn subscriber(
     port: u16,
+    path: Arc<str>,
     things: usize,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
@@ -120,9 +126,9 @@ async fn subscriber(
     let setup = async {
         let _permit = limit.acquire().await.context("connect limiter")?;
         let mut conn = Conn::open(port).await?;
-        let (status, body) = conn.stream("/events?prefix=sse-").await?;
+        let (status, body) = conn.stream(&path).await?;
         if status != StatusCode::OK {
-            bail!("GET /events: {status}");
+            bail!("GET {path}: {status}");
         }
         let mut reader = SseReader::new(body);
         let mut snapshot = 0;
@@ -348,11 +354,16 @@ pub(crate) async fn measure(shade: &Shade, http_port: u16, p: &Params) -> Result
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let limit = Arc::new(Semaphore::new(64));
+    let path: Arc<str> = match &p.filter {
+        Some(filter) => format!("/events?prefix=sse-&where={}", percent_encode(filter)),
+        None => "/events?prefix=sse-".to_owned(),
+    }
+    .into();
     let t_setup = Instant::now();
     let subs: Vec<_> = (0..p.subscribers)
         .map(|_| {
             let (s, l, r) = (shared.clone(), limit.clone(), stop_rx.clone());
-            tokio::spawn(subscriber(http_port, p.things, s, l, r))
+            tokio::spawn(subscriber(http_port, path.clone(), p.things, s, l, r))
         })
         .collect();
     let mqtts: Vec<_> = (0..p.mqtt_subscribers)
@@ -454,4 +465,17 @@ pub(crate) async fn measure(shade: &Shade, http_port: u16, p: &Params) -> Result
         figures(&mut m, "sse.mqtt.", &mut mqtt_gots, changes);
     }
     Ok(m)
+}
+
+/// `text` as a query-string value: every byte but the unreserved ones
+/// percent-encoded.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

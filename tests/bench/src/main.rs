@@ -194,6 +194,11 @@ enum Scenario {
         /// How the changes are made: mqtt or http.
         #[arg(long, default_value = "mqtt")]
         sse_via: String,
+        /// A fleet query every stream is opened with (`/events?where=`),
+        /// to measure judging each change; it must match every shadow
+        /// (e.g. `version > 0`), as the subscribers count every change.
+        #[arg(long)]
+        sse_where: Option<String>,
         /// MQTT clients on the same changes' state topics, for comparison.
         #[arg(long, default_value_t = 1)]
         mqtt_subscribers: usize,
@@ -350,6 +355,7 @@ async fn run_once(scenario: &Scenario, bins: &std::path::Path) -> Result<Metrics
             sse_seconds,
             sse_things,
             sse_via,
+            sse_where,
             mqtt_subscribers,
             drain,
         } => {
@@ -371,6 +377,7 @@ async fn run_once(scenario: &Scenario, bins: &std::path::Path) -> Result<Metrics
                     seconds: *sse_seconds,
                     things: *sse_things,
                     via,
+                    filter: sse_where.clone(),
                     mqtt_subscribers: *mqtt_subscribers,
                     drain: *drain,
                 },
