@@ -17,10 +17,11 @@ version that changed meanwhile shows the 409, and saving again succeeds.
 A fleet query typed into the page narrows the table to the shadows it
 matches, live: a bad one is refused with its position, a report that
 stops the thing matching takes its row out, one that makes it match
-brings it back, and clearing the query shows every row again.
+brings it back, and clearing the query shows every row again; a count
+by a path shows how many shadows hold each value and moves live.
 --conflict THING: THING's row counts a conflict and its detail highlights
 it. --reader: after logging out, that reader sees the editor disabled.
-Saves dashboard-things.png, dashboard-shadow.png (and with --conflict
+Saves dashboard-things.png, dashboard-shadow.png, dashboard-query.png (and with --conflict
 dashboard-conflict.png) into SCREENSHOT_DIR.
 
 Exits 0 when every check passes, 1 with a message on the first mismatch,
@@ -202,7 +203,7 @@ class Page:
         check(self.d.save_screenshot(path), f"cannot save {path}")
 
 
-SUMMARY = re.compile(r"^(\d+) shadows? of (\d+) things?, (\d+) online$")
+SUMMARY = re.compile(r"^(\d+) shadows? of (\d+) things?(?: matching the query)?, (\d+) online$")
 
 
 def summary(page):
@@ -231,7 +232,7 @@ def log_in(page, name, password):
     page.find("#login-submit")[0].click()
 
 
-def fleet_query(page, devices, thing, aws):
+def fleet_query(page, devices, thing, aws, shots):
     """The table narrowed by a fleet query: `thing` reports temp 22, its
     named shadow has no temp."""
     row, named = page.row(thing), page.row(thing, "config")
@@ -253,6 +254,33 @@ def fleet_query(page, devices, thing, aws):
     page.wait(lambda d: page.text(f"{row} .version") == "6", f"{thing}'s row back at version 6")
     page.type_into("#where", "")
     page.wait(lambda d: page.find(named) and page.find(row), "every row back without the query")
+
+    # A count by a path, live: the thing's temperature moves between groups.
+    page.type_into("#by", "reported.")
+    page.wait_text("#where-error", "by: at ")
+    devices.publish(f"{aws}/update", {"state": {"reported": {"temp": 77.5}}})
+    page.type_into("#by", "reported.temp")
+    group = lambda value: page.text(f'#counts tr[data-value="{value}"] td.num')
+    page.wait(lambda d: group("77.5") == "1", "a count of 1 for temp 77.5")
+    check(not page.visible("#where-error"), "the by error stays after a good path")
+    devices.publish(f"{aws}/update", {"state": {"reported": {"temp": 78.5}}})
+    page.wait(lambda d: group("78.5") == "1" and group("77.5") is None, "the count to move to 78.5")
+    total = page.d.execute_script(
+        "return [...document.querySelectorAll('#counts tbody td.num')]"
+        ".reduce((n, td) => n + Number(td.textContent), 0);")
+    page.wait_text("#counts caption", f"{total} shadows by reported.temp")
+    page.wait(lambda d: group("null") not in (None, "0"), "shadows without the path counted under null")
+    page.type_into("#where", "exists(reported.temp)")
+    page.wait(lambda d: not page.find(named) and group("null") is None and group("78.5") == "1",
+              "the table and the count narrowed to shadows with a temperature")
+    page.wait_text("#counts caption", "1 shadow by reported.temp matching the query")
+    page.wait(lambda d: summary(page) == table_counts(page) == (1, 1, 0)
+              and "matching the query" in page.text("#summary"), "the summary of the narrowed table")
+    check(page.text("#status") == "", "the note that the detail is not live is gone", page.text("#status"))
+    page.shot(shots, "dashboard-query.png")
+    page.type_into("#where", "")
+    page.type_into("#by", "")
+    page.wait(lambda d: page.find(named) and not page.visible("#counts"), "the whole table again, without counts")
 
 
 def walk(args):
@@ -344,7 +372,7 @@ def walk(args):
         page.wait(lambda d: len(page.find("#detail .d-history tbody tr")) >= 4, "four changes in the history")
         page.wait_text("#detail .d-keys", "desired.mode")
         page.shot(args.screenshots, "dashboard-shadow.png")
-        fleet_query(page, devices, thing, aws)
+        fleet_query(page, devices, thing, aws, args.screenshots)
 
         if args.conflict:
             page.click(page.row(args.conflict))
