@@ -28,6 +28,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use shade_shared::topic::Operation;
 
+mod streams;
+
+pub(crate) use streams::{OpenStream, Stream, Streams};
+
 /// The content type of [`Metrics::encode`]'s text: prometheus-client
 /// writes the OpenMetrics 1.0 text format (counters end in `_total`, the
 /// text in `# EOF`), which Prometheus scrapes as such.
@@ -179,6 +183,7 @@ pub(crate) struct Metrics {
     sync_out_bytes: Counter,
     conflicts: Counter,
     http: Family<HttpLabels, Counter>,
+    streams: Streams,
     readings: OnceLock<Readings>,
 }
 
@@ -341,6 +346,7 @@ impl Metrics {
             "HTTP requests answered, by route class and status",
             http.clone(),
         );
+        let streams = Streams::register(&mut registry);
         Metrics {
             registry,
             links,
@@ -362,6 +368,7 @@ impl Metrics {
             sync_out_bytes,
             conflicts,
             http,
+            streams,
             readings: OnceLock::new(),
         }
     }
@@ -444,6 +451,11 @@ impl Metrics {
     /// An HTTP request on a route of class `route`, answered `status`.
     pub(crate) fn http(&self, route: &'static str, status: u16) {
         self.http.get_or_create(&HttpLabels { route, status }).inc();
+    }
+
+    /// The HTTP streams' series.
+    pub(crate) fn streams(&self) -> &Streams {
+        &self.streams
     }
 
     /// Every series in the text format of [`CONTENT_TYPE`], after reading

@@ -205,6 +205,34 @@ async fn an_event_reader_that_falls_behind_is_closed_and_other_readers_and_mqtt_
     .expect("drain the stuck reader");
     assert!(closed, "the stuck reader's connection stayed open");
     report(&mut mqtt, "f0", json!({"after": true})).await;
+
+    // Operators see it: one events stream fell behind, and the one that
+    // keeps up is the only one still open.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let scrape = http.clone();
+        let text = tokio::task::spawn_blocking(move || scrape.get("/metrics"))
+            .await
+            .expect("GET /metrics");
+        let text = String::from_utf8_lossy(&text.body).into_owned();
+        let behind = sample(&text, r#"shade_http_streams_behind_total{stream="events"}"#);
+        let open = sample(&text, r#"shade_http_streams_open{stream="events"}"#);
+        if behind == Some(1.0) && open == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "behind {behind:?}, open {open:?} (want 1 and 1):\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(_reader);
+}
+
+/// The value of one series in a `/metrics` text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,8 @@ use super::events::{keep_alive, sse_response, Event, Events, COMMENT};
 use super::fleet::CountQuery;
 use super::shadows::query;
 use crate::fleet;
+use crate::metrics::{OpenStream, Stream};
+use prometheus_client::metrics::counter::Counter;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new().route("/count/stream", get(count_stream))
@@ -65,8 +67,11 @@ async fn count_stream(
     let crate::ops::Query::Count { prefix, .. } = asked else {
         return Err(ApiError::internal("authorize changed the query's kind"));
     };
-    let live = Live::start(api.events.clone(), count, prefix).await;
-    Ok(sse_response(body(live, keep_alive(), conn)))
+    let streams = api.metrics.streams();
+    let behind = streams.behind(Stream::Count);
+    let open = streams.opened(Stream::Count);
+    let live = Live::start(api.events.clone(), count, prefix, behind).await;
+    Ok(sse_response(body(live, keep_alive(), conn, open)))
 }
 
 /// A live tally.
@@ -84,6 +89,8 @@ struct Live {
     /// The feed passed this stream by: scan again before going on (kept
     /// across a wait that was cut short).
     stale: bool,
+    /// Counts each time that happens.
+    behind: Counter,
 }
 
 /// A hash of a retained state's bytes; `None` for none (an empty payload).
@@ -95,7 +102,12 @@ fn fingerprint(payload: &[u8]) -> Option<u64> {
 }
 
 impl Live {
-    async fn start(events: Arc<Events>, count: fleet::Count, prefix: String) -> Live {
+    async fn start(
+        events: Arc<Events>,
+        count: fleet::Count,
+        prefix: String,
+        behind: Counter,
+    ) -> Live {
         let (rx, _) = events.subscribe();
         let mut live = Live {
             tally: count.tally(),
@@ -107,6 +119,7 @@ impl Live {
             scan_end: 0,
             last_sent: Value::Null,
             stale: false,
+            behind,
         };
         live.scan().await;
         live
@@ -194,6 +207,7 @@ impl Live {
             }
             if lagged {
                 tracing::info!(prefix = %self.prefix, "a live count fell behind the feed; counting again");
+                self.behind.inc();
                 self.rx = self.rx.resubscribe();
                 self.stale = true;
                 continue;
@@ -221,17 +235,20 @@ fn body(
     mut live: Live,
     tick: tokio::time::Interval,
     conn: Conn,
+    open: OpenStream,
 ) -> impl futures_util::Stream<Item = Bytes> + Send {
     use futures_util::StreamExt;
     live.last_sent = live.tally.result();
     let first = live.frame();
+    // `open` lives in the state: the stream counts as open until the
+    // body is dropped.
     let rest = stream::unfold(
-        (live, tick, conn),
-        |(mut live, mut tick, conn)| async move {
+        (live, tick, conn, open),
+        |(mut live, mut tick, conn, open)| async move {
             tokio::select! {
                 () = conn.close.cancelled() => None,
-                next = live.next() => next.map(|b| (b, (live, tick, conn))),
-                _ = tick.tick() => Some((COMMENT, (live, tick, conn))),
+                next = live.next() => next.map(|b| (b, (live, tick, conn, open))),
+                _ = tick.tick() => Some((COMMENT, (live, tick, conn, open))),
             }
         },
     );

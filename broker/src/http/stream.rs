@@ -41,6 +41,7 @@ use super::error::ApiError;
 use super::events::{frame, keep_alive, sse_response, Backlog, Event, Events, COMMENT};
 use super::shadows::query;
 use crate::fleet;
+use crate::metrics::Stream;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new().route("/events", get(events))
@@ -105,7 +106,10 @@ async fn events(
         .collect();
     tracing::debug!(peer = %conn.peer, backlog = backlog.len(), resumed = start.resumed, "event stream started");
     let (tx, rx) = mpsc::channel(api.events.capacity());
-    tokio::spawn(forward(start.live, tx, pick.clone(), conn));
+    let behind = api.metrics.streams().behind(Stream::Events);
+    tokio::spawn(forward(start.live, tx, pick.clone(), conn, behind));
+    // Counted as open for as long as the body lives.
+    let open = api.metrics.streams().opened(Stream::Events);
     // A snapshot's states all stand at one point of the feed: only its
     // last carries the id, so a stream cut off halfway through starts the
     // snapshot over rather than resuming past the states it never got.
@@ -122,12 +126,15 @@ async fn events(
     // Without `where=` each live event's bytes were rendered once, for
     // every stream; a comment line keeps idle connections (and proxies)
     // from timing out.
-    let live = stream::unfold((rx, keep_alive()), |(mut rx, mut tick)| async move {
-        tokio::select! {
-            frame = rx.recv() => frame.map(|f| (f, (rx, tick))),
-            _ = tick.tick() => Some((COMMENT, (rx, tick))),
-        }
-    });
+    let live = stream::unfold(
+        (rx, keep_alive(), open),
+        |(mut rx, mut tick, open)| async move {
+            tokio::select! {
+                frame = rx.recv() => frame.map(|f| (f, (rx, tick, open))),
+                _ = tick.tick() => Some((COMMENT, (rx, tick, open))),
+            }
+        },
+    );
     Ok(sse_response(backlog.chain(live)))
 }
 
@@ -207,6 +214,7 @@ async fn forward(
     queue: mpsc::Sender<Bytes>,
     pick: Arc<Pick>,
     conn: Conn,
+    behind: prometheus_client::metrics::counter::Counter,
 ) {
     loop {
         let event = tokio::select! {
@@ -221,12 +229,14 @@ async fn forward(
                 };
                 if queue.try_send(frame).is_err() {
                     tracing::warn!(peer = %conn.peer, "closing an event stream that fell behind (its reader is slower than the changes)");
+                    behind.inc();
                     conn.close.cancel();
                     return;
                 }
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(peer = %conn.peer, missed, "closing an event stream that fell behind the feed");
+                behind.inc();
                 conn.close.cancel();
                 return;
             }

@@ -20,6 +20,8 @@ fn every_fixed_series_is_there_from_the_start_at_zero() {
         "shade_sync_up_bytes_total",
         "shade_conflicts_total",
         "shade_shadows",
+        r#"shade_http_streams_open{stream="events"}"#,
+        r#"shade_http_streams_behind_total{stream="count"}"#,
     ] {
         assert_eq!(line(&text, series), Some("0"), "{series} in:\n{text}");
     }
@@ -91,4 +93,31 @@ fn a_connection_counts_its_end_when_dropped() {
         Some("1")
     );
     drop(second);
+}
+
+#[test]
+fn a_stream_counts_as_open_while_its_guard_lives() {
+    let m = Metrics::new();
+    let open = m.streams().opened(Stream::Count);
+    let _other = m.streams().opened(Stream::Events);
+    m.streams().behind(Stream::Events).inc();
+    let text = m.encode().expect("encodes");
+    assert_eq!(
+        line(&text, r#"shade_http_streams_open{stream="count"}"#),
+        Some("1")
+    );
+    assert_eq!(
+        line(&text, r#"shade_http_streams_behind_total{stream="events"}"#),
+        Some("1")
+    );
+    drop(open);
+    let text = m.encode().expect("encodes");
+    assert_eq!(
+        line(&text, r#"shade_http_streams_open{stream="count"}"#),
+        Some("0")
+    );
+    assert_eq!(
+        line(&text, r#"shade_http_streams_open{stream="events"}"#),
+        Some("1")
+    );
 }
