@@ -19,6 +19,8 @@ matches, live: a bad one is refused with its position, a report that
 stops the thing matching takes its row out, one that makes it match
 brings it back, and clearing the query shows every row again; a count
 by a path shows how many shadows hold each value and moves live.
+With ?rows=2 the table holds the first two shadows by name and says how
+many there are; when the first is deleted, the third moves up.
 --conflict THING: THING's row counts a conflict and its detail highlights
 it. --reader: after logging out, that reader sees the editor disabled.
 Saves dashboard-things.png, dashboard-shadow.png, dashboard-query.png (and with --conflict
@@ -73,6 +75,7 @@ class Devices:
 
     def __init__(self, port, thing, login, client_id=None):
         self.deltas = queue.Queue()
+        self.thing = thing
         ready = queue.Queue()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -283,6 +286,37 @@ def fleet_query(page, devices, thing, aws, shots):
     page.wait(lambda d: page.find(named) and not page.visible("#counts"), "the whole table again, without counts")
 
 
+def listed(page):
+    """Every shadow's (thing, shadow) from GET /things, in the page's order
+    (thing, then the classic shadow before the named ones, by name)."""
+    results = page.d.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        api("/things?pageSize=1000").then((r) => done(r.status === 200 ? r.body.results : null));""")
+    check(results is not None, "GET /things from the page")
+    return sorted(((r["thing"], r.get("shadow") or "") for r in results), key=lambda k: k[0] + "\0" + k[1])
+
+
+def rows_window(page, devices, base):
+    """?rows=2: the first two shadows by name are the table's rows."""
+    for extra in ["a", "b"]:  # at least four shadows, whatever else exists
+        devices.publish(f"$aws/things/{devices.thing}-rows-{extra}/shadow/update",
+                        {"state": {"reported": {"n": 1}}})
+    page.d.get(base + "?rows=2")
+    page.wait(lambda d: page.find("#things tbody tr"), "rows with ?rows=2")
+    shown = lambda: [tuple(k) for k in page.d.execute_script(
+        "return [...document.querySelectorAll('#things tbody tr')].map((r) => [r.dataset.thing, r.dataset.shadow]);")]
+    everything = listed(page)
+    check(len(everything) > 3, "more than three shadows to page through", everything)
+    page.wait(lambda d: shown() == everything[:2], f"the first two of {everything} as rows")
+    page.wait_text("#more", f"first 2 of {len(everything)} shadows")
+    page.wait(lambda d: (c := summary(page)) and c[0] == len(everything), "the summary to count every shadow")
+    thing, shadow = everything[0]
+    topic = f"$aws/things/{thing}/shadow" + (f"/name/{shadow}" if shadow else "") + "/delete"
+    devices.publish(topic, {})
+    page.wait(lambda d: shown() == everything[1:3], f"{everything[2]} to move up when {everything[0]} is deleted")
+    page.wait_text("#more", f"first 2 of {len(everything) - 1} shadows")
+
+
 def walk(args):
     thing = f"dash-{os.getpid()}"
     aws = f"$aws/things/{thing}/shadow"
@@ -392,6 +426,7 @@ def walk(args):
             page.wait_text("#detail .d-desired", '"mode": "off"')
             check(not page.find("#desired-edit")[0].is_enabled(), "a reader's editor is disabled")
             check(not page.find("#save")[0].is_enabled(), "a reader's Save is disabled")
+        rows_window(page, devices, f"http://127.0.0.1:{args.http_port}/")
         # Script errors and CSP refusals; failed requests (the 409 above,
         # the favicon the page has none of) are logged as "network".
         errors = [e for e in driver.get_log("browser")
