@@ -60,6 +60,8 @@ pub mod password;
 
 pub mod update;
 
+pub mod matching;
+
 pub mod watch;
 
 pub use args::{now_ms, open_read_store, shadow_id, BrokerArgs, CliError, Offline, Source};

@@ -1,9 +1,14 @@
-//! `shade watch [THING]`: one line per accepted change until Ctrl-C.
+//! `shade watch [THING] [--where EXPR]`: one line per accepted change
+//! until Ctrl-C.
 //!
 //! It subscribes to the AWS notices every SDK client can see,
 //! `update/documents` and `delete/accepted`, of classic and named shadows,
 //! and prints each as `TIME  THING[/SHADOW]  vVERSION  CHANGES`, where
 //! CHANGES are `path=value` words (`null` for what went away) or `deleted`.
+//! With `--where`, only the shadows a fleet query matches, from their
+//! state topics ([`super::matching`]): `matches: ...` when one starts to
+//! match, what changed while it does (presence included), `no longer
+//! matches` when it stops, `deleted`.
 //! stdout carries those lines only, so a script can read them; the one
 //! `watching ...` line goes to stderr once the broker has acknowledged the
 //! subscriptions.
@@ -15,6 +20,7 @@ use shade_shared::ThingName;
 
 use super::args::{now_ms, BrokerArgs, CliError};
 use super::client::Session;
+use super::matching::{self, Change, Matching};
 use super::output::{diff_words, local_time, Out, Paint};
 
 pub const EXAMPLES: &str = "\
@@ -22,14 +28,21 @@ Examples:
   shade watch
   shade watch lamp-1
   shade watch | grep --line-buffered desired.color
+  shade watch --where 'reported.temp > 80 or connected = false'
 
 Each line: TIME  THING[/SHADOW]  vVERSION  CHANGES, e.g.
-  2026-11-26T12:03:04+01:00  lamp-1  v8  desired.color=\"red\" desired.mode=null";
+  2026-11-26T12:03:04+01:00  lamp-1  v8  desired.color=\"red\" desired.mode=null
+With --where: `matches: KEYS` when a shadow starts to match, the changes
+while it matches, `no longer matches`, `deleted`.";
 
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
     /// Only this thing's shadows (default: every thing).
     pub thing: Option<ThingName>,
+    /// Only the shadows this fleet query matches (as `shade list --where`),
+    /// judged on each change, presence included.
+    #[arg(long = "where", value_name = "EXPR")]
+    pub filter: Option<String>,
     #[command(flatten)]
     pub online: BrokerArgs,
 }
@@ -86,6 +99,22 @@ fn line(out: &Out, topic: &str, payload: &[u8]) -> Option<String> {
     ))
 }
 
+/// The line for a change of a matching shadow.
+fn matching_line(out: &Out, change: Change) -> String {
+    let (id, version, words) = match change {
+        Change::Enters { id, version, words } => (id, version, format!("matches: {words}")),
+        Change::Changes { id, version, words } => (id, version, words),
+        Change::Leaves { id, version } => (id, version, "no longer matches".to_owned()),
+        Change::Deleted { id, version } => (id, version, "deleted".to_owned()),
+    };
+    format!(
+        "{}  {}  {}  {words}",
+        out.paint(Paint::Dim, &local_time(now_ms())),
+        out.paint(Paint::Bold, &id.to_string()),
+        out.paint(Paint::Cyan, &format!("v{version}"))
+    )
+}
+
 /// Resolves on SIGINT or SIGTERM. The handlers are installed by this call,
 /// not when the future is first polled, so a signal sent right after the
 /// `watching` line ends the watch cleanly instead of killing the process.
@@ -127,12 +156,19 @@ pub async fn run(args: WatchArgs) -> Result<(), CliError> {
 /// Connects, subscribes, then prints until the connection fails.
 async fn watch(args: &WatchArgs) -> Result<(), CliError> {
     let thing = args.thing.as_ref().map_or("+", ThingName::as_str);
+    let mut matching = args.filter.as_deref().map(Matching::parse).transpose()?;
     let mut session = Session::connect(&args.online).await?;
-    session.subscribe(&filters(thing)).await?;
-    let what = args.thing.as_ref().map_or_else(
+    match matching {
+        Some(_) => session.subscribe(&matching::filters(thing)).await?,
+        None => session.subscribe(&filters(thing)).await?,
+    }
+    let mut what = args.thing.as_ref().map_or_else(
         || "every shadow".to_owned(),
         |t| format!("the shadows of {t}"),
     );
+    if let Some(filter) = &args.filter {
+        what = format!("{what} matching {filter}");
+    }
     eprintln!(
         "shade: watching {what} on {} (Ctrl-C to stop)",
         session.broker()
@@ -140,7 +176,13 @@ async fn watch(args: &WatchArgs) -> Result<(), CliError> {
     let mut out = Out::new();
     loop {
         let msg = session.next_publish(None, "changes").await?;
-        if let Some(text) = line(&out, &msg.topic, &msg.payload) {
+        let text = match &mut matching {
+            Some(m) => m
+                .on_state(&msg.topic, &msg.payload, msg.retain)
+                .map(|change| matching_line(&out, change)),
+            None => line(&out, &msg.topic, &msg.payload),
+        };
+        if let Some(text) = text {
             out.line_now(&text)?;
         }
     }
