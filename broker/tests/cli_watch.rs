@@ -51,7 +51,10 @@ fn watch_where_prints_shadows_as_they_start_change_and_stop_matching() {
     report("lamp-1", 45);
     expect_line(&out, "  lamp-1  v2  reported.temp=45");
     report("lamp-2", 35);
-    expect_line(&out, "  lamp-2  v3  matches: connected=false reported.temp=35");
+    expect_line(
+        &out,
+        "  lamp-2  v3  matches: connected=false reported.temp=35",
+    );
 
     // Presence is part of what is judged and shown.
     let rt = tokio::runtime::Builder::new_current_thread()
